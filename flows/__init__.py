@@ -1,0 +1,1 @@
+"""Prefect flows shipped with aiorch: the demo and the reference workflows."""

@@ -1,0 +1,221 @@
+"""The aiorch demo: the project's main job, run by ``scripts/demo``.
+
+It surveys the platform, counts words in a text with one task per chunk (a fan-out the
+Prefect UI shows as parallel task runs), merges the counts and publishes a markdown
+artifact, keyed ``aiorch-demo``, that says what it did. Later milestones add container
+steps and agent calls to it.
+
+Example:
+    ```python
+    from flows.demo import demo_flow
+
+    result = demo_flow(top=3)
+    print(result.flow_run_id, result.stats.top)
+    ```
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+from uuid import UUID
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
+from prefect.runtime import flow_run
+from prefect.settings import get_current_settings
+from pydantic import BaseModel, Field
+
+from tasks.platform import PlatformSurvey, survey_platform
+from tasks.settings import AiorchSettings, load_settings
+
+ARTIFACT_KEY = "aiorch-demo"
+
+DEFAULT_TEXT = """\
+aiorch runs containerised steps and language model agents as Prefect flows.
+Every step is a Prefect task: retries, caching and logs come from Prefect.
+Container steps run on Dagger, on Docker, or as local processes.
+Agent calls run through FastAgent, configured by Prefect blocks.
+Completed steps and model calls replay from cache when a flow is retried.
+Artifacts and events make every run visible in the Prefect UI.
+"""
+
+
+class WordStats(BaseModel):
+    """Word counts merged from every chunk of the demo text."""
+
+    chunks: int
+    words: int
+    distinct: int
+    top: list[tuple[str, int]]
+
+
+class DemoResult(BaseModel):
+    """What one demo run produced."""
+
+    flow_run_id: UUID
+    artifact_key: str
+    survey: PlatformSurvey
+    stats: WordStats
+
+
+@task(name="survey-platform", tags=["aiorch", "demo"])
+def survey() -> PlatformSurvey:
+    """Record versions, the Prefect API and the engines reachable from this run."""
+    return survey_platform()
+
+
+@task(name="count-words", tags=["aiorch", "demo"])
+def count_words(chunk: str) -> dict[str, int]:
+    """Count the words of one chunk, case-insensitively."""
+    return dict(Counter(re.findall(r"[a-z][a-z'-]*", chunk.lower())))
+
+
+@task(name="merge-counts", tags=["aiorch", "demo"])
+def merge_counts(counts: list[dict[str, int]], top: int) -> WordStats:
+    """Merge per-chunk counts; ties in the top list are broken alphabetically."""
+    total: Counter[str] = Counter()
+    for chunk_counts in counts:
+        total.update(chunk_counts)
+    ranked = sorted(total.items(), key=lambda item: (-item[1], item[0]))
+    return WordStats(
+        chunks=len(counts),
+        words=sum(total.values()),
+        distinct=len(total),
+        top=ranked[:top],
+    )
+
+
+def _cell(value: object) -> str:
+    """Make a value safe inside a markdown table cell."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def render_report(run_id: UUID, survey: PlatformSurvey, stats: WordStats) -> str:
+    """The markdown the demo publishes: steps, a task graph, the platform and the words."""
+    fan_out = "\n".join(
+        f"    count{index}[count-words {index}] --> merge[merge-counts]"
+        for index in range(stats.chunks)
+    )
+    engines = "\n".join(
+        f"| {engine.name} | {'yes' if engine.available else 'no'} | {_cell(engine.detail)} |"
+        for engine in survey.engines
+    )
+    packages = ", ".join(f"{name} {version}" for name, version in survey.packages.items())
+    words = "\n".join(f"| {_cell(word)} | {count} |" for word, count in stats.top)
+    return f"""# aiorch demo
+
+Flow run `{run_id}` ran {stats.chunks + 3} tasks.
+
+| step | what it did |
+|---|---|
+| survey-platform | found Python {survey.python}; Prefect API: {_cell(survey.prefect_api)} |
+| count-words x {stats.chunks} | counted {stats.words} words, one task per chunk |
+| merge-counts | merged them into {stats.distinct} distinct words |
+| publish-report | published this artifact |
+
+```mermaid
+flowchart LR
+    survey[survey-platform] --> report[publish-report]
+{fan_out}
+    merge --> report
+```
+
+## Engines
+
+| engine | available | detail |
+|---|---|---|
+{engines}
+
+Packages: {packages}.
+
+## Most frequent words
+
+| word | count |
+|---|---|
+{words}
+"""
+
+
+@task(name="publish-report", tags=["aiorch", "demo"])
+def publish_report(survey: PlatformSurvey, stats: WordStats) -> UUID:
+    """Publish the run's markdown report as the keyed ``aiorch-demo`` artifact."""
+    run_id = UUID(flow_run.get_id())
+    return create_markdown_artifact(
+        key=ARTIFACT_KEY,
+        markdown=render_report(run_id, survey, stats),
+        description="What the aiorch demo flow did in this run.",
+    )
+
+
+@flow(name="aiorch-demo")
+def demo_flow(
+    text: Annotated[str, Field(min_length=1, description="Text to count words in.")] = DEFAULT_TEXT,
+    chunk_lines: Annotated[int, Field(ge=1, description="Lines of text per task.")] = 2,
+    top: Annotated[int, Field(ge=1, description="How many frequent words to report.")] = 5,
+) -> DemoResult:
+    """Survey the platform, count words in parallel tasks and publish a report."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    chunks = ["\n".join(lines[i : i + chunk_lines]) for i in range(0, len(lines), chunk_lines)]
+    platform_survey = survey.submit()
+    counts = count_words.map(chunks)
+    stats = merge_counts(counts.result(), top)
+    publish_report(platform_survey.result(), stats)
+    return DemoResult(
+        flow_run_id=UUID(flow_run.get_id()),
+        artifact_key=ARTIFACT_KEY,
+        survey=platform_survey.result(),
+        stats=stats,
+    )
+
+
+def ui_instructions(run_id: UUID, settings: AiorchSettings) -> str:
+    """How to look at this run in the Prefect UI, for the API the run used."""
+    prefect_settings = get_current_settings()
+    if prefect_settings.ui_url:
+        return f"See the run in the Prefect UI: {prefect_settings.ui_url}/runs/flow-run/{run_id}"
+    prefect = Path(sys.executable).with_name("prefect")
+    host, port = settings.ui_host, settings.ui_port
+    return (
+        "The run used Prefect's embedded server. To open the Prefect UI on the same data:\n"
+        f"  PREFECT_HOME={prefect_settings.home} PREFECT_SERVER_ANALYTICS_ENABLED=false "
+        f"PREFECT_SERVER_API_PORT={port} {prefect} server start --host {host} --port {port}\n"
+        f"then browse http://{host}:{port}/runs/flow-run/{run_id}"
+    )
+
+
+def main() -> int:
+    """Run the demo, prove its artifact is visible through the API, print how to see it."""
+    settings = load_settings()
+    state = demo_flow(return_state=True)
+    run_id = state.state_details.flow_run_id
+    print(f"flow run id: {run_id}")
+    if not state.is_completed() or run_id is None:
+        print(f"demo flow ended {state.name}: {state.message}", file=sys.stderr)
+        return 1
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[ARTIFACT_KEY]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+            )
+        )
+    if not artifacts:
+        print(f"artifact {ARTIFACT_KEY!r} is missing from the Prefect API", file=sys.stderr)
+        return 1
+    print(f"artifact {ARTIFACT_KEY!r} ({artifacts[0].id}) is visible through the Prefect API")
+    print(ui_instructions(run_id, settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

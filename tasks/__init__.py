@@ -1,0 +1,1 @@
+"""Prefect tasks and the runtime behind them: settings, platform survey, runners, agents."""

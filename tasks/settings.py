@@ -1,0 +1,85 @@
+"""The single place where aiorch reads its configuration.
+
+Every setting comes from an ``AIORCH_``-prefixed environment variable (or a ``.env``
+file in the working directory) and is documented in ``docs/configuration.md``.
+Prefect's own settings (``PREFECT_HOME``, ``PREFECT_API_URL``, ...) stay Prefect's: aiorch
+never re-reads them under another name.
+
+Example:
+    ```python
+    from tasks.settings import load_settings
+
+    settings = load_settings()
+    print(settings.ui_port)
+    ```
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "AIORCH_"
+
+
+class ConfigurationError(ValueError):
+    """A setting or configuration value is invalid; the message names it and the fix."""
+
+
+class AiorchSettings(BaseSettings):
+    """aiorch's settings. Field descriptions are the documentation users see."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    ui_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description=(
+            "Host the suggested `prefect server start` command binds the Prefect UI to "
+            "when a run used the embedded (ephemeral) server."
+        ),
+    )
+    ui_port: int = Field(
+        default=4200,
+        ge=1,
+        le=65535,
+        description=(
+            "Port for that command; it is passed as both `--port` and "
+            "`PREFECT_SERVER_API_PORT` so the UI calls the API on the same port."
+        ),
+    )
+
+
+def _explain(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"])
+        variable = f"{ENV_PREFIX}{field.upper()}"
+        lines.append(
+            f"{variable}: {item['msg']}. "
+            f"Fix the value of {variable} or unset it to use the default; "
+            "see docs/configuration.md."
+        )
+    return "invalid aiorch settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings() -> AiorchSettings:
+    """Read the settings from the environment.
+
+    The input values are left out of error messages on purpose: a mistyped variable may
+    hold a secret.
+
+    Raises:
+        ConfigurationError: a variable has an invalid value; the message names the
+            variable and how to fix it.
+    """
+    try:
+        return AiorchSettings()
+    except ValidationError as error:
+        raise ConfigurationError(_explain(error)) from None

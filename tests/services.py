@@ -1,0 +1,35 @@
+"""The rule for tests that need an optional service (Docker, PostgreSQL, a model, a browser).
+
+On a developer laptop a missing service skips the test with the reason. Under CI
+(``CI=true``) every service must be there, so a missing one fails the test: a skip
+there would hide a broken install step.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+
+def running_under_ci() -> bool:
+    """True when the suite runs in CI, where optional services are mandatory."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def require_service(service: str, available: bool, reason: str) -> None:
+    """Skip (laptop) or fail (CI) the calling test when ``service`` is not available."""
+    if available:
+        return
+    if running_under_ci():
+        pytest.fail(f"{service} is required under CI=true, but {reason}", pytrace=False)
+    pytest.skip(f"{service} not available: {reason}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

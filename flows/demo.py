@@ -20,7 +20,7 @@ import re
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 from uuid import UUID
 
 from prefect import flow, task
@@ -150,10 +150,14 @@ Packages: {packages}.
 def publish_report(survey: PlatformSurvey, stats: WordStats) -> UUID:
     """Publish the run's markdown report as the keyed ``aiorch-demo`` artifact."""
     run_id = UUID(flow_run.get_id())
-    return create_markdown_artifact(
-        key=ARTIFACT_KEY,
-        markdown=render_report(run_id, survey, stats),
-        description="What the aiorch demo flow did in this run.",
+    # Called from a sync task, Prefect's sync/async dual function returns the id itself.
+    return cast(
+        UUID,
+        create_markdown_artifact(
+            key=ARTIFACT_KEY,
+            markdown=render_report(run_id, survey, stats),
+            description="What the aiorch demo flow did in this run.",
+        ),
     )
 
 

@@ -40,7 +40,9 @@ class PlatformSurvey(BaseModel):
 
     python: str
     packages: dict[str, str]
-    prefect_api: str = Field(description="The Prefect API URL, or where the embedded one keeps data.")
+    prefect_api: str = Field(
+        description="The Prefect API URL, or where the embedded one keeps data."
+    )
     engines: list[EngineStatus]
 
 
@@ -60,7 +62,9 @@ def _prefect_api() -> str:
 
 def _dagger_status() -> EngineStatus:
     if os.environ.get("DAGGER_SESSION_PORT"):
-        return EngineStatus(name="dagger", available=True, detail="session from DAGGER_SESSION_PORT")
+        return EngineStatus(
+            name="dagger", available=True, detail="session from DAGGER_SESSION_PORT"
+        )
     cli = os.environ.get("_EXPERIMENTAL_DAGGER_CLI_BIN") or shutil.which("dagger")
     if cli:
         return EngineStatus(name="dagger", available=True, detail=f"dagger CLI at {cli}")

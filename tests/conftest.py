@@ -19,6 +19,8 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("PREFECT_PROFILES_PATH", None)
 
 import pytest  # noqa: E402
+from prefect.events.worker import EventsWorker  # noqa: E402
+from prefect.logging.handlers import APILogWorker  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
 from tests.prefect_server import running_server  # noqa: E402
@@ -37,6 +39,10 @@ def prefect_api() -> Iterator[str]:
         temporary_settings(updates={PREFECT_API_URL: api_url}),
     ):
         yield api_url
+        # Flush buffered logs and events while the server is still up, or they are lost
+        # with "Unable to connect" warnings at exit.
+        APILogWorker.drain_all()
+        EventsWorker.drain_all()
 
 
 @pytest.fixture

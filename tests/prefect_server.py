@@ -29,7 +29,9 @@ def wait_until_healthy(api_url: str, process: subprocess.Popen[bytes], log: Path
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise TimeoutError(f"Prefect server not healthy after {STARTUP_DEADLINE_SECONDS}s:\n{_tail(log)}")
+    raise TimeoutError(
+        f"Prefect server not healthy after {STARTUP_DEADLINE_SECONDS}s:\n{_tail(log)}"
+    )
 
 
 def _tail(log: Path, lines: int = 40) -> str:

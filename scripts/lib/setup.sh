@@ -89,8 +89,11 @@ aiorch_setup() {
     [ -n "$extras" ] && target="$AIORCH_ROOT[$extras]"
     aiorch_say "installing ${target#"$AIORCH_ROOT"} into $AIORCH_VENV (a minute on a fresh machine)"
     rm -f "$AIORCH_STAMP"
+    # Machines whose pip config lists absent local indexes warn once per package; drop
+    # just those lines so real warnings stay readable.
     "$AIORCH_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        -c "$AIORCH_ROOT/constraints.txt" -e "$target" || return 1
+        -c "$AIORCH_ROOT/constraints.txt" -e "$target" 2>&1 |
+        { grep -v "^WARNING: Location 'file://.*' is ignored" || true; } >&2 || return 1
     echo "$fingerprint $extras" >"$AIORCH_STAMP"
 }
 

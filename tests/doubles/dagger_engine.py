@@ -1,0 +1,88 @@
+"""A test double for a Dagger engine's GraphQL endpoint, named as a double on purpose.
+
+No Dagger engine can run on the machines this project is tested on, so tests that must
+exercise the real dagger-io SDK over real HTTP point it at this server. It speaks the
+same protocol as an engine session: GraphQL over HTTP POST at ``/query``, with the session
+token as the basic-auth user name. Queries are executed by graphql-core against a schema
+given in SDL, with resolvers supplied by the test. The real-engine suite runs the same
+scenarios wherever a ``dagger`` CLI exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from graphql import GraphQLSchema, build_schema, graphql_sync
+
+
+@dataclass
+class EngineDouble:
+    """A running double: where it listens, its token and what it was asked."""
+
+    port: int
+    session_token: str
+    queries: list[str] = field(default_factory=list)
+    rejected_auth: int = 0
+
+
+def _handler(schema: GraphQLSchema, root: Mapping[str, Any], double: EngineDouble) -> type:
+    expected = "Basic " + base64.b64encode(f"{double.session_token}:".encode()).decode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            if self.path != "/query":
+                self._reply(404, {"errors": [{"message": f"no route {self.path}"}]})
+                return
+            if self.headers.get("Authorization") != expected:
+                double.rejected_auth += 1
+                self._reply(401, {"errors": [{"message": "bad session token"}]})
+                return
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            double.queries.append(body["query"])
+            result = graphql_sync(
+                schema,
+                body["query"],
+                root_value=root,
+                variable_values=body.get("variables"),
+                operation_name=body.get("operationName"),
+            )
+            payload: dict[str, Any] = {"data": result.data}
+            if result.errors:
+                payload["errors"] = [error.formatted for error in result.errors]
+            self._reply(200, payload)
+
+        def _reply(self, status: int, payload: Mapping[str, Any]) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Keep the test output quiet; requests are recorded in ``queries``."""
+
+    return Handler
+
+
+@contextmanager
+def engine_double(sdl: str, root: Mapping[str, Any], session_token: str) -> Iterator[EngineDouble]:
+    """Serve ``sdl`` with ``root`` resolvers on a free loopback port until the block exits."""
+    double = EngineDouble(port=0, session_token=session_token)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(build_schema(sdl), root, double))
+    double.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, name="dagger-engine-double", daemon=True)
+    thread.start()
+    try:
+        yield double
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -1,0 +1,81 @@
+"""Blocks reach the Prefect server through the entry point, and secrets stay masked."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import httpx
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from agent_blocks import ModelProvider, ProviderKind
+
+CANARY = "sk-aiorch-canary-5b1e0d"
+
+
+def test_entry_point_names_the_blocks_module() -> None:
+    points = metadata.entry_points(group="prefect.collections")
+    assert {point.name: point.value for point in points}.get("aiorch") == "agent_blocks"
+
+
+def test_server_registers_block_types_at_start_up(prefect_api: str) -> None:
+    # Nothing in this test registers the block: the server did, from the entry point.
+    response = httpx.get(f"{prefect_api}/block_types/slug/aiorch-model-provider", timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["name"] == "aiorch Model Provider"
+    schemas = httpx.post(
+        f"{prefect_api}/block_schemas/filter",
+        json={"block_schemas": {"block_type_id": {"any_": [response.json()["id"]]}}},
+        timeout=10,
+    )
+    assert schemas.status_code == 200, schemas.text
+    assert "api_key" in schemas.json()[0]["fields"]["secret_fields"]
+
+
+def test_saved_provider_keeps_its_key_secret(prefect_api: str) -> None:
+    provider = ModelProvider(
+        kind=ProviderKind.GENERIC,
+        base_url="http://127.0.0.1:8080/v1",
+        api_key=SecretStr(CANARY),
+    )
+    provider.save("canary-provider", overwrite=True)
+
+    document = httpx.get(
+        f"{prefect_api}/block_types/slug/aiorch-model-provider/block_documents/name/canary-provider",
+        timeout=10,
+    )
+    assert document.status_code == 200, document.text
+    assert CANARY not in document.text
+    assert document.json()["data"]["api_key"] == "********"
+    assert CANARY not in repr(provider)
+    assert CANARY not in provider.model_dump_json()
+
+    loaded = ModelProvider.load("canary-provider")
+    assert isinstance(loaded, ModelProvider)
+    assert loaded.api_key is not None
+    assert loaded.api_key.get_secret_value() == CANARY
+    assert str(loaded.base_url) == "http://127.0.0.1:8080/v1"
+
+
+def test_generic_provider_without_base_url_names_the_field_and_fix() -> None:
+    with pytest.raises(ValidationError) as caught:
+        ModelProvider(kind=ProviderKind.GENERIC, api_key=SecretStr(CANARY))
+    message = str(caught.value)
+    assert "base_url is required when kind is 'generic'" in message
+    assert "http://127.0.0.1:8080/v1" in message
+    assert CANARY not in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("request_timeout_seconds", 0), ("max_concurrent_requests", 0), ("base_url", "not a url")],
+)
+def test_invalid_fields_are_rejected_by_name(field: str, value: object) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ModelProvider.model_validate({"kind": "openai", field: value})
+    assert field in str(caught.value)
+
+
+def test_hosted_provider_may_use_its_default_endpoint() -> None:
+    provider = ModelProvider(kind=ProviderKind.OPENAI, api_key=SecretStr(CANARY))
+    assert provider.base_url is None

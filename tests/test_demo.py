@@ -1,0 +1,148 @@
+"""The demo flow, in-process against a real server and end to end as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.exceptions import ParameterTypeError
+
+from flows.demo import ARTIFACT_KEY, WordStats, demo_flow, render_report, ui_instructions
+from tasks.platform import EngineStatus, PlatformSurvey
+from tasks.settings import load_settings
+from tests.prefect_server import running_server
+from tests.services import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_DEADLINE_SECONDS = 300
+
+
+def _artifact_markdown(run_id: UUID) -> str:
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[ARTIFACT_KEY]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+            )
+        )
+    assert len(artifacts) == 1
+    assert artifacts[0].type == "markdown"
+    return str(artifacts[0].data)
+
+
+def test_demo_flow_fans_out_and_publishes_its_report(prefect_api: str) -> None:
+    state = demo_flow(text="a b b\nc c c\nd\n", chunk_lines=1, top=2, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    assert result.flow_run_id == run_id
+    assert result.stats == WordStats(chunks=3, words=7, distinct=4, top=[("c", 3), ("b", 2)])
+
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+    names = sorted(run.name.rsplit("-", 1)[0] for run in task_runs)
+    assert names.count("count-words") == 3
+    assert {"survey-platform", "merge-counts", "publish-report"} <= set(names)
+    assert all(run.state is not None and run.state.is_completed() for run in task_runs)
+
+    markdown = _artifact_markdown(run_id)
+    assert f"Flow run `{run_id}` ran 6 tasks." in markdown
+    assert "```mermaid\nflowchart LR" in markdown
+    assert "count2[count-words 2] --> merge[merge-counts]" in markdown
+    assert "| c | 3 |" in markdown
+    assert prefect_api in markdown  # the survey names the API the run reported to
+
+
+@pytest.mark.parametrize(
+    ("parameters", "name"),
+    [({"top": 0}, "top"), ({"chunk_lines": -1}, "chunk_lines"), ({"text": ""}, "text")],
+)
+def test_invalid_parameters_are_rejected_by_name(
+    prefect_api: str, parameters: dict[str, object], name: str
+) -> None:
+    with pytest.raises(ParameterTypeError, match=f"invalid parameters:\n - {name}: "):
+        demo_flow(**parameters)  # type: ignore[call-overload]
+
+
+def test_report_escapes_table_cells() -> None:
+    survey = PlatformSurvey(
+        python="3.13.0",
+        packages={"prefect": "3.9.1"},
+        prefect_api="http://x/api",
+        engines=[EngineStatus(name="docker", available=False, detail="a | b\nc")],
+    )
+    stats = WordStats(chunks=1, words=1, distinct=1, top=[("w", 1)])
+    markdown = render_report(UUID(int=1), survey, stats)
+    assert "| docker | no | a \\| b c |" in markdown
+
+
+def test_ui_link_points_at_the_configured_server(prefect_api: str) -> None:
+    run_id = UUID(int=7)
+    text = ui_instructions(run_id, load_settings())
+    assert text.endswith(f"{prefect_api.removesuffix('/api')}/runs/flow-run/{run_id}")
+
+
+def test_demo_command_end_to_end_and_ui_on_the_same_data(scratch_dir: Path) -> None:
+    home = scratch_dir / "prefect-home"
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "AIORCH_UI_PORT": str(port),
+    }
+    env.pop("PREFECT_API_URL", None)
+    demo = subprocess.run(
+        [str(ROOT / "scripts" / "demo")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_DEADLINE_SECONDS,
+    )
+    output = demo.stdout + demo.stderr
+    assert demo.returncode == 0, output
+    assert "environment up to date" in demo.stderr  # set up already: no reinstall
+    run_id = UUID(re.search(r"^flow run id: (\S+)$", demo.stdout, flags=re.M).group(1))  # type: ignore[union-attr]
+    assert f"artifact '{ARTIFACT_KEY}'" in demo.stdout
+    assert (home / "prefect.db").exists(), "the embedded server did not use PREFECT_HOME"
+
+    command = next(line.strip() for line in demo.stdout.splitlines() if "server start" in line)
+    words = shlex.split(command)
+    assignments = dict(word.split("=", 1) for word in words if re.match(r"^[A-Z_]+=", word))
+    argv = [word for word in words if not re.match(r"^[A-Z_]+=", word)]
+    assert assignments == {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_API_PORT": str(port),
+    }
+    assert f"http://127.0.0.1:{port}/runs/flow-run/{run_id}" in demo.stdout
+
+    with running_server(home, port, command=argv, env=assignments) as api_url:
+        flow_run = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=10)
+        assert flow_run.status_code == 200, flow_run.text
+        assert flow_run.json()["state_type"] == "COMPLETED"
+        artifacts = httpx.post(
+            f"{api_url}/artifacts/filter",
+            json={"artifacts": {"flow_run_id": {"any_": [str(run_id)]}}},
+            timeout=10,
+        )
+        assert [artifact["key"] for artifact in artifacts.json()] == [ARTIFACT_KEY]
+        ui_settings = httpx.get(f"http://127.0.0.1:{port}/ui-settings", timeout=10)
+        assert ui_settings.status_code == 200
+        assert ui_settings.json()["api_url"] == f"http://127.0.0.1:{port}/api"

@@ -1,0 +1,73 @@
+"""The documentation stays true to the code and the scripts."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.settings import ENV_PREFIX, AiorchSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _table_rows(markdown: str) -> dict[str, str]:
+    rows = {}
+    for line in markdown.splitlines():
+        match = re.match(r"\|\s*`([A-Z0-9_]+)`\s*\|(.*)", line)
+        if match:
+            rows[match.group(1)] = match.group(2)
+    return rows
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    rows = _table_rows((ROOT / "docs" / "configuration.md").read_text())
+    for name, info in AiorchSettings.model_fields.items():
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        assert variable in rows, f"{variable} is missing from docs/configuration.md"
+        default_cell = rows[variable].split("|")[0]
+        assert f"`{info.default}`" in default_cell, f"{variable}: default not documented"
+
+
+def test_documented_settings_exist() -> None:
+    rows = _table_rows((ROOT / "docs" / "configuration.md").read_text())
+    script_variables = {"AIORCH_PYTHON", "AIORCH_VENV"}
+    settings = {f"{ENV_PREFIX}{name.upper()}" for name in AiorchSettings.model_fields}
+    documented = {name for name in rows if name.startswith(ENV_PREFIX)}
+    assert documented - script_variables == settings
+
+
+def test_readme_gives_exactly_two_commands_and_ci_runs_the_test_one() -> None:
+    readme = (ROOT / "README.md").read_text()
+    quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", quickstart, flags=re.S)
+    commands = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    commands = [command for command in commands if command]
+    assert commands == ["scripts/demo", "scripts/test"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^(exec )?\./scripts/test\s*$", ci, flags=re.M)
+
+
+def test_docs_link_to_files_that_exist() -> None:
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def test_docs_site_builds_strictly(scratch_dir: Path) -> None:
+    mkdocs = Path(sys.executable).with_name("mkdocs")
+    if not mkdocs.exists() and shutil.which("mkdocs") is None:
+        pytest.fail("mkdocs is missing: install the docs extra (scripts/test does)")
+    result = subprocess.run(
+        [str(mkdocs), "build", "--strict", "--site-dir", str(scratch_dir / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (scratch_dir / "site" / "architecture" / "index.html").exists()

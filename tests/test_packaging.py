@@ -1,0 +1,55 @@
+"""Packaging and deployment metadata agree with the code."""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from prefect import Flow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_distribution_and_packages() -> None:
+    assert metadata.version("aiorch")
+    for package in ("flows", "tasks", "agent_blocks"):
+        module = importlib.import_module(package)
+        assert Path(module.__file__ or "").parent == ROOT / package
+
+
+def test_requires_a_python_fast_agent_supports() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    requires = SpecifierSet(pyproject["project"]["requires-python"])
+    assert "3.11.9" not in requires
+    assert "3.12.0" in requires
+    assert "3.13.0" in requires
+
+
+def test_locked_versions_satisfy_the_declared_bounds() -> None:
+    pinned = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pinned[name.lower().replace("_", "-")] = version
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for line in pyproject["project"]["dependencies"]:
+        requirement = Requirement(line)
+        assert requirement.specifier, f"{requirement.name} has no version bounds"
+        version = pinned[requirement.name.lower()]
+        assert version in requirement.specifier, f"{requirement.name}=={version} is outside {line}"
+
+
+def test_prefect_yaml_entrypoints_are_flows() -> None:
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    assert config["deployments"]
+    for deployment in config["deployments"]:
+        path, _, name = deployment["entrypoint"].partition(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        flow = getattr(module, name)
+        assert isinstance(flow, Flow)
+        flow.validate_parameters(deployment.get("parameters", {}))

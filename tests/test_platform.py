@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from importlib import metadata
+
+import docker
+import pytest
+
+from tasks.platform import survey_platform
+from tests.services import free_port, require_service
+
+
+def _docker_engine_reachable() -> tuple[bool, str]:
+    try:
+        client = docker.from_env(timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as error:
+        return False, f"no Docker engine reachable ({error})"
+    return True, ""
+
+
+def test_survey_reports_installed_versions() -> None:
+    survey = survey_platform()
+    assert survey.packages["prefect"] == metadata.version("prefect")
+    assert survey.packages["fast-agent-mcp"].startswith("0.10.")
+    assert survey.python.startswith("3.1")
+
+
+def test_survey_sees_a_running_docker_engine() -> None:
+    reachable, reason = _docker_engine_reachable()
+    require_service("Docker engine", reachable, reason)
+    docker_status = {engine.name: engine for engine in survey_platform().engines}["docker"]
+    assert docker_status.available, docker_status.detail
+    assert "reachable" in docker_status.detail
+
+
+def test_survey_explains_an_unreachable_docker_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_port()}")
+    docker_status = {engine.name: engine for engine in survey_platform().engines}["docker"]
+    assert not docker_status.available
+    assert docker_status.detail.startswith("engine not reachable")
+
+
+def test_survey_explains_a_missing_dagger_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DAGGER_SESSION_PORT", raising=False)
+    monkeypatch.delenv("_EXPERIMENTAL_DAGGER_CLI_BIN", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    dagger_status = {engine.name: engine for engine in survey_platform().engines}["dagger"]
+    assert not dagger_status.available
+    assert "install the dagger CLI" in dagger_status.detail
+
+
+def test_survey_uses_a_dagger_session_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAGGER_SESSION_PORT", "41234")
+    dagger_status = {engine.name: engine for engine in survey_platform().engines}["dagger"]
+    assert dagger_status.available
+    assert "DAGGER_SESSION_PORT" in dagger_status.detail
+
+
+def test_local_engine_is_always_available() -> None:
+    local = {engine.name: engine for engine in survey_platform().engines}["local"]
+    assert local.available
+    assert "no image isolation" in local.detail

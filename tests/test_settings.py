@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.settings import AiorchSettings, ConfigurationError, load_settings
+
+
+def test_defaults_without_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIORCH_UI_PORT", raising=False)
+    monkeypatch.delenv("AIORCH_UI_HOST", raising=False)
+    settings = load_settings()
+    assert settings.ui_port == 4200
+    assert settings.ui_host == "127.0.0.1"
+
+
+def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIORCH_UI_PORT", "4311")
+    monkeypatch.setenv("AIORCH_UI_HOST", "0.0.0.0")
+    settings = load_settings()
+    assert (settings.ui_host, settings.ui_port) == ("0.0.0.0", 4311)
+
+
+def test_dotenv_file_in_working_directory(
+    monkeypatch: pytest.MonkeyPatch, scratch_dir: Path
+) -> None:
+    (scratch_dir / ".env").write_text("AIORCH_UI_PORT=4999\n")
+    monkeypatch.chdir(scratch_dir)
+    monkeypatch.delenv("AIORCH_UI_PORT", raising=False)
+    assert load_settings().ui_port == 4999
+
+
+@pytest.mark.parametrize("value", ["not-a-port", "0", "70000"])
+def test_invalid_value_names_the_variable_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("AIORCH_UI_PORT", value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "AIORCH_UI_PORT" in message
+    assert "unset it to use the default" in message
+    assert "docs/configuration.md" in message
+
+
+def test_invalid_value_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    canary = "sk-canary-7f3a9c"
+    monkeypatch.setenv("AIORCH_UI_PORT", canary)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert canary not in str(caught.value)
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
+
+
+def test_settings_are_immutable() -> None:
+    settings = AiorchSettings()
+    with pytest.raises(ValueError, match="frozen"):
+        settings.ui_port = 1  # type: ignore[misc]

@@ -71,3 +71,14 @@ def test_docs_site_builds_strictly(scratch_dir: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (scratch_dir / "site" / "architecture" / "index.html").exists()
+
+
+def test_readme_tour_runs_and_prints_what_it_says(
+    prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tour = (ROOT / "README.md").read_text().split("## A short tour", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", tour, flags=re.S).group(1)  # type: ignore[union-attr]
+    promised = re.search(r"print\(result\.stats\.top\)\s+# (.*)", snippet).group(1)  # type: ignore[union-attr]
+    exec(compile(snippet, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == promised

@@ -70,7 +70,7 @@ class DemoResult(BaseModel):
 
 @task(name="survey-platform", tags=["aiorch", "demo"])
 def survey() -> PlatformSurvey:
-    """Record versions, the Prefect API and the engines reachable from this run."""
+    """Record versions, the Prefect API and the runners usable from this run."""
     return survey_platform()
 
 
@@ -106,9 +106,9 @@ def render_report(run_id: UUID, survey: PlatformSurvey, stats: WordStats) -> str
         f"    count{index}[count-words {index}] --> merge[merge-counts]"
         for index in range(stats.chunks)
     )
-    engines = "\n".join(
-        f"| {engine.name} | {'yes' if engine.available else 'no'} | {_cell(engine.detail)} |"
-        for engine in survey.engines
+    runners = "\n".join(
+        f"| {runner.kind} | {'yes' if runner.available else 'no'} | {_cell(runner.detail)} |"
+        for runner in survey.runners
     )
     packages = ", ".join(f"{name} {version}" for name, version in survey.packages.items())
     words = "\n".join(f"| {_cell(word)} | {count} |" for word, count in stats.top)
@@ -130,11 +130,11 @@ flowchart LR
     merge --> report
 ```
 
-## Engines
+## Runners for container steps
 
-| engine | available | detail |
+| runner | available | detail |
 |---|---|---|
-{engines}
+{runners}
 
 Packages: {packages}.
 

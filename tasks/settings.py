@@ -16,6 +16,9 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -54,6 +57,46 @@ class AiorchSettings(BaseSettings):
             "`PREFECT_SERVER_API_PORT` so the UI calls the API on the same port."
         ),
     )
+    data_dir: Path = Field(
+        default=Path("~/.cache/aiorch"),
+        description=(
+            "Where aiorch keeps machine-local state: the local runner's cache volumes and "
+            "the lock files that make identical concurrent steps run once."
+        ),
+    )
+    output_dir: Path = Field(
+        default=Path("aiorch-outputs"),
+        description=(
+            "Where container steps export their outputs when the caller names no place: "
+            "`<output_dir>/<step name>/`, relative to the working directory."
+        ),
+    )
+    max_parallel_steps: int = Field(
+        default=4,
+        ge=1,
+        description=(
+            "How many container steps one process runs at once; more wait their turn. "
+            "Flows can also bound their task runner."
+        ),
+    )
+    log_tail_lines: int = Field(
+        default=50,
+        ge=1,
+        description="Lines of stdout and of stderr kept in a step's result and error.",
+    )
+    docker_pull: Literal["never", "missing", "always"] = Field(
+        default="missing",
+        description=(
+            "When the docker runner pulls images: `missing` pulls what the engine lacks, "
+            "`never` uses only local images, `always` pulls before each step."
+        ),
+    )
+
+    def resolved_data_dir(self) -> Path:
+        """``data_dir`` with ``~`` expanded, created if missing."""
+        path = self.data_dir.expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
 
 def _explain(error: ValidationError) -> str:

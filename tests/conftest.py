@@ -17,14 +17,18 @@ os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("PREFECT_PROFILES_PATH", None)
+os.environ["AIORCH_DATA_DIR"] = str(_SESSION_HOME / "aiorch-data")
+os.environ["AIORCH_OUTPUT_DIR"] = str(_SESSION_HOME / "aiorch-outputs")
 
+import docker  # noqa: E402
 import pytest  # noqa: E402
 from prefect.events.worker import EventsWorker  # noqa: E402
 from prefect.logging.handlers import APILogWorker  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
+from tests.images import BUSYBOX_IMAGE, build_busybox_image, busybox_binary  # noqa: E402
 from tests.prefect_server import running_server  # noqa: E402
-from tests.services import free_port  # noqa: E402
+from tests.services import free_port, require_service  # noqa: E402
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -53,3 +57,33 @@ def scratch_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """A client of a reachable Docker engine (a required service under CI)."""
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except Exception as error:
+        require_service("Docker engine", False, f"no engine reachable ({error})")
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_client: docker.DockerClient) -> Iterator[str]:
+    """A busybox image built locally from Debian's busybox-static; removed afterwards."""
+    busybox = busybox_binary()
+    if busybox is None:
+        require_service(
+            "busybox-static", False, "no busybox binary (apt-get install busybox-static)"
+        )
+    assert busybox is not None
+    image_id = build_busybox_image(docker_client, busybox)
+    try:
+        yield BUSYBOX_IMAGE
+    finally:
+        docker_client.images.remove(image_id, force=True)

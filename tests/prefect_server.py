@@ -10,8 +10,11 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from uuid import UUID
 
 import httpx
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 STARTUP_DEADLINE_SECONDS = 90.0
 STOP_DEADLINE_SECONDS = 20.0
@@ -92,3 +95,20 @@ def running_server(
         yield api_url
     finally:
         stop(process)
+
+
+def flow_run_log_text(run_id: UUID, expect: str, deadline_seconds: float = 30.0) -> str:
+    """All log messages of a flow run, polled until ``expect`` shows up or the deadline.
+
+    Prefect ships logs to the API in batches, so they arrive a little after the run.
+    """
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))
+            )
+        text = "\n".join(log.message for log in logs)
+        if expect in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.2)

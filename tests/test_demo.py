@@ -22,7 +22,8 @@ from prefect.client.schemas.filters import (
 from prefect.exceptions import ParameterTypeError
 
 from flows.demo import ARTIFACT_KEY, WordStats, demo_flow, render_report, ui_instructions
-from tasks.platform import EngineStatus, PlatformSurvey
+from tasks.container.select import RunnerStatus
+from tasks.platform import PlatformSurvey
 from tasks.settings import load_settings
 from tests.prefect_server import running_server
 from tests.services import free_port
@@ -86,7 +87,7 @@ def test_report_escapes_table_cells() -> None:
         python="3.13.0",
         packages={"prefect": "3.9.1"},
         prefect_api="http://x/api",
-        engines=[EngineStatus(name="docker", available=False, detail="a | b\nc")],
+        runners=[RunnerStatus(kind="docker", available=False, detail="a | b\nc")],
     )
     stats = WordStats(chunks=1, words=1, distinct=1, top=[("w", 1)])
     markdown = render_report(UUID(int=1), survey, stats)

@@ -31,14 +31,14 @@ def test_survey_reports_installed_versions() -> None:
 def test_survey_sees_a_running_docker_engine() -> None:
     reachable, reason = _docker_engine_reachable()
     require_service("Docker engine", reachable, reason)
-    docker_status = {engine.name: engine for engine in survey_platform().engines}["docker"]
+    docker_status = {str(status.kind): status for status in survey_platform().runners}["docker"]
     assert docker_status.available, docker_status.detail
     assert "reachable" in docker_status.detail
 
 
 def test_survey_explains_an_unreachable_docker_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_port()}")
-    docker_status = {engine.name: engine for engine in survey_platform().engines}["docker"]
+    docker_status = {str(status.kind): status for status in survey_platform().runners}["docker"]
     assert not docker_status.available
     assert docker_status.detail.startswith("engine not reachable")
 
@@ -47,19 +47,19 @@ def test_survey_explains_a_missing_dagger_cli(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("DAGGER_SESSION_PORT", raising=False)
     monkeypatch.delenv("_EXPERIMENTAL_DAGGER_CLI_BIN", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")
-    dagger_status = {engine.name: engine for engine in survey_platform().engines}["dagger"]
+    dagger_status = {str(status.kind): status for status in survey_platform().runners}["dagger"]
     assert not dagger_status.available
     assert "install the dagger CLI" in dagger_status.detail
 
 
 def test_survey_uses_a_dagger_session_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DAGGER_SESSION_PORT", "41234")
-    dagger_status = {engine.name: engine for engine in survey_platform().engines}["dagger"]
+    dagger_status = {str(status.kind): status for status in survey_platform().runners}["dagger"]
     assert dagger_status.available
     assert "DAGGER_SESSION_PORT" in dagger_status.detail
 
 
 def test_local_engine_is_always_available() -> None:
-    local = {engine.name: engine for engine in survey_platform().engines}["local"]
+    local = {str(status.kind): status for status in survey_platform().runners}["local"]
     assert local.available
     assert "no image isolation" in local.detail

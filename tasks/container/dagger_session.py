@@ -1,0 +1,181 @@
+"""Start and stop ``dagger session`` ourselves, with a timeout, and share it per process.
+
+The dagger-io SDK provisions its own session when none is configured, but that cannot be
+cancelled or bounded in time. So aiorch runs the CLI itself: ``dagger session`` prints one
+JSON line ``{"port": ..., "session_token": ...}`` on stdout, writes engine logs to stderr
+and ends when its stdin closes. The port and token go into DAGGER_SESSION_PORT and
+DAGGER_SESSION_TOKEN, the variables the SDK (and the global ``dag``) read, so every step
+and every code-first pipeline in the process shares the one session. A session lives
+until :func:`close_dagger_session` (a ready flow hook) or the process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import queue
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import IO, Any
+
+from agent_blocks.dagger_engine import DaggerEngine
+from tasks.container.errors import EngineUnavailable
+
+CLOSE_TIMEOUT_SECONDS = 300
+RUNNER_HOST_VARIABLE = "_EXPERIMENTAL_DAGGER_RUNNER_HOST"
+_logger = logging.getLogger("aiorch.dagger")
+
+
+@dataclass
+class DaggerSession:
+    """A running ``dagger session`` process and how to reach it."""
+
+    process: subprocess.Popen[str]
+    port: int
+    token: str
+    engine: DaggerEngine
+
+    def close(self) -> None:
+        """End the session by closing its stdin, as the SDK does; kill it if it hangs."""
+        if self.process.poll() is None:
+            try:
+                if self.process.stdin:
+                    self.process.stdin.close()
+                self.process.wait(timeout=CLOSE_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+_lock = threading.Lock()
+_current: DaggerSession | None = None
+_log_sink: Callable[[str], None] = _logger.info
+
+
+def set_engine_log_sink(sink: Callable[[str], None]) -> None:
+    """Send the engine's log lines to ``sink`` (the dagger runner points it at Prefect)."""
+    global _log_sink
+    _log_sink = sink
+
+
+def _forward(stream: IO[str]) -> None:
+    for line in stream:
+        _log_sink(line.rstrip("\n"))
+
+
+def _read_connect_line(stream: IO[str], lines: queue.Queue[str]) -> None:
+    lines.put(stream.readline())
+
+
+def start_session(engine: DaggerEngine) -> DaggerSession:
+    """Start ``dagger session`` and wait at most ``engine.session_timeout_seconds``.
+
+    Raises:
+        EngineUnavailable: the CLI is missing, exits, or does not answer in time.
+    """
+    cli = shutil.which(engine.cli_path)
+    if cli is None:
+        raise EngineUnavailable(
+            f"dagger CLI {engine.cli_path!r} not found; install it or set cli_path on the "
+            "DaggerEngine block"
+        )
+    env = dict(os.environ)
+    env.pop("DAGGER_SESSION_PORT", None)
+    env.pop("DAGGER_SESSION_TOKEN", None)
+    if engine.runner_host:
+        env[RUNNER_HOST_VARIABLE] = engine.runner_host
+    args = [
+        cli,
+        "session",
+        "--label",
+        "dagger.io/sdk.name:python",
+        "--label",
+        f"dagger.io/sdk.version:{metadata.version('dagger-io')}",
+    ]
+    process = subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    threading.Thread(target=_forward, args=(process.stderr,), daemon=True).start()
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_read_connect_line, args=(process.stdout, lines), daemon=True).start()
+    try:
+        line = lines.get(timeout=engine.session_timeout_seconds)
+    except queue.Empty:
+        process.kill()
+        process.wait()
+        raise EngineUnavailable(
+            f"dagger session did not start within {engine.session_timeout_seconds:g} s; "
+            "check the engine (runner_host) or raise session_timeout_seconds"
+        ) from None
+    try:
+        params: dict[str, Any] = json.loads(line)
+        port, token = int(params["port"]), str(params["session_token"])
+    except (ValueError, KeyError, TypeError):
+        process.kill()
+        process.wait()
+        raise EngineUnavailable(
+            f"dagger session exited with {process.returncode} before reporting a port; "
+            "see the engine log lines above"
+        ) from None
+    return DaggerSession(process=process, port=port, token=token, engine=engine)
+
+
+def ensure_session(engine: DaggerEngine) -> str:
+    """Make sure the SDK has a session to talk to; say which one.
+
+    A session given by the environment (``dagger run``, a CI job) is used as it is;
+    otherwise the process's own session is started on first use, or restarted when a
+    step asks for another engine.
+    """
+    global _current
+    with _lock:
+        if _current is None and os.environ.get("DAGGER_SESSION_PORT"):
+            return "session from DAGGER_SESSION_PORT"
+        if _current is not None and (
+            _current.engine != engine or _current.process.poll() is not None
+        ):
+            _close_locked()
+        if _current is None:
+            _current = start_session(engine)
+            os.environ["DAGGER_SESSION_PORT"] = str(_current.port)
+            os.environ["DAGGER_SESSION_TOKEN"] = _current.token
+            return f"started dagger session on port {_current.port}"
+        return f"dagger session on port {_current.port}"
+
+
+def _close_locked() -> None:
+    global _current
+    if _current is None:
+        return
+    session, _current = _current, None
+    if os.environ.get("DAGGER_SESSION_PORT") == str(session.port):
+        os.environ.pop("DAGGER_SESSION_PORT", None)
+        os.environ.pop("DAGGER_SESSION_TOKEN", None)
+    session.close()
+
+
+def close_dagger_session(*_: Any) -> None:
+    """Close the process's Dagger session, if any.
+
+    Its signature fits Prefect's flow hooks, so a flow ends its session with it:
+    ``@flow(on_completion=[close_dagger_session], on_failure=[close_dagger_session],
+    on_cancellation=[close_dagger_session], on_crashed=[close_dagger_session])``.
+    """
+    with _lock:
+        _close_locked()
+
+
+atexit.register(close_dagger_session)

@@ -1,0 +1,85 @@
+"""A file lock manager whose lock files appear whole, and whose async waits never block.
+
+Prefect's FileSystemLockManager (3.9) creates a lock file empty and writes its JSON a
+moment later, so a concurrent reader can fail with "EOF while parsing"; and when two
+async callers race, the loser falls back to the blocking ``acquire_lock``, which sleeps
+inside the event loop and deadlocks the winner that shares that loop. Identical steps
+started together hit both. Here a lock file is written under a temporary name and
+hard-linked into place, which creates it atomically with its content, and async waits
+use ``anyio.sleep``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio
+import pydantic_core
+from prefect.locking.filesystem import FileSystemLockManager
+
+POLL_SECONDS = 0.1
+
+
+class AtomicFileSystemLockManager(FileSystemLockManager):
+    """FileSystemLockManager with atomic lock creation and non-blocking async waits."""
+
+    def _try_acquire(self, key: str, holder: str, hold_timeout: float | None) -> bool:
+        if self.is_locked(key) and not self.is_lock_holder(key, holder):
+            return False
+        if self.is_lock_holder(key, holder):
+            return True
+        self._ensure_lock_files_directory_exists()
+        lock_path = self._lock_path_for_key(key)
+        expiration = datetime.now(UTC) + timedelta(seconds=hold_timeout) if hold_timeout else None
+        content = {"holder": holder, "expiration": str(expiration) if expiration else None}
+        descriptor, staged = tempfile.mkstemp(dir=self.lock_files_directory, suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(pydantic_core.to_json(content))
+            os.link(staged, lock_path)
+        except FileExistsError:
+            return False
+        finally:
+            Path(staged).unlink(missing_ok=True)
+        self._locks[key] = {"holder": holder, "expiration": expiration, "path": lock_path}
+        return True
+
+    def acquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        """Take the lock, waiting up to ``acquire_timeout`` seconds (forever if None)."""
+        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
+        while not self._try_acquire(key, holder, hold_timeout):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_SECONDS)
+        return True
+
+    async def aacquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        """Take the lock without blocking the event loop while waiting."""
+        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
+        while not self._try_acquire(key, holder, hold_timeout):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await anyio.sleep(POLL_SECONDS)
+        return True
+
+
+def lock_manager(directory: Path) -> AtomicFileSystemLockManager:
+    """A lock manager keeping its files in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return AtomicFileSystemLockManager(lock_files_directory=directory)

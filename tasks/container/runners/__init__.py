@@ -1,0 +1,1 @@
+"""The runners a container step can use; each turns a ContainerStep into an Execution."""

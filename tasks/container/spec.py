@@ -1,0 +1,240 @@
+"""The container step spec and its result.
+
+Every path inside a step is relative to the step's working directory (``workdir``), so
+the same step runs unchanged in a container and as local processes, where the working
+directory is a temporary folder on the host.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+class RunnerKind(StrEnum):
+    """Where a step runs. ``auto`` picks dagger, then docker, then local."""
+
+    AUTO = "auto"
+    DAGGER = "dagger"
+    DOCKER = "docker"
+    LOCAL = "local"
+
+
+def _relative_inside(value: str, field: str) -> str:
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts:
+        raise ValueError(
+            f"{field} must be a relative path inside the step's workdir without '..' "
+            f"(got {value!r}); write it relative to workdir, e.g. 'data/input.csv'"
+        )
+    return path.as_posix()
+
+
+class StrictModel(BaseModel):
+    """Immutable; unknown fields are errors; inputs never echoed (they may hold secrets).
+
+    Validation messages name the field and the fix, and quote values only where the
+    validator knows they are not secret.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+
+class SecretRef(StrictModel):
+    """A secret held in a Prefect ``Secret`` block, loaded only when the step runs."""
+
+    block: Annotated[str, Field(min_length=1, description="Name of the Prefect Secret block.")]
+
+
+class StepInput(StrictModel):
+    """A host file or directory copied into the step before it runs."""
+
+    source: Path = Field(description="Host file or directory.")
+    target: str = Field(description="Where it appears, relative to the step's workdir.")
+    include: tuple[str, ...] = Field(
+        default=(), description="gitignore-style patterns to keep; empty keeps everything."
+    )
+    exclude: tuple[str, ...] = Field(
+        default=(), description="gitignore-style patterns to drop, applied after include."
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source_exists(cls, value: Path) -> Path:
+        if not value.exists():
+            raise ValueError(f"source {str(value)!r} does not exist; point it at a host path")
+        return value.resolve()
+
+    @field_validator("target")
+    @classmethod
+    def _target_relative(cls, value: str) -> str:
+        return _relative_inside(value, "target")
+
+
+class CacheVolume(StrictModel):
+    """A named cache (package manager downloads, build caches) kept between runs.
+
+    Keyed by name only: two steps that name the same volume share its contents.
+    """
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+    path: str = Field(description="Mount point: absolute, or relative to workdir.")
+    env_var: str | None = Field(
+        default=None,
+        description=(
+            "Variable set to the mount point, e.g. PIP_CACHE_DIR. The local runner cannot "
+            "mount at an absolute path, so this is how it points tools at the cache."
+        ),
+    )
+
+    @field_validator("env_var")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME.match(value):
+            raise ValueError(f"env_var {value!r} is not a valid variable name")
+        return value
+
+
+class ContainerStep(StrictModel):
+    """One unit of container work: an image, commands, and what goes in and out.
+
+    Example:
+        ```python
+        from pathlib import Path
+
+        from tasks.container import ContainerStep, StepInput
+
+        step = ContainerStep(
+            name="count-lines",
+            image="busybox@sha256:" + "0" * 64,
+            commands=[["sh", "-c", "wc -l < data/input.csv > out/lines.txt"]],
+            inputs=[StepInput(source=Path("input.csv"), target="data/input.csv")],
+            outputs=["out"],
+        )
+        ```
+    """
+
+    name: str = Field(description="Lower-case name used in task runs, logs and containers.")
+    image: str = Field(description="Image reference; pin it by digest (name@sha256:...).")
+    commands: tuple[tuple[str, ...], ...] = Field(
+        description="Commands run in order, each an argv list; the file system carries over."
+    )
+    env: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, SecretStr | SecretRef] = Field(
+        default_factory=dict,
+        description="Variables whose values are secret: SecretStr or a Secret block reference.",
+    )
+    workdir: str = Field(default="/work", description="Absolute working directory.")
+    inputs: tuple[StepInput, ...] = ()
+    cache_volumes: tuple[CacheVolume, ...] = ()
+    outputs: tuple[str, ...] = Field(
+        default=(), description="Paths relative to workdir exported back to the host."
+    )
+    timeout_seconds: float | None = Field(
+        default=600.0, gt=0, description="Limit for all commands together; None for none."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not STEP_NAME.match(value):
+            raise ValueError(
+                f"name {value!r} must be 1-63 lower-case letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not value or any(character.isspace() for character in value):
+            raise ValueError(f"image {value!r} must be a reference such as 'busybox:1.36'")
+        return value
+
+    @field_validator("commands")
+    @classmethod
+    def _commands(cls, value: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+        if not value or any(not command or not command[0] for command in value):
+            raise ValueError(
+                "commands must hold at least one non-empty argv list, "
+                "e.g. [['sh', '-c', 'echo hello']]"
+            )
+        return value
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secrets_are_wrapped(cls, value: Any) -> Any:
+        # A bare string could be the secret itself: refuse it without echoing it.
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, str):
+                    raise ValueError(
+                        f"secrets[{key!r}] is a plain string; wrap the value in SecretStr(...) "
+                        "or name a Prefect Secret block with SecretRef(block=...)"
+                    )
+        return value
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if not path.is_absolute() or ".." in path.parts:
+            raise ValueError(f"workdir {value!r} must be an absolute path such as '/work'")
+        return path.as_posix()
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_relative_inside(item, "outputs") for item in value)
+
+    @model_validator(mode="after")
+    def _names_do_not_clash(self) -> Self:
+        for name in [*self.env, *self.secrets]:
+            if not ENV_NAME.match(name):
+                raise ValueError(f"environment variable name {name!r} is not valid")
+        clash = set(self.env) & set(self.secrets)
+        if clash:
+            raise ValueError(
+                f"{sorted(clash)} set in both env and secrets; keep each name in one of them"
+            )
+        names = [volume.name for volume in self.cache_volumes]
+        if len(names) != len(set(names)):
+            raise ValueError("cache_volumes names must be unique")
+        return self
+
+    @property
+    def image_pinned(self) -> bool:
+        """True when the image is pinned by digest, so a cached result cannot go stale."""
+        return bool(DIGEST.search(self.image))
+
+
+class StepResult(StrictModel):
+    """What a step did. Full output went to the Prefect logs; the tails are kept here."""
+
+    step: str
+    runner: RunnerKind
+    image: str
+    image_used: bool = Field(description="False when the local runner ran host processes.")
+    exit_code: int
+    stdout_tail: str
+    stderr_tail: str
+    outputs: dict[str, Path] = Field(
+        default_factory=dict, description="Each exported output path and where it is on the host."
+    )
+    duration_seconds: float
+    cache_hit: bool = False

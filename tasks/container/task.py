@@ -1,0 +1,269 @@
+"""Prefect tasks that run a ContainerStep: ``run_step`` (sync) and ``arun_step`` (async).
+
+The public task resolves the runner and the content key, then calls an inner task that
+carries the cache policy and does the work. On a cache hit the inner task's stored
+record (result and outputs archive) comes back and the outer task restores the outputs
+on the host, so a hit looks exactly like a run. Identical steps started concurrently run
+once: the inner task's cache uses SERIALIZABLE isolation with a file lock manager.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+from prefect import get_run_logger, task
+from prefect.blocks.system import Secret
+from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.client.schemas.objects import State
+from prefect.utilities.asyncutils import run_coro_as_sync
+from prefect_docker import DockerHost
+from pydantic import BaseModel, SecretStr
+
+from agent_blocks.dagger_engine import DaggerEngine
+from tasks.container.cache import PrecomputedKey, step_cache_key
+from tasks.container.errors import StepError, StepFailed
+from tasks.container.files import restore_outputs
+from tasks.container.locks import lock_manager
+from tasks.container.logs import StepOutput
+from tasks.container.select import choose_runner, make_runner
+from tasks.container.spec import ContainerStep, RunnerKind, StepResult
+from tasks.settings import AiorchSettings, load_settings
+
+_slots_lock = threading.Lock()
+_slots: threading.BoundedSemaphore | None = None
+
+
+class StepRecord(BaseModel):
+    """What the cache stores for a step: its result and its outputs archive."""
+
+    result: StepResult
+    outputs_archive: bytes | None
+
+
+def _parse_runner(runner: RunnerKind | str) -> RunnerKind:
+    try:
+        return RunnerKind(runner)
+    except ValueError:
+        choices = ", ".join(kind.value for kind in RunnerKind)
+        raise ValueError(f"runner must be one of {choices} (got {runner!r})") from None
+
+
+async def _resolve_secrets(step: ContainerStep) -> dict[str, str]:
+    values = {}
+    for name, secret in step.secrets.items():
+        if isinstance(secret, SecretStr):
+            values[name] = secret.get_secret_value()
+            continue
+        try:
+            block = cast(Secret[Any], await Secret.aload(secret.block))
+        except ValueError:
+            raise StepError(
+                f"secrets[{name!r}] names Secret block {secret.block!r}, which does not "
+                "exist; create it (prefect block create secret) or fix the name",
+                step=step.name,
+            ) from None
+        value = block.get()
+        values[name] = value if isinstance(value, str) else str(value)
+    return values
+
+
+@asynccontextmanager
+async def _step_slot(settings: AiorchSettings) -> AsyncIterator[None]:
+    """Bound how many steps this process runs at once (AIORCH_MAX_PARALLEL_STEPS)."""
+    global _slots
+    with _slots_lock:
+        if _slots is None:
+            _slots = threading.BoundedSemaphore(settings.max_parallel_steps)
+        slots = _slots
+    await anyio.to_thread.run_sync(slots.acquire)
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+def _cache_policy(settings: AiorchSettings) -> CachePolicy:
+    return PrecomputedKey().configure(
+        isolation_level="SERIALIZABLE",
+        lock_manager=lock_manager(settings.resolved_data_dir() / "locks"),
+    )
+
+
+@task(name="execute-container-step", persist_result=True)
+async def execute_step(
+    step: ContainerStep,
+    runner: RunnerKind,
+    cache_key: str,
+    docker_host: DockerHost | None = None,
+    dagger_engine: DaggerEngine | None = None,
+) -> StepRecord:
+    """Run ``step`` on ``runner``; ``cache_key`` is what the cache policy stores it under.
+
+    Raises:
+        StepFailed: a command exited non-zero.
+        StepError: the step could not run (engine down, timeout, missing output, ...).
+    """
+    settings = load_settings()
+    secrets = await _resolve_secrets(step)
+    output = StepOutput(step.name, get_run_logger(), secrets.values(), settings.log_tail_lines)
+    engine = make_runner(runner, settings, docker_host, dagger_engine)
+    async with _step_slot(settings):
+        execution = await engine.run(step, secrets, output)
+    result = StepResult(
+        step=step.name,
+        runner=runner,
+        image=step.image,
+        image_used=engine.image_used,
+        exit_code=execution.exit_code,
+        stdout_tail=output.tail("stdout"),
+        stderr_tail=output.tail("stderr"),
+        duration_seconds=execution.duration_seconds,
+    )
+    if execution.exit_code != 0:
+        raise StepFailed(step.name, execution.exit_code, result.stdout_tail, result.stderr_tail)
+    return StepRecord(result=result, outputs_archive=execution.outputs_archive)
+
+
+async def _run_step(
+    step: ContainerStep,
+    runner: RunnerKind | str,
+    export_to: Path | None,
+    docker_host: DockerHost | None,
+    dagger_engine: DaggerEngine | None,
+    cache: bool,
+    cache_expiration: timedelta | None,
+    refresh_cache: bool,
+) -> StepResult:
+    settings = load_settings()
+    logger = get_run_logger()
+    kind, reason = await anyio.to_thread.run_sync(
+        choose_runner, _parse_runner(runner), docker_host, dagger_engine
+    )
+    logger.info("step %s runs on %s: %s", step.name, kind.value, reason)
+    identity = None
+    if cache:
+        identity = await make_runner(kind, settings, docker_host, dagger_engine).image_identity(
+            step.image
+        )
+        if identity is None and not step.image_pinned and kind is not RunnerKind.LOCAL:
+            logger.warning(
+                "step %s uses image %s by a tag the engine cannot resolve to an id: a cached "
+                "result may outlive a moved tag; pin the image by digest (name@sha256:...)",
+                step.name,
+                step.image,
+            )
+    key = await anyio.to_thread.run_sync(step_cache_key, step, kind, identity)
+    executor = execute_step.with_options(
+        task_run_name=f"{step.name}-execute",
+        cache_policy=_cache_policy(settings) if cache else NO_CACHE,
+        cache_expiration=cache_expiration,
+        refresh_cache=refresh_cache,
+    )
+    state = await cast(
+        Awaitable[State[StepRecord]],
+        executor(step, kind, key, docker_host, dagger_engine, return_state=True),
+    )
+    record: StepRecord = await state.aresult()
+    cache_hit = state.name == "Cached"
+    outputs: dict[str, Path] = {}
+    if step.outputs and record.outputs_archive is not None:
+        destination = export_to or settings.output_dir / step.name
+        outputs = await anyio.to_thread.run_sync(
+            restore_outputs, record.outputs_archive, step.outputs, destination
+        )
+    if cache_hit:
+        logger.info("step %s served from cache (key %s); outputs restored", step.name, key)
+    return record.result.model_copy(update={"outputs": outputs, "cache_hit": cache_hit})
+
+
+@task(name="container-step", task_run_name="{step.name}")
+def run_step(
+    step: ContainerStep,
+    runner: RunnerKind | str = RunnerKind.AUTO,
+    *,
+    export_to: Path | None = None,
+    docker_host: DockerHost | None = None,
+    dagger_engine: DaggerEngine | None = None,
+    cache: bool = True,
+    cache_expiration: timedelta | None = None,
+    refresh_cache: bool = False,
+) -> StepResult:
+    """Run a container step as a Prefect task, served from cache when its content matches.
+
+    Use Prefect's own options for the rest: ``run_step.with_options(retries=3,
+    retry_delay_seconds=10, timeout_seconds=900, tags=["build"])``, ``.submit()``,
+    ``.map()``.
+
+    Args:
+        step: What to run.
+        runner: ``auto`` (dagger, else docker, else local), or one of them explicitly.
+        export_to: Host directory that receives the outputs; default
+            ``AIORCH_OUTPUT_DIR/<step name>``.
+        docker_host: Docker connection for the docker runner (prefect-docker's block).
+        dagger_engine: Dagger CLI and engine for the dagger runner.
+        cache: Reuse a result with the same content key (across runs and processes).
+        cache_expiration: How long a cached result stays valid; forever if None.
+        refresh_cache: Run even if a cached result exists, and replace it.
+
+    Returns:
+        The step's result; ``outputs`` maps each output to its host path.
+
+    Raises:
+        StepFailed: a command exited non-zero (exit code and output tails attached).
+        StepError: the step could not run; ``retryable`` says whether a retry may help.
+
+    Example:
+        ```python
+        from prefect import flow
+
+        from tasks.container import ContainerStep, run_step
+
+        @flow
+        def hello() -> str:
+            step = ContainerStep(name="hello", image="busybox", commands=[["echo", "hi"]])
+            return run_step(step, runner="local").stdout_tail
+        ```
+    """
+    return run_coro_as_sync(
+        _run_step(
+            step,
+            runner,
+            export_to,
+            docker_host,
+            dagger_engine,
+            cache,
+            cache_expiration,
+            refresh_cache,
+        )
+    )
+
+
+@task(name="container-step", task_run_name="{step.name}")
+async def arun_step(
+    step: ContainerStep,
+    runner: RunnerKind | str = RunnerKind.AUTO,
+    *,
+    export_to: Path | None = None,
+    docker_host: DockerHost | None = None,
+    dagger_engine: DaggerEngine | None = None,
+    cache: bool = True,
+    cache_expiration: timedelta | None = None,
+    refresh_cache: bool = False,
+) -> StepResult:
+    """The async form of :func:`run_step`, for async flows; same arguments and result."""
+    return await _run_step(
+        step,
+        runner,
+        export_to,
+        docker_host,
+        dagger_engine,
+        cache,
+        cache_expiration,
+        refresh_cache,
+    )

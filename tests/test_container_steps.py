@@ -1,0 +1,353 @@
+"""Container steps on every runner available here: the same scenarios, the same results.
+
+The local runner always runs; the docker runner needs a Docker engine (CI starts one)
+and runs a busybox image built locally; the dagger runner runs against the engine
+double in tests/test_dagger_runner.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import docker
+import pytest
+from prefect import flow
+from pydantic import SecretStr, ValidationError
+
+from tasks.container import (
+    CacheVolume,
+    ContainerStep,
+    RunnerKind,
+    StepFailed,
+    StepInput,
+    StepResult,
+    StepTimedOut,
+    arun_step,
+    run_step,
+)
+from tasks.container.errors import ImageUnavailable, MissingOutput
+from tasks.container.logs import StepOutput
+from tasks.container.runners.docker import RUN_LABEL, DockerRunner
+from tasks.container.select import choose_runner
+from tests.images import BUSYBOX_IMAGE
+from tests.prefect_server import flow_run_log_text
+from tests.services import free_port
+
+CANARY = "sk-step-canary-93a1f0"
+
+
+@pytest.fixture(params=["local", "docker"])
+def runner(request: pytest.FixtureRequest) -> str:
+    if request.param == "docker":
+        request.getfixturevalue("busybox_image")
+    return str(request.param)
+
+
+@pytest.fixture
+def data_dir(scratch_dir: Path) -> Path:
+    source = scratch_dir / "data"
+    (source / "nested").mkdir(parents=True)
+    (source / "a.csv").write_text("x,1\ny,2\n")
+    (source / "nested" / "b.csv").write_text("z,3\n")
+    (source / "notes.tmp").write_text("scratch\n")
+    return source
+
+
+def _run(step: ContainerStep, runner: str, **options: Any) -> StepResult:
+    @flow(name="container-step-test")
+    def one_step() -> StepResult:
+        result: StepResult = run_step(step, runner, **options)
+        return result
+
+    return one_step()
+
+
+def _containers_left(client: docker.DockerClient) -> list[str]:
+    return [str(c.name) for c in client.containers.list(all=True, filters={"label": RUN_LABEL})]
+
+
+def test_captures_output_and_says_whether_the_image_was_used(prefect_api: str, runner: str) -> None:
+    step = ContainerStep(
+        name="hello",
+        image=BUSYBOX_IMAGE,
+        commands=[["sh", "-c", "echo out-line; echo err-line >&2; echo $GREETING"]],
+        env={"GREETING": "hi there"},
+    )
+    result = _run(step, runner, cache=False)
+    assert result.exit_code == 0
+    assert result.stdout_tail.splitlines() == ["out-line", "hi there"]
+    assert result.stderr_tail == "err-line"
+    assert result.runner == RunnerKind(runner)
+    assert result.image_used is (runner != "local")
+    assert not result.cache_hit
+
+
+def test_inputs_in_outputs_out_and_the_file_system_carries_over(
+    prefect_api: str, runner: str, data_dir: Path, scratch_dir: Path
+) -> None:
+    step = ContainerStep(
+        name="sum",
+        image=BUSYBOX_IMAGE,
+        commands=[
+            ["sh", "-c", "mkdir -p out && find data -type f | sort > out/files.txt"],
+            ["sh", "-c", "cat data/a.csv data/nested/b.csv | wc -l > out/lines.txt"],
+        ],
+        inputs=[StepInput(source=data_dir, target="data", exclude=("*.tmp",))],
+        outputs=["out"],
+    )
+    export = scratch_dir / "export"
+    result = _run(step, runner, cache=False, export_to=export)
+    assert result.outputs == {"out": export / "out"}
+    assert (export / "out" / "files.txt").read_text().split() == ["data/a.csv", "data/nested/b.csv"]
+    assert (export / "out" / "lines.txt").read_text().strip() == "3"
+
+
+def test_failure_raises_with_exit_code_and_leaves_no_partial_output(
+    prefect_api: str, runner: str, scratch_dir: Path
+) -> None:
+    step = ContainerStep(
+        name="fails",
+        image=BUSYBOX_IMAGE,
+        commands=[["sh", "-c", "mkdir out; echo partial > out/x; echo broken >&2; exit 3"]],
+        outputs=["out"],
+    )
+    export = scratch_dir / "export"
+    with pytest.raises(StepFailed) as caught:
+        _run(step, runner, cache=False, export_to=export)
+    assert caught.value.exit_code == 3
+    assert caught.value.stderr_tail == "broken"
+    assert "exited with code 3: broken" in str(caught.value)
+    assert not (export / "out").exists()
+
+
+def test_missing_output_fails_the_step(prefect_api: str, runner: str) -> None:
+    step = ContainerStep(name="no-out", image=BUSYBOX_IMAGE, commands=[["true"]], outputs=["out"])
+    with pytest.raises(MissingOutput, match="output 'out' was not produced"):
+        _run(step, runner, cache=False)
+
+
+def test_unknown_command_is_exit_127(prefect_api: str, runner: str) -> None:
+    step = ContainerStep(name="nocmd", image=BUSYBOX_IMAGE, commands=[["no-such-tool-xyz"]])
+    with pytest.raises(StepFailed) as caught:
+        _run(step, runner, cache=False)
+    assert caught.value.exit_code in {127, 126}
+
+
+def test_timeout_stops_the_step(
+    prefect_api: str, runner: str, request: pytest.FixtureRequest
+) -> None:
+    step = ContainerStep(
+        name="hangs", image=BUSYBOX_IMAGE, commands=[["sleep", "60"]], timeout_seconds=1.5
+    )
+    with pytest.raises(StepTimedOut, match=r"timed out after 1\.5 s"):
+        _run(step, runner, cache=False)
+    if runner == "docker":
+        assert _containers_left(request.getfixturevalue("docker_client")) == []
+
+
+def test_secrets_are_masked_in_results_and_logs(prefect_api: str, runner: str) -> None:
+    step = ContainerStep(
+        name="secret",
+        image=BUSYBOX_IMAGE,
+        commands=[["sh", "-c", 'echo "token=$API_TOKEN"; echo "$API_TOKEN" >&2']],
+        secrets={"API_TOKEN": SecretStr(CANARY)},
+    )
+
+    @flow(name="secret-step-test")
+    def secret_flow() -> StepResult:
+        return run_step(step, runner)
+
+    state = secret_flow(return_state=True)
+    result = state.result()
+    assert result.stdout_tail == "token=********"
+    assert result.stderr_tail == "********"
+    assert CANARY not in repr(step)
+    assert CANARY not in step.model_dump_json()
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    messages = flow_run_log_text(run_id, expect="token=********")
+    assert "token=********" in messages
+    assert CANARY not in messages
+
+
+def test_cache_hit_restores_outputs_and_follows_content(
+    prefect_api: str, runner: str, data_dir: Path, scratch_dir: Path
+) -> None:
+    step = ContainerStep(
+        name=f"cached-{runner}-{free_port()}",
+        image=BUSYBOX_IMAGE,
+        commands=[
+            ["sh", "-c", "mkdir -p out && cat data/a.csv > out/copy.csv && date +%s%N > out/stamp"]
+        ],
+        inputs=[StepInput(source=data_dir, target="data", exclude=("*.tmp",))],
+        outputs=["out"],
+    )
+    export = scratch_dir / "export"
+    first = _run(step, runner, export_to=export)
+    stamp = (export / "out" / "stamp").read_text()
+    assert not first.cache_hit
+
+    (export / "out").rename(scratch_dir / "moved")
+    os.utime(data_dir / "a.csv", (1, 1))  # a new mtime alone must not miss
+    (data_dir / "notes.tmp").write_text("excluded, so it must not miss either\n")
+    second = _run(step, runner, export_to=export)
+    assert second.cache_hit
+    assert (export / "out" / "stamp").read_text() == stamp
+    assert (export / "out" / "copy.csv").read_text() == "x,1\ny,2\n"
+
+    (data_dir / "a.csv").write_text("x,9\n")
+    third = _run(step, runner, export_to=export)
+    assert not third.cache_hit
+    assert (export / "out" / "copy.csv").read_text() == "x,9\n"
+
+
+def test_identical_concurrent_steps_run_once(prefect_api: str, scratch_dir: Path) -> None:
+    ledger = scratch_dir / "ledger"
+    step = ContainerStep(
+        name=f"once-{free_port()}",
+        image="not-used-by-local",
+        commands=[["sh", "-c", f"echo ran >> {ledger}; sleep 1; echo done"]],
+    )
+
+    @flow(name="concurrent-steps-test")
+    def twice() -> list[StepResult]:
+        futures = [run_step.submit(step, "local") for _ in range(2)]
+        return [future.result() for future in futures]
+
+    results = twice()
+    assert ledger.read_text() == "ran\n"
+    assert sorted(result.cache_hit for result in results) == [False, True]
+
+
+def test_identical_concurrent_async_steps_run_once(prefect_api: str, scratch_dir: Path) -> None:
+    ledger = scratch_dir / "ledger"
+    step = ContainerStep(
+        name=f"once-async-{free_port()}",
+        image="not-used-by-local",
+        commands=[["sh", "-c", f"echo ran >> {ledger}; sleep 1"]],
+    )
+
+    @flow(name="concurrent-async-steps-test")
+    async def twice() -> list[StepResult]:
+        results: list[StepResult] = []
+
+        async def one() -> None:
+            results.append(await arun_step(step, "local"))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(one)
+            group.start_soon(one)
+        return results
+
+    results = anyio.run(twice)
+    assert ledger.read_text() == "ran\n"
+    assert sorted(result.cache_hit for result in results) == [False, True]
+
+
+def test_cache_volumes_persist_between_runs(prefect_api: str, runner: str) -> None:
+    volume = CacheVolume(name=f"vol-{runner}-{free_port()}", path="cache", env_var="MY_CACHE")
+    step = ContainerStep(
+        name="count",
+        image=BUSYBOX_IMAGE,
+        commands=[["sh", "-c", 'echo x >> "$MY_CACHE/hits"; wc -l < "$MY_CACHE/hits"']],
+        cache_volumes=[volume],
+    )
+    assert _run(step, runner, cache=False).stdout_tail.strip() == "1"
+    assert _run(step, runner, cache=False).stdout_tail.strip() == "2"
+    if runner == "docker":
+        docker.from_env().volumes.get(f"aiorch-cache-{volume.name}").remove(force=True)
+
+
+def test_async_task_in_an_async_flow(prefect_api: str) -> None:
+    step = ContainerStep(name="async", image="unused", commands=[["echo", "async ok"]])
+
+    @flow(name="async-step-test")
+    async def async_flow() -> StepResult:
+        return await arun_step(step, "local", cache=False)
+
+    assert anyio.run(async_flow).stdout_tail == "async ok"
+
+
+def test_docker_removes_its_containers_when_cancelled(
+    busybox_image: str, docker_client: docker.DockerClient
+) -> None:
+    step = ContainerStep(name="cancelled", image=busybox_image, commands=[["sleep", "60"]])
+    output = StepOutput("cancelled", logging.getLogger("test"))
+
+    async def cancel_midway() -> bool:
+        with anyio.move_on_after(3) as scope:
+            await DockerRunner(pull="never").run(step, {}, output)
+        return scope.cancelled_caught
+
+    assert anyio.run(cancel_midway)
+    assert _containers_left(docker_client) == []
+
+
+def test_docker_without_the_image_says_how_to_fix_it(docker_client: docker.DockerClient) -> None:
+    step = ContainerStep(name="noimage", image="aiorch-test/absent:1", commands=[["true"]])
+    output = StepOutput("noimage", logging.getLogger("test"))
+    with pytest.raises(ImageUnavailable, match="not on the engine and pulling is off"):
+        anyio.run(DockerRunner(pull="never").run, step, {}, output)
+
+
+def test_auto_prefers_docker_then_falls_back_to_local(
+    docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DAGGER_SESSION_PORT", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    kind, reason = choose_runner(RunnerKind.AUTO)
+    assert kind is RunnerKind.DOCKER
+    assert reason.startswith("auto: engine")
+    assert "dagger" in reason
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_port()}")
+    kind, reason = choose_runner(RunnerKind.AUTO)
+    assert kind is RunnerKind.LOCAL
+    assert "docker: engine not reachable" in reason
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": "Bad Name"}, "name 'Bad Name' must be 1-63 lower-case"),
+        ({"commands": []}, "commands must hold at least one non-empty argv"),
+        ({"commands": [[]]}, "commands must hold at least one non-empty argv"),
+        ({"image": "has space"}, "image 'has space' must be a reference"),
+        ({"workdir": "work"}, "workdir 'work' must be an absolute path"),
+        ({"outputs": ["/etc"]}, "outputs must be a relative path inside the step's workdir"),
+        ({"outputs": ["../up"]}, "outputs must be a relative path inside the step's workdir"),
+        ({"timeout_seconds": 0}, "timeout_seconds"),
+        ({"secrets": {"TOKEN": CANARY}}, "wrap the value in SecretStr(...)"),
+        ({"env": {"A": "1"}, "secrets": {"A": SecretStr("x")}}, "set in both env and secrets"),
+        ({"env": {"1BAD": "x"}}, "environment variable name '1BAD' is not valid"),
+        ({"unknown": 1}, "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_specs_name_the_field_and_the_fix(fields: dict[str, object], message: str) -> None:
+    spec: dict[str, object] = {"name": "ok", "image": "busybox", "commands": [["true"]], **fields}
+    with pytest.raises(ValidationError) as caught:
+        ContainerStep.model_validate(spec)
+    assert message in str(caught.value)
+    assert CANARY not in str(caught.value)
+
+
+def test_inputs_must_exist_and_stay_inside_the_workdir(scratch_dir: Path) -> None:
+    with pytest.raises(ValidationError, match="does not exist; point it at a host path"):
+        StepInput(source=scratch_dir / "absent", target="data")
+    with pytest.raises(ValidationError, match="target must be a relative path"):
+        StepInput(source=scratch_dir, target="/abs")
+
+
+def test_runner_name_is_checked(prefect_api: str) -> None:
+    step = ContainerStep(name="x", image="busybox", commands=[["true"]])
+    with pytest.raises(ValueError, match="runner must be one of auto, dagger, docker, local"):
+        _run(step, "podman")
+
+
+def test_image_pinning_is_recognised() -> None:
+    pinned = ContainerStep(name="p", image="busybox@sha256:" + "a" * 64, commands=[["true"]])
+    assert pinned.image_pinned
+    assert not ContainerStep(name="t", image="busybox:1.36", commands=[["true"]]).image_pinned

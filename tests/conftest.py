@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,3 +88,32 @@ def busybox_image(docker_client: docker.DockerClient) -> Iterator[str]:
         yield BUSYBOX_IMAGE
     finally:
         docker_client.images.remove(image_id, force=True)
+
+
+@pytest.fixture
+def dagger_double(scratch_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Put the ``dagger`` CLI double first on PATH; close its session afterwards.
+
+    Skips when ../shared (with Dagger's published schema) is not beside the checkout.
+    """
+    from tasks.container.dagger_session import close_dagger_session
+    from tests.doubles.dagger_cli import schema_path
+
+    if schema_path() is None:
+        pytest.skip("../shared/dagger/schema-v0.21.8.graphqls is absent")
+    bin_dir = scratch_dir / "dagger-bin"
+    bin_dir.mkdir()
+    cli = bin_dir / "dagger"
+    root = Path(__file__).resolve().parents[1]
+    cli.write_text(
+        f'#!/bin/sh\nPYTHONPATH="{root}" exec "{sys.executable}" -m tests.doubles.dagger_cli "$@"\n'
+    )
+    cli.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("DAGGER_SESSION_PORT", raising=False)
+    monkeypatch.delenv("DAGGER_SESSION_TOKEN", raising=False)
+    close_dagger_session()
+    try:
+        yield cli
+    finally:
+        close_dagger_session()

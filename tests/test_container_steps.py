@@ -1,8 +1,9 @@
 """Container steps on every runner available here: the same scenarios, the same results.
 
 The local runner always runs; the docker runner needs a Docker engine (CI starts one)
-and runs a busybox image built locally; the dagger runner runs against the engine
-double in tests/test_dagger_runner.py.
+and runs a busybox image built locally; the dagger runner runs the real dagger-io SDK
+against the ``dagger session`` double (tests/doubles/dagger_cli.py), which runs commands
+as host processes; tests/test_dagger_real_engine.py runs against a real engine.
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ from tests.services import free_port
 CANARY = "sk-step-canary-93a1f0"
 
 
-@pytest.fixture(params=["local", "docker"])
+@pytest.fixture(params=["local", "docker", "dagger"])
 def runner(request: pytest.FixtureRequest) -> str:
     if request.param == "docker":
         request.getfixturevalue("busybox_image")
+    if request.param == "dagger":
+        request.getfixturevalue("dagger_double")
     return str(request.param)
 
 

@@ -12,6 +12,7 @@ until :func:`close_dagger_session` (a ready flow hook) or the process exits.
 from __future__ import annotations
 
 import atexit
+import contextvars
 import json
 import logging
 import os
@@ -23,6 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import IO, Any
+
+from prefect import Flow
+from prefect.client.schemas.objects import FlowRun, State
 
 from agent_blocks.dagger_engine import DaggerEngine
 from tasks.container.errors import EngineUnavailable
@@ -108,7 +112,10 @@ def start_session(engine: DaggerEngine) -> DaggerSession:
     )
     assert process.stdout is not None
     assert process.stderr is not None
-    threading.Thread(target=_forward, args=(process.stderr,), daemon=True).start()
+    # The forwarder logs through Prefect, which needs the settings of whoever started
+    # the session (the API URL may come from a context, not the environment).
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(_forward, process.stderr), daemon=True).start()
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_read_connect_line, args=(process.stdout, lines), daemon=True).start()
     try:
@@ -167,7 +174,11 @@ def _close_locked() -> None:
     session.close()
 
 
-def close_dagger_session(*_: Any) -> None:
+def close_dagger_session(
+    flow: Flow[..., Any] | None = None,
+    flow_run: FlowRun | None = None,
+    state: State[Any] | None = None,
+) -> None:
     """Close the process's Dagger session, if any.
 
     Its signature fits Prefect's flow hooks, so a flow ends its session with it:

@@ -102,6 +102,7 @@ async def execute_step(
     cache_key: str,
     docker_host: DockerHost | None = None,
     dagger_engine: DaggerEngine | None = None,
+    engine_cache: bool = True,
 ) -> StepRecord:
     """Run ``step`` on ``runner``; ``cache_key`` is what the cache policy stores it under.
 
@@ -114,7 +115,7 @@ async def execute_step(
     output = StepOutput(step.name, get_run_logger(), secrets.values(), settings.log_tail_lines)
     engine = make_runner(runner, settings, docker_host, dagger_engine)
     async with _step_slot(settings):
-        execution = await engine.run(step, secrets, output)
+        execution = await engine.run(step, secrets, output, engine_cache=engine_cache)
     result = StepResult(
         step=step.name,
         runner=runner,
@@ -167,7 +168,15 @@ async def _run_step(
     )
     state = await cast(
         Awaitable[State[StepRecord]],
-        executor(step, kind, key, docker_host, dagger_engine, return_state=True),
+        executor(
+            step,
+            kind,
+            key,
+            docker_host,
+            dagger_engine,
+            engine_cache=cache and not refresh_cache,
+            return_state=True,
+        ),
     )
     record: StepRecord = await state.aresult()
     cache_hit = state.name == "Cached"

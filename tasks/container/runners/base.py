@@ -35,7 +35,16 @@ class StepRunner(Protocol):
         ...
 
     async def run(
-        self, step: ContainerStep, secrets: Mapping[str, str], output: StepOutput
+        self,
+        step: ContainerStep,
+        secrets: Mapping[str, str],
+        output: StepOutput,
+        *,
+        engine_cache: bool = True,
     ) -> Execution:
-        """Run ``step``'s commands with ``secrets`` as environment variables."""
+        """Run ``step``'s commands with ``secrets`` as environment variables.
+
+        ``engine_cache=False`` makes an engine with its own cache (Dagger) run the
+        commands again instead of serving them from that cache.
+        """
         ...

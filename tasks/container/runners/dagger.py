@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from uuid import uuid4
 
 import anyio
 import dagger
@@ -24,6 +25,8 @@ from tasks.container.files import copy_inputs, pack_outputs
 from tasks.container.logs import StepOutput
 from tasks.container.runners.base import Execution
 from tasks.container.spec import ContainerStep, RunnerKind
+
+CACHE_BUSTER = "AIORCH_CACHE_BUSTER"
 
 
 class DaggerRunner:
@@ -56,7 +59,12 @@ class DaggerRunner:
         return dagger.Config(retry=None, timeout=dagger.Timeout(timeout) if timeout else None)
 
     async def run(
-        self, step: ContainerStep, secrets: Mapping[str, str], output: StepOutput
+        self,
+        step: ContainerStep,
+        secrets: Mapping[str, str],
+        output: StepOutput,
+        *,
+        engine_cache: bool = True,
     ) -> Execution:
         """Build the pipeline, run each command, export outputs if all succeed."""
         set_engine_log_sink(lambda line: output.info(f"engine: {line}"))
@@ -71,7 +79,14 @@ class DaggerRunner:
                 with anyio.fail_after(step.timeout_seconds):
                     async with dagger.Connection(self._config()) as client:
                         return await self._pipeline(
-                            client, step, secrets, output, inputs_dir, Path(staging), started
+                            client,
+                            step,
+                            secrets,
+                            output,
+                            inputs_dir,
+                            Path(staging),
+                            started,
+                            engine_cache,
                         )
             except TimeoutError:
                 raise StepTimedOut(step.name, step.timeout_seconds or 0) from None
@@ -89,6 +104,7 @@ class DaggerRunner:
         inputs_dir: Path,
         staging: Path,
         started: float,
+        engine_cache: bool,
     ) -> Execution:
         container = (
             client.container()
@@ -106,6 +122,9 @@ class DaggerRunner:
         for name, value in secrets.items():
             secret = client.set_secret(f"aiorch-{step.name}-{name}", value)
             container = container.with_secret_variable(name, secret)
+        if not engine_cache:
+            # A value no earlier run had makes the engine's cache miss for every command.
+            container = container.with_env_variable(CACHE_BUSTER, uuid4().hex)
         for command in step.commands:
             container = container.with_exec(list(command))
             try:

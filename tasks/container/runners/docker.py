@@ -104,7 +104,12 @@ class DockerRunner:
             client.close()
 
     async def run(
-        self, step: ContainerStep, secrets: Mapping[str, str], output: StepOutput
+        self,
+        step: ContainerStep,
+        secrets: Mapping[str, str],
+        output: StepOutput,
+        *,
+        engine_cache: bool = True,
     ) -> Execution:
         """Run the commands in containers; export outputs if all succeed."""
         run_id = uuid4().hex[:16]

@@ -55,7 +55,12 @@ class LocalRunner:
         return None
 
     async def run(
-        self, step: ContainerStep, secrets: Mapping[str, str], output: StepOutput
+        self,
+        step: ContainerStep,
+        secrets: Mapping[str, str],
+        output: StepOutput,
+        *,
+        engine_cache: bool = True,
     ) -> Execution:
         """Run the commands in a temporary workdir; export outputs if all succeed."""
         output.warning(

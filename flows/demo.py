@@ -1,9 +1,10 @@
 """The aiorch demo: the project's main job, run by ``scripts/demo``.
 
 It surveys the platform, counts words in a text with one task per chunk (a fan-out the
-Prefect UI shows as parallel task runs), merges the counts and publishes a markdown
-artifact, keyed ``aiorch-demo``, that says what it did. Later milestones add container
-steps and agent calls to it.
+Prefect UI shows as parallel task runs), merges the counts, runs the data pipeline
+(container steps, on the local runner unless told otherwise) as a subflow, and publishes
+a markdown artifact, keyed ``aiorch-demo``, that says what it did. Later milestones add
+agent calls to it.
 
 Example:
     ```python
@@ -35,6 +36,8 @@ from prefect.runtime import flow_run
 from prefect.settings import get_current_settings
 from pydantic import BaseModel, Field
 
+from flows.data_pipeline import PipelineResult, data_pipeline
+from tasks.container import RunnerKind
 from tasks.platform import PlatformSurvey, survey_platform
 from tasks.settings import AiorchSettings, load_settings
 
@@ -66,6 +69,7 @@ class DemoResult(BaseModel):
     artifact_key: str
     survey: PlatformSurvey
     stats: WordStats
+    pipeline: PipelineResult
 
 
 @task(name="survey-platform", tags=["aiorch", "demo"])
@@ -100,7 +104,9 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def render_report(run_id: UUID, survey: PlatformSurvey, stats: WordStats) -> str:
+def render_report(
+    run_id: UUID, survey: PlatformSurvey, stats: WordStats, pipeline: PipelineResult
+) -> str:
     """The markdown the demo publishes: steps, a task graph, the platform and the words."""
     fan_out = "\n".join(
         f"    count{index}[count-words {index}] --> merge[merge-counts]"
@@ -112,6 +118,13 @@ def render_report(run_id: UUID, survey: PlatformSurvey, stats: WordStats) -> str
     )
     packages = ", ".join(f"{name} {version}" for name, version in survey.packages.items())
     words = "\n".join(f"| {_cell(word)} | {count} |" for word, count in stats.top)
+    runner = pipeline.steps[0].runner.value if pipeline.steps else "none"
+    zones = sum(region.zones for region in pipeline.regions)
+    pipeline_summary = (
+        f"summarised {zones} time zones in {len(pipeline.regions)} regions with "
+        f"{len(pipeline.steps)} container steps on the {runner} runner, "
+        f"{pipeline.cache_hits} from cache"
+    )
     return f"""# aiorch demo
 
 Flow run `{run_id}` ran {stats.chunks + 3} tasks.
@@ -121,6 +134,7 @@ Flow run `{run_id}` ran {stats.chunks + 3} tasks.
 | survey-platform | found Python {survey.python}; Prefect API: {_cell(survey.prefect_api)} |
 | count-words x {stats.chunks} | counted {stats.words} words, one task per chunk |
 | merge-counts | merged them into {stats.distinct} distinct words |
+| aiorch-data-pipeline | {pipeline_summary} |
 | publish-report | published this artifact |
 
 ```mermaid
@@ -128,6 +142,7 @@ flowchart LR
     survey[survey-platform] --> report[publish-report]
 {fan_out}
     merge --> report
+    pipeline[[aiorch-data-pipeline subflow]] --> report
 ```
 
 ## Runners for container steps
@@ -147,7 +162,7 @@ Packages: {packages}.
 
 
 @task(name="publish-report", tags=["aiorch", "demo"])
-def publish_report(survey: PlatformSurvey, stats: WordStats) -> UUID:
+def publish_report(survey: PlatformSurvey, stats: WordStats, pipeline: PipelineResult) -> UUID:
     """Publish the run's markdown report as the keyed ``aiorch-demo`` artifact."""
     run_id = UUID(flow_run.get_id())
     # Called from a sync task, Prefect's sync/async dual function returns the id itself.
@@ -155,7 +170,7 @@ def publish_report(survey: PlatformSurvey, stats: WordStats) -> UUID:
         UUID,
         create_markdown_artifact(
             key=ARTIFACT_KEY,
-            markdown=render_report(run_id, survey, stats),
+            markdown=render_report(run_id, survey, stats, pipeline),
             description="What the aiorch demo flow did in this run.",
         ),
     )
@@ -166,19 +181,26 @@ def demo_flow(
     text: Annotated[str, Field(min_length=1, description="Text to count words in.")] = DEFAULT_TEXT,
     chunk_lines: Annotated[int, Field(ge=1, description="Lines of text per task.")] = 2,
     top: Annotated[int, Field(ge=1, description="How many frequent words to report.")] = 5,
+    runner: RunnerKind = RunnerKind.LOCAL,
 ) -> DemoResult:
-    """Survey the platform, count words in parallel tasks and publish a report."""
+    """Survey the platform, count words in parallel tasks, run the pipeline, report.
+
+    ``runner`` is where the data pipeline's container steps run: ``local`` works on any
+    machine; ``docker`` needs the image (``aiorch image busybox``).
+    """
     lines = [line for line in text.splitlines() if line.strip()]
     chunks = ["\n".join(lines[i : i + chunk_lines]) for i in range(0, len(lines), chunk_lines)]
     platform_survey = survey.submit()
     counts = count_words.map(chunks)
     stats = merge_counts(counts.result(), top)
-    publish_report(platform_survey.result(), stats)
+    pipeline = data_pipeline(runner=runner)
+    publish_report(platform_survey.result(), stats, pipeline)
     return DemoResult(
         flow_run_id=UUID(flow_run.get_id()),
         artifact_key=ARTIFACT_KEY,
         survey=platform_survey.result(),
         stats=stats,
+        pipeline=pipeline,
     )
 
 

@@ -27,9 +27,9 @@ from prefect.events.worker import EventsWorker  # noqa: E402
 from prefect.logging.handlers import APILogWorker  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
-from tests.images import BUSYBOX_IMAGE, build_busybox_image, busybox_binary  # noqa: E402
+from tasks.container.images import build_busybox_image, busybox_binary  # noqa: E402
 from tests.prefect_server import running_server  # noqa: E402
-from tests.services import free_port, require_service  # noqa: E402
+from tests.services import TEST_BUSYBOX_IMAGE, free_port, require_service  # noqa: E402
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -83,9 +83,9 @@ def busybox_image(docker_client: docker.DockerClient) -> Iterator[str]:
             "busybox-static", False, "no busybox binary (apt-get install busybox-static)"
         )
     assert busybox is not None
-    image_id = build_busybox_image(docker_client, busybox)
+    image_id = build_busybox_image(docker_client, busybox, TEST_BUSYBOX_IMAGE)
     try:
-        yield BUSYBOX_IMAGE
+        yield TEST_BUSYBOX_IMAGE
     finally:
         docker_client.images.remove(image_id, force=True)
 

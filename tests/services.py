@@ -33,3 +33,7 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+TEST_BUSYBOX_IMAGE = "aiorch-test/busybox:latest"
+"""The busybox image tests build (and remove); distinct from the one users build."""

@@ -115,8 +115,8 @@ async def broken() -> str:
 def test_code_first_pipeline_runs_as_a_task(prefect_api: str, dagger_double: Path) -> None:
     @flow(name="code-first-test")
     def pipeline() -> str:
-        # Called from a sync flow, Prefect runs the async task and returns its result.
-        return cast(str, shout("hello"))
+        # An async task called from a sync flow returns a coroutine; submit() runs it.
+        return cast(str, shout.submit("hello").result())
 
     assert pipeline() == "HELLO"
 
@@ -124,7 +124,7 @@ def test_code_first_pipeline_runs_as_a_task(prefect_api: str, dagger_double: Pat
 def test_code_first_exec_errors_become_step_failures(prefect_api: str, dagger_double: Path) -> None:
     @flow(name="code-first-failure-test")
     def pipeline() -> str:
-        return cast(str, broken())
+        return cast(str, broken.submit().result())
 
     with pytest.raises(StepFailed) as caught:
         pipeline()

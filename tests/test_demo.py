@@ -21,6 +21,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.exceptions import ParameterTypeError
 
+from flows.data_pipeline import PipelineResult
 from flows.demo import ARTIFACT_KEY, WordStats, demo_flow, render_report, ui_instructions
 from tasks.container.select import RunnerStatus
 from tasks.platform import PlatformSurvey
@@ -65,6 +66,9 @@ def test_demo_flow_fans_out_and_publishes_its_report(prefect_api: str) -> None:
 
     markdown = _artifact_markdown(run_id)
     assert f"Flow run `{run_id}` ran 6 tasks." in markdown
+    assert result.pipeline.regions
+    assert "container steps on the local runner" in markdown
+    assert "pipeline[[aiorch-data-pipeline subflow]] --> report" in markdown
     assert "```mermaid\nflowchart LR" in markdown
     assert "count2[count-words 2] --> merge[merge-counts]" in markdown
     assert "| c | 3 |" in markdown
@@ -90,7 +94,8 @@ def test_report_escapes_table_cells() -> None:
         runners=[RunnerStatus(kind="docker", available=False, detail="a | b\nc")],
     )
     stats = WordStats(chunks=1, words=1, distinct=1, top=[("w", 1)])
-    markdown = render_report(UUID(int=1), survey, stats)
+    pipeline = PipelineResult(regions=[], summary_csv=Path("x.csv"), steps=[])
+    markdown = render_report(UUID(int=1), survey, stats, pipeline)
     assert "| docker | no | a \\| b c |" in markdown
 
 

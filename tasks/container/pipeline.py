@@ -96,6 +96,9 @@ def dagger_task[**P, R](
             logger.info("[%s] %s", name, await anyio.to_thread.run_sync(ensure_session, engine))
             await anyio.to_thread.run_sync(_global_connection.acquire)
             try:
+                # A connection that failed to start stays in the SDK's global singleton and
+                # pins it to its old port; reset it so this task connects to the session.
+                await dagger.close()
                 async with dagger.connection(dagger.Config(retry=None)):
                     return await fn(*args, **kwargs)
             except dagger.ExecError as error:

@@ -1,7 +1,17 @@
-"""Container images for tests, built locally: no registry is reachable on CI machines.
+"""Images built locally, for machines that reach no registry (offline CI, air gaps).
 
-The busybox image is Debian's static busybox binary plus a symlink per applet, imported
-with ``docker import``: a few MB, built in about a second.
+``build_busybox_image`` imports a busybox root file system made from a static busybox
+binary (Debian's ``busybox-static``) plus a symlink per applet: a few MB, built in
+about a second, enough for shell-and-awk steps such as the data pipeline's.
+
+Example:
+    ```python
+    import docker
+
+    from tasks.container.images import build_busybox_image, busybox_binary
+
+    build_busybox_image(docker.from_env(), busybox_binary() or "/bin/busybox")
+    ```
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ import tarfile
 
 import docker
 
-BUSYBOX_IMAGE = "aiorch-test/busybox:latest"
+BUSYBOX_IMAGE = "aiorch/busybox:local"
 
 
 def busybox_binary() -> str | None:
@@ -30,8 +40,10 @@ def _add(archive: tarfile.TarFile, name: str, kind: bytes, mode: int, **extra: s
     archive.addfile(entry)
 
 
-def build_busybox_image(client: docker.DockerClient, busybox: str) -> str:
-    """Import a busybox root file system as ``BUSYBOX_IMAGE``; return the image id."""
+def build_busybox_image(
+    client: docker.DockerClient, busybox: str, image: str = BUSYBOX_IMAGE
+) -> str:
+    """Import a busybox root file system as ``image``; return the image id."""
     applets = subprocess.run(
         [busybox, "--list"], capture_output=True, text=True, check=True
     ).stdout.split()
@@ -49,10 +61,11 @@ def build_busybox_image(client: docker.DockerClient, busybox: str) -> str:
         entry.size = len(passwd)
         entry.mode = 0o644
         archive.addfile(entry, io.BytesIO(passwd))
-    repository, tag = BUSYBOX_IMAGE.rsplit(":", 1)
+    repository, tag = image.rsplit(":", 1)
     client.api.import_image_from_data(
         buffer.getvalue(), repository=repository, tag=tag, changes=["ENV PATH=/bin"]
     )
-    image_id: str | None = client.images.get(BUSYBOX_IMAGE).id
-    assert image_id is not None
+    image_id: str | None = client.images.get(image).id
+    if image_id is None:
+        raise RuntimeError(f"docker import of {image} returned no image id")
     return image_id

@@ -1,0 +1,144 @@
+"""The ``aiorch`` command: run workflows, see which runners work here, build images.
+
+Examples:
+    ```bash
+    aiorch run data-pipeline --runner docker --param image=busybox:1.36
+    aiorch run demo --param top=3
+    aiorch runners
+    aiorch image busybox
+    ```
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from prefect import Flow
+from prefect.client.schemas.objects import State
+
+from tasks.container.select import runner_statuses
+
+Loader = Callable[[], Flow[..., Any]]
+
+
+def _demo() -> Flow[..., Any]:
+    from flows.demo import demo_flow
+
+    return demo_flow
+
+
+def _data_pipeline() -> Flow[..., Any]:
+    from flows.data_pipeline import data_pipeline
+
+    return data_pipeline
+
+
+def _dagger_check() -> Flow[..., Any]:
+    from flows.dagger_check import dagger_check
+
+    return dagger_check
+
+
+WORKFLOWS: dict[str, Loader] = {
+    "demo": _demo,
+    "data-pipeline": _data_pipeline,
+    "dagger-check": _dagger_check,
+}
+
+
+def _parameter(text: str) -> tuple[str, Any]:
+    name, separator, raw = text.partition("=")
+    if not separator or not name:
+        raise argparse.ArgumentTypeError(f"--param {text!r} must look like NAME=VALUE")
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
+
+
+def _run(arguments: argparse.Namespace) -> int:
+    workflow = WORKFLOWS[arguments.workflow]()
+    parameters = dict(arguments.param)
+    if arguments.runner is not None:
+        if "runner" not in workflow.parameters.properties:
+            print(f"{arguments.workflow} takes no runner", file=sys.stderr)
+            return 2
+        parameters["runner"] = arguments.runner
+    unknown = set(parameters) - set(workflow.parameters.properties)
+    if unknown:
+        known = ", ".join(sorted(workflow.parameters.properties))
+        print(
+            f"unknown parameter(s) {sorted(unknown)}; {arguments.workflow} takes: {known}",
+            file=sys.stderr,
+        )
+        return 2
+    state = cast(State[Any], workflow(**parameters, return_state=True))
+    print(f"flow run id: {state.state_details.flow_run_id}")
+    print(f"state: {state.name}{f' ({state.message})' if state.message else ''}")
+    return 0 if state.is_completed() else 1
+
+
+def _runners(arguments: argparse.Namespace) -> int:
+    for status in runner_statuses():
+        print(f"{status.kind:<7} {'yes' if status.available else 'no ':<4} {status.detail}")
+    return 0
+
+
+def _image(arguments: argparse.Namespace) -> int:
+    import docker
+
+    from tasks.container.images import build_busybox_image, busybox_binary
+
+    busybox = arguments.busybox or busybox_binary()
+    if busybox is None:
+        print("no busybox binary found: install busybox-static or pass --busybox", file=sys.stderr)
+        return 1
+    image_id = build_busybox_image(docker.from_env(), busybox, arguments.tag)
+    print(f"built {arguments.tag} ({image_id})")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    from tasks.container.images import BUSYBOX_IMAGE
+
+    root = argparse.ArgumentParser(prog="aiorch", description=__doc__.splitlines()[0])
+    commands = root.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a workflow as a Prefect flow run")
+    run.add_argument("workflow", choices=sorted(WORKFLOWS))
+    run.add_argument("--runner", choices=["auto", "dagger", "docker", "local"])
+    run.add_argument(
+        "--param",
+        type=_parameter,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a flow parameter; VALUE is read as JSON when it parses, else as text",
+    )
+    run.set_defaults(handler=_run)
+
+    runners = commands.add_parser("runners", help="which runners work here, and why not")
+    runners.set_defaults(handler=_runners)
+
+    image = commands.add_parser("image", help="build an image locally, without a registry")
+    image.add_argument("kind", choices=["busybox"])
+    image.add_argument("--tag", default=BUSYBOX_IMAGE)
+    image.add_argument("--busybox", help="a static busybox binary (default: from PATH)")
+    image.set_defaults(handler=_image)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``aiorch`` command."""
+    arguments = parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = arguments.handler
+    return handler(arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

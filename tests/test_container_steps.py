@@ -184,7 +184,12 @@ def test_cache_hit_restores_outputs_and_follows_content(
         name=f"cached-{runner}-{free_port()}",
         image=BUSYBOX_IMAGE,
         commands=[
-            ["sh", "-c", "mkdir -p out && cat data/a.csv > out/copy.csv && date +%s%N > out/stamp"]
+            [
+                "sh",
+                "-c",
+                "mkdir -p out && cat data/a.csv > out/copy.csv"
+                " && cat /proc/sys/kernel/random/uuid > out/stamp",
+            ]
         ],
         inputs=[StepInput(source=data_dir, target="data", exclude=("*.tmp",))],
         outputs=["out"],
@@ -354,3 +359,44 @@ def test_image_pinning_is_recognised() -> None:
     pinned = ContainerStep(name="p", image="busybox@sha256:" + "a" * 64, commands=[["true"]])
     assert pinned.image_pinned
     assert not ContainerStep(name="t", image="busybox:1.36", commands=[["true"]]).image_pinned
+
+
+def test_setup_runs_once_per_image_and_is_reused(
+    prefect_api: str, runner: str, request: pytest.FixtureRequest
+) -> None:
+    setup = (("sh", "-c", "mkdir -p .setup && cat /proc/sys/kernel/random/uuid > .setup/stamp"),)
+    marker = f"prep-{runner}-{free_port()}"  # a fresh setup, never prepared before
+    steps = [
+        ContainerStep(
+            name=f"setup-{index}",
+            image=BUSYBOX_IMAGE,
+            setup=setup,
+            env={"MARKER": marker},
+            commands=[["cat", ".setup/stamp"]],
+        )
+        for index in range(2)
+    ]
+    stamps = [_run(step, runner, cache=False).stdout_tail for step in steps]
+    assert all(len(stamp) == 36 for stamp in stamps), stamps
+    if runner == "local":
+        assert stamps[0] != stamps[1]  # no image to keep the setup in
+    else:
+        assert stamps[0] == stamps[1]
+    if runner == "docker":
+        client = request.getfixturevalue("docker_client")
+        prepared = client.images.list(filters={"label": "io.aiorch.prepared"})
+        assert prepared
+        for image in prepared:
+            client.images.remove(image.id, force=True)
+
+
+def test_failing_setup_fails_the_step(prefect_api: str, runner: str) -> None:
+    step = ContainerStep(
+        name="bad-setup",
+        image=BUSYBOX_IMAGE,
+        setup=[["sh", "-c", f"echo no-{free_port()} >&2; exit 6"]],
+        commands=[["true"]],
+    )
+    with pytest.raises(StepFailed) as caught:
+        _run(step, runner, cache=False)
+    assert caught.value.exit_code == 6

@@ -134,6 +134,14 @@ class ContainerStep(StrictModel):
     commands: tuple[tuple[str, ...], ...] = Field(
         description="Commands run in order, each an argv list; the file system carries over."
     )
+    setup: tuple[tuple[str, ...], ...] = Field(
+        default=(),
+        description=(
+            "Commands that prepare the image (install packages) before inputs arrive; "
+            "docker and dagger reuse the prepared image for every step with the same "
+            "image, setup and env. They run in workdir, without secrets."
+        ),
+    )
     env: dict[str, str] = Field(default_factory=dict)
     secrets: dict[str, SecretStr | SecretRef] = Field(
         default_factory=dict,
@@ -173,6 +181,15 @@ class ContainerStep(StrictModel):
             raise ValueError(
                 "commands must hold at least one non-empty argv list, "
                 "e.g. [['sh', '-c', 'echo hello']]"
+            )
+        return value
+
+    @field_validator("setup")
+    @classmethod
+    def _setup(cls, value: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+        if any(not command or not command[0] for command in value):
+            raise ValueError(
+                "setup commands must be non-empty argv lists, e.g. [['apk', 'add', 'jq']]"
             )
         return value
 

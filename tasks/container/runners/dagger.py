@@ -106,12 +106,7 @@ class DaggerRunner:
         started: float,
         engine_cache: bool,
     ) -> Execution:
-        container = (
-            client.container()
-            .from_(step.image)
-            .with_directory(step.workdir, client.host().directory(str(inputs_dir)))
-            .with_workdir(step.workdir)
-        )
+        container = client.container().from_(step.image).with_workdir(step.workdir)
         for volume in step.cache_volumes:
             mount = str(PurePosixPath(step.workdir) / volume.path)
             container = container.with_mounted_cache(mount, client.cache_volume(volume.name))
@@ -119,6 +114,11 @@ class DaggerRunner:
                 container = container.with_env_variable(volume.env_var, mount)
         for name, value in step.env.items():
             container = container.with_env_variable(name, value)
+        # Setup comes before the inputs, so the engine's layer cache reuses it for every
+        # step with the same image, setup and env, whatever their inputs.
+        for command in step.setup:
+            container = container.with_exec(list(command))
+        container = container.with_directory(step.workdir, client.host().directory(str(inputs_dir)))
         for name, value in secrets.items():
             secret = client.set_secret(f"aiorch-{step.name}-{name}", value)
             container = container.with_secret_variable(name, secret)

@@ -2,15 +2,20 @@
 
 Each command runs in a fresh container created from the previous command's committed
 file system, as Dagger chains ``withExec`` calls: the file system carries over, nothing
-else does. Inputs are copied in (so remote engines work too), outputs copied out, and
-every container and intermediate image the step made is removed at the end, also on
-timeout, failure and cancellation (found by label, not by remembering ids).
+else does. A step's ``setup`` commands are committed to an ``aiorch-prepared`` image
+named by a hash of image, setup and env, which later steps reuse instead of running them
+again (remove them with ``docker image prune -a --filter label=io.aiorch.prepared``).
+Inputs are copied in (so remote engines work too), outputs copied out, and every
+container and intermediate image the step made is removed at the end, also on timeout,
+failure and cancellation (found by label, not by remembering ids).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import tarfile
 import tempfile
 import threading
@@ -45,8 +50,13 @@ if TYPE_CHECKING:
 RUN_LABEL = "io.aiorch.run"
 STEP_LABEL = "io.aiorch.step"
 TEMP_REPOSITORY = "aiorch-tmp"
+PREPARED_REPOSITORY = "aiorch-prepared"
+PREPARED_LABEL = "io.aiorch.prepared"
 COMMAND_NOT_FOUND = 127
 PullPolicy = Literal["never", "missing", "always"]
+
+
+_preparing: dict[str, threading.Lock] = {}
 
 
 class DockerRunner:
@@ -137,27 +147,113 @@ class DockerRunner:
         client = self._client()
         try:
             image = self._ensure_image(client, step.image, output)
-            for index, command in enumerate(step.commands):
-                if cancelled.is_set():  # the caller gave up; leftovers are being removed
-                    raise StepError("cancelled", step=step.name)
-                container = self._create(client, step, secrets, image, command, run_id)
-                if index == 0:
-                    container.put_archive("/", inputs_tar(step))
-                code = self._start_and_wait(container, step, output, deadline)
-                if code != 0:
-                    return Execution(code, time.monotonic() - started, None)
-                if index < len(step.commands) - 1:
-                    committed = container.commit(
-                        repository=TEMP_REPOSITORY,
-                        tag=f"{run_id}-{index}",
-                        conf={"Labels": {RUN_LABEL: run_id}},
-                    )
-                    image = _image_id(committed)
-                    container.remove(force=True)
+            if step.setup:
+                prepared = self._prepared(client, step, image, output, run_id, deadline, cancelled)
+                if isinstance(prepared, int):
+                    return Execution(prepared, time.monotonic() - started, None)
+                image = prepared
+            code, container = self._chain(
+                client,
+                step,
+                step.commands,
+                secrets,
+                image,
+                output,
+                run_id,
+                deadline,
+                cancelled,
+                with_inputs=True,
+            )
+            if code != 0:
+                return Execution(code, time.monotonic() - started, None)
             archive = self._export(container, step)
             return Execution(0, time.monotonic() - started, archive)
         finally:
             client.close()
+
+    def _chain(
+        self,
+        client: DockerClient,
+        step: ContainerStep,
+        commands: tuple[tuple[str, ...], ...],
+        secrets: Mapping[str, str],
+        image: str,
+        output: StepOutput,
+        run_id: str,
+        deadline: float | None,
+        cancelled: threading.Event,
+        *,
+        with_inputs: bool,
+    ) -> tuple[int, Container]:
+        """Run commands one container each, committing between them; the last is kept."""
+        for index, command in enumerate(commands):
+            if cancelled.is_set():  # the caller gave up; leftovers are being removed
+                raise StepError("cancelled", step=step.name)
+            container = self._create(client, step, secrets, image, command, run_id)
+            if index == 0 and with_inputs:
+                container.put_archive("/", inputs_tar(step))
+            code = self._start_and_wait(container, step, output, deadline)
+            if code != 0 or index == len(commands) - 1:
+                return code, container
+            committed = container.commit(
+                repository=TEMP_REPOSITORY,
+                tag=f"{run_id}-{index}",
+                conf={"Labels": {RUN_LABEL: run_id}},
+            )
+            image = _image_id(committed)
+            container.remove(force=True)
+        raise StepError("a step needs at least one command", step=step.name)
+
+    def _prepared(
+        self,
+        client: DockerClient,
+        step: ContainerStep,
+        image: str,
+        output: StepOutput,
+        run_id: str,
+        deadline: float | None,
+        cancelled: threading.Event,
+    ) -> str | int:
+        """The image after ``step.setup``: reused if prepared before, else built and kept.
+
+        Returns the prepared image id, or the failing setup command's exit code.
+        """
+        key = hashlib.sha256(
+            json.dumps([image, step.setup, step.env, step.workdir]).encode()
+        ).hexdigest()[:24]
+        tag = f"{PREPARED_REPOSITORY}:{key}"
+        with _preparing.setdefault(key, threading.Lock()):
+            try:
+                prepared = _image_id(client.images.get(tag))
+                output.info(f"reusing prepared image {tag} (setup already done)")
+                return prepared
+            except docker.errors.ImageNotFound:
+                pass
+            output.info(f"preparing image {tag}: running {len(step.setup)} setup command(s)")
+            code, container = self._chain(
+                client,
+                step,
+                step.setup,
+                {},
+                image,
+                output,
+                run_id,
+                deadline,
+                cancelled,
+                with_inputs=False,
+            )
+            if code != 0:
+                return code
+            repository, _, version = tag.partition(":")
+            # The container's labels pass to the image; blank the run label, or this
+            # step's clean-up would remove the image it just prepared.
+            committed = container.commit(
+                repository=repository,
+                tag=version,
+                changes=[f"LABEL {RUN_LABEL}=", f"LABEL {PREPARED_LABEL}={key}"],
+            )
+            container.remove(force=True)
+            return _image_id(committed)
 
     def _ensure_image(self, client: DockerClient, image: str, output: StepOutput) -> str:
         if self._pull != "always":

@@ -75,7 +75,12 @@ class LocalRunner:
             env = self._environment(step, secrets, workdir, output)
             try:
                 with anyio.fail_after(step.timeout_seconds):
-                    for command in step.commands:
+                    if step.setup:
+                        output.info(
+                            f"local runner: running {len(step.setup)} setup command(s); "
+                            "without an image there is nothing to reuse"
+                        )
+                    for command in (*step.setup, *step.commands):
                         code = await _run_command(command, workdir, env, output)
                         if code != 0:
                             return Execution(code, time.monotonic() - started, None)

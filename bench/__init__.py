@@ -1,0 +1,1 @@
+"""Benchmarks: run from the checkout with ``.venv/bin/python -m bench.<name>``."""

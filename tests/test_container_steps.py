@@ -321,8 +321,9 @@ def test_auto_prefers_docker_then_falls_back_to_local(
     ("fields", "message"),
     [
         ({"name": "Bad Name"}, "name 'Bad Name' must be 1-63 lower-case"),
-        ({"commands": []}, "commands must hold at least one non-empty argv"),
-        ({"commands": [[]]}, "commands must hold at least one non-empty argv"),
+        ({"commands": []}, "commands must hold non-empty argv lists (commands at least one)"),
+        ({"commands": [[]]}, "commands must hold non-empty argv lists"),
+        ({"setup": [["apk"], []]}, "setup must hold non-empty argv lists"),
         ({"image": "has space"}, "image 'has space' must be a reference"),
         ({"workdir": "work"}, "workdir 'work' must be an absolute path"),
         ({"outputs": ["/etc"]}, "outputs must be a relative path inside the step's workdir"),

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -174,22 +175,16 @@ class ContainerStep(StrictModel):
             raise ValueError(f"image {value!r} must be a reference such as 'busybox:1.36'")
         return value
 
-    @field_validator("commands")
+    @field_validator("commands", "setup")
     @classmethod
-    def _commands(cls, value: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
-        if not value or any(not command or not command[0] for command in value):
+    def _argv_lists(
+        cls, value: tuple[tuple[str, ...], ...], info: ValidationInfo
+    ) -> tuple[tuple[str, ...], ...]:
+        empty = any(not command or not command[0] for command in value)
+        if empty or (info.field_name == "commands" and not value):
             raise ValueError(
-                "commands must hold at least one non-empty argv list, "
+                f"{info.field_name} must hold non-empty argv lists (commands at least one), "
                 "e.g. [['sh', '-c', 'echo hello']]"
-            )
-        return value
-
-    @field_validator("setup")
-    @classmethod
-    def _setup(cls, value: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
-        if any(not command or not command[0] for command in value):
-            raise ValueError(
-                "setup commands must be non-empty argv lists, e.g. [['apk', 'add', 'jq']]"
             )
         return value
 

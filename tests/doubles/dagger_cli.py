@@ -4,7 +4,8 @@ No Dagger engine can run where this project is tested (no registry serves it), s
 dagger runner is exercised against this stand-in. It speaks the CLI's session protocol
 exactly: ``dagger session`` prints one JSON line ``{"port", "session_token"}`` on
 stdout, writes log lines to stderr, serves GraphQL over HTTP at ``/query`` (basic auth,
-token as user name) and exits when its stdin closes. Queries are validated against
+token as user name, through ``tests.doubles.dagger_engine``) and exits when its stdin
+closes. Queries are validated against
 Dagger's published schema (``../shared/dagger/schema-v0.21.8.graphqls``) by graphql-core.
 
 It implements the part of the API the runner uses: containers (from, withDirectory,
@@ -18,7 +19,6 @@ comes back as the engine's EXEC_ERROR. Set ``AIORCH_DAGGER_DOUBLE_MODE`` to ``ha
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
 import os
@@ -30,11 +30,12 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
-from graphql import GraphQLError, GraphQLSchema, build_schema, graphql_sync
+from graphql import GraphQLError
+
+from tests.doubles.dagger_engine import engine_double
 
 SCHEMA_NAME = "schema-v0.21.8.graphqls"
 VERSION = "v0.21.8"
@@ -291,41 +292,6 @@ def _resolve(_parent: Any, _info: Any, **arguments: Any) -> Any:
     return value(_info, **arguments) if callable(value) else value
 
 
-def _handler(schema: GraphQLSchema, query: Query, token: str) -> type[BaseHTTPRequestHandler]:
-    expected = "Basic " + base64.b64encode(f"{token}:".encode()).decode()
-
-    class GraphQLHandler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            if self.headers.get("Authorization") != expected:
-                self._reply(401, {"errors": [{"message": "unauthorized"}]})
-                return
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            result = graphql_sync(
-                schema,
-                body["query"],
-                root_value=query,
-                variable_values=body.get("variables"),
-                field_resolver=_resolve,
-            )
-            payload: dict[str, Any] = {"data": result.data}
-            if result.errors:
-                payload["errors"] = [error.formatted for error in result.errors]
-            self._reply(200, payload)
-
-        def _reply(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Requests are not logged; the engine log lines are what matter."""
-
-    return GraphQLHandler
-
-
 def main(argv: list[str]) -> int:
     if argv[:1] != ["session"]:
         print(f"dagger double: only 'session' is implemented (got {argv})", file=sys.stderr)
@@ -348,14 +314,11 @@ def main(argv: list[str]) -> int:
             print(line, file=sys.stderr, flush=True)
 
         engine = Engine(root=Path(root), log=log)
-        token = secrets.token_hex(16)
-        handler = _handler(build_schema(source.read_text()), Query(engine), token)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        print(json.dumps({"port": server.server_address[1], "session_token": token}), flush=True)
-        sys.stdin.read()  # the client ends the session by closing stdin
+        sdl, token = source.read_text(), secrets.token_hex(16)
+        with engine_double(sdl, Query(engine), token, field_resolver=_resolve) as double:
+            print(json.dumps({"port": double.port, "session_token": token}), flush=True)
+            sys.stdin.read()  # the client ends the session by closing stdin
         log("engine double: session closed")
-        server.shutdown()
     return 0
 
 

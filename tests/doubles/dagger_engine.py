@@ -13,13 +13,15 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from graphql import GraphQLSchema, build_schema, graphql_sync
+
+Resolver = Callable[..., Any]
 
 
 @dataclass
@@ -32,7 +34,9 @@ class EngineDouble:
     rejected_auth: int = 0
 
 
-def _handler(schema: GraphQLSchema, root: Mapping[str, Any], double: EngineDouble) -> type:
+def _handler(
+    schema: GraphQLSchema, root: Any, double: EngineDouble, field_resolver: Resolver | None
+) -> type:
     expected = "Basic " + base64.b64encode(f"{double.session_token}:".encode()).decode()
 
     class Handler(BaseHTTPRequestHandler):
@@ -52,6 +56,7 @@ def _handler(schema: GraphQLSchema, root: Mapping[str, Any], double: EngineDoubl
                 root_value=root,
                 variable_values=body.get("variables"),
                 operation_name=body.get("operationName"),
+                field_resolver=field_resolver,
             )
             payload: dict[str, Any] = {"data": result.data}
             if result.errors:
@@ -73,10 +78,20 @@ def _handler(schema: GraphQLSchema, root: Mapping[str, Any], double: EngineDoubl
 
 
 @contextmanager
-def engine_double(sdl: str, root: Mapping[str, Any], session_token: str) -> Iterator[EngineDouble]:
-    """Serve ``sdl`` with ``root`` resolvers on a free loopback port until the block exits."""
+def engine_double(
+    sdl: str,
+    root: Any,
+    session_token: str,
+    field_resolver: Resolver | None = None,
+) -> Iterator[EngineDouble]:
+    """Serve ``sdl`` with ``root`` resolvers on a free loopback port until the block exits.
+
+    ``root`` is the query's root value (a mapping, or objects whose methods resolve
+    fields); ``field_resolver`` replaces graphql-core's default resolver.
+    """
     double = EngineDouble(port=0, session_token=session_token)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(build_schema(sdl), root, double))
+    handler = _handler(build_schema(sdl), root, double, field_resolver)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     double.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, name="dagger-engine-double", daemon=True)
     thread.start()

@@ -17,12 +17,15 @@ import anyio
 import docker
 import pytest
 from prefect import flow
+from prefect.blocks.system import Secret
 from pydantic import SecretStr, ValidationError
 
 from tasks.container import (
     CacheVolume,
     ContainerStep,
     RunnerKind,
+    SecretRef,
+    StepError,
     StepFailed,
     StepInput,
     StepResult,
@@ -175,6 +178,22 @@ def test_secrets_are_masked_in_results_and_logs(prefect_api: str, runner: str) -
     messages = flow_run_log_text(run_id, expect="token=********")
     assert "token=********" in messages
     assert CANARY not in messages
+
+
+def test_secret_blocks_are_loaded_when_the_step_runs(prefect_api: str) -> None:
+    block_name = f"step-token-{free_port()}"
+    Secret(value=CANARY).save(block_name)
+    step = ContainerStep(
+        name="block-secret",
+        image=BUSYBOX_IMAGE,
+        commands=[["sh", "-c", 'test "$TOKEN" = "' + CANARY + '" && echo "got $TOKEN"']],
+        secrets={"TOKEN": SecretRef(block=block_name)},
+    )
+    assert _run(step, "local", cache=False).stdout_tail == "got ********"
+
+    missing = step.model_copy(update={"secrets": {"TOKEN": SecretRef(block="no-such-block")}})
+    with pytest.raises(StepError, match="Secret block 'no-such-block', which does not exist"):
+        _run(missing, "local", cache=False)
 
 
 def test_cache_hit_restores_outputs_and_follows_content(

@@ -7,10 +7,16 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 
 from flows.data_pipeline import ARTIFACT_KEY, RegionSummary, data_pipeline, zone_table
 from tasks.container import RunnerKind
@@ -77,30 +83,44 @@ def test_pipeline_is_right_then_served_from_cache(
     assert tables[0].type == "table"
 
 
-def test_command_line_runs_a_workflow_with_parameters(prefect_api: str, scratch_dir: Path) -> None:
+def _execute_states(run_id: str) -> list[str]:
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)]))
+        )
+    return sorted(
+        str(run.state.name) for run in task_runs if run.state and run.name.endswith("-execute")
+    )
+
+
+@pytest.mark.parametrize("runner", ["local", "docker"])
+def test_command_line_reruns_an_unchanged_pipeline_from_cache(
+    prefect_api: str, runner: str, scratch_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    image = request.getfixturevalue("busybox_image") if runner == "docker" else "unused"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    output = scratch_dir / "cli"
+    command = [
+        *[sys.executable, "-m", "flows.cli", "run", "data-pipeline", "--runner", runner],
+        *["--param", f"output_dir={output}", "--param", f"image={image}"],
+    ]
+    run_ids = []
+    for _ in range(2):
+        shutil.rmtree(output, ignore_errors=True)
+        run = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "state: Completed" in run.stdout
+        assert (output / "merge-regions" / "out" / "regions.csv").exists()
+        run_ids.append(run.stdout.split("flow run id: ")[1].split()[0])
+    assert _execute_states(run_ids[0]) == ["Completed"] * 10
+    assert _execute_states(run_ids[1]) == ["Cached"] * 10
+
+
+def test_command_line_checks_parameters_and_lists_runners(prefect_api: str) -> None:
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     aiorch = [sys.executable, "-m", "flows.cli"]
-    run = subprocess.run(
-        [
-            *aiorch,
-            "run",
-            "data-pipeline",
-            "--runner",
-            "local",
-            "--param",
-            f"output_dir={scratch_dir / 'cli'}",
-            "--param",
-            "cache=false",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "state: Completed" in run.stdout
-    assert (scratch_dir / "cli" / "merge-regions" / "out" / "regions.csv").exists()
 
     wrong = subprocess.run(
         [*aiorch, "run", "data-pipeline", "--param", "colour=blue"],

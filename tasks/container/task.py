@@ -35,6 +35,7 @@ from tasks.container.select import choose_runner, make_runner
 from tasks.container.spec import ContainerStep, RunnerKind, StepResult
 from tasks.settings import AiorchSettings, load_settings
 
+SLOT_POLL_SECONDS = 0.05
 _slots_lock = threading.Lock()
 _slots: threading.BoundedSemaphore | None = None
 
@@ -81,7 +82,9 @@ async def _step_slot(settings: AiorchSettings) -> AsyncIterator[None]:
         if _slots is None:
             _slots = threading.BoundedSemaphore(settings.max_parallel_steps)
         slots = _slots
-    await anyio.to_thread.run_sync(slots.acquire)
+    # Poll rather than block a worker thread: a cancelled wait must not take a slot later.
+    while not slots.acquire(blocking=False):
+        await anyio.sleep(SLOT_POLL_SECONDS)
     try:
         yield
     finally:

@@ -263,7 +263,7 @@ class DockerRunner:
                 if self._pull == "never":
                     raise ImageUnavailable(
                         f"image {image!r} is not on the engine and pulling is off; build or "
-                        "import it first, or use pull='missing'",
+                        "import it first (aiorch image busybox), or set AIORCH_DOCKER_PULL=missing",
                     ) from None
         output.info(f"pulling {image}")
         try:

@@ -51,7 +51,7 @@ class DaggerRunner:
         self._engine = engine
 
     async def image_identity(self, image: str) -> str | None:
-        """The reference itself: resolving a tag would need a round trip to the engine."""
+        """None: resolving a tag to a digest would cost a round trip to the engine."""
         return None
 
     def _config(self) -> dagger.Config:

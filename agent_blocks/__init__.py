@@ -1,11 +1,12 @@
-"""Prefect blocks that configure aiorch: model providers and the Dagger engine (agents later).
+"""Prefect blocks that configure aiorch: agents, model providers and the Dagger engine.
 
 Importing this package registers its block types with Prefect; the server imports it at
 start-up through the ``prefect.collections`` entry point, so the blocks appear in the
 Prefect UI's block catalogue without a ``prefect block register`` step.
 """
 
+from agent_blocks.agent import Agent
 from agent_blocks.dagger_engine import DaggerEngine
 from agent_blocks.provider import ModelProvider, ProviderKind
 
-__all__ = ["DaggerEngine", "ModelProvider", "ProviderKind"]
+__all__ = ["Agent", "DaggerEngine", "ModelProvider", "ProviderKind"]

@@ -1,0 +1,1 @@
+"""Agent calls: FastAgent agents configured by blocks, run as Prefect tasks."""

@@ -1,0 +1,78 @@
+"""Typed errors for agent calls, from FastAgent replies that carry a failure.
+
+FastAgent returns most provider failures (HTTP 429/500/401, timeouts, refused
+connections) as ordinary replies with stop reason ERROR and a
+``fast-agent-provider-error`` channel. aiorch turns them into exceptions that say
+whether a retry may help, so Prefect's retries (not FastAgent's) decide what happens.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from fast_agent.types import PromptMessageExtended
+from fast_agent.types.llm_stop_reason import LlmStopReason
+
+PROVIDER_ERROR_CHANNEL = "fast-agent-provider-error"
+ERROR_CHANNEL = "fast-agent-error"
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+RETRYABLE_TYPES = frozenset({"APITimeoutError", "APIConnectionError", "RateLimitError"})
+
+
+class AgentCallError(Exception):
+    """A model call failed; ``retryable`` says whether trying again may help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        retryable: bool,
+        status: int | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        super().__init__(f"model {model!r}: {message}")
+        self.model = model
+        self.retryable = retryable
+        self.status = status
+        self.error_type = error_type
+
+
+def _channel_texts(reply: PromptMessageExtended, channel: str) -> list[str]:
+    blocks = (reply.channels or {}).get(channel, [])
+    return [text for block in blocks if (text := getattr(block, "text", None))]
+
+
+def _mask(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "********")
+    return text
+
+
+def error_from_reply(
+    reply: PromptMessageExtended, model: str, secrets: Iterable[str] = ()
+) -> AgentCallError | None:
+    """The failure a reply carries, or None for a normal reply."""
+    if reply.stop_reason != LlmStopReason.ERROR:
+        return None
+    status: int | None = None
+    error_type: str | None = None
+    for text in _channel_texts(reply, PROVIDER_ERROR_CHANNEL):
+        try:
+            detail = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        status, error_type = detail.get("status"), detail.get("error_type")
+    message = " ".join(_channel_texts(reply, ERROR_CHANNEL)) or "the provider returned an error"
+    retryable = (status is not None and (status in RETRYABLE_STATUS or status >= 500)) or (
+        status is None and error_type in RETRYABLE_TYPES
+    )
+    return AgentCallError(
+        _mask(message, list(secrets)),
+        model=model,
+        retryable=retryable,
+        status=status,
+        error_type=error_type,
+    )

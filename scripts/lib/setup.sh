@@ -89,6 +89,9 @@ aiorch_setup() {
     [ -n "$extras" ] && target="$AIORCH_ROOT[$extras]"
     aiorch_say "installing ${target#"$AIORCH_ROOT"} into $AIORCH_VENV (a minute on a fresh machine)"
     rm -f "$AIORCH_STAMP"
+    # llama.cpp (the model extra) compiles from source; portable flags, both cores.
+    export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
+    export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
     # Machines whose pip config lists absent local indexes warn once per package; drop
     # just those lines so real warnings stay readable.
     "$AIORCH_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \

@@ -22,7 +22,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import BaseModel, Field
 
 from agent_blocks.agent import Agent, check_model
-from tasks.agents.errors import error_from_reply
+from tasks.agents.errors import AgentCallError, error_from_reply
 from tasks.agents.runtime import AgentRuntime
 
 USAGE_CHANNEL = "fast-agent-usage"
@@ -45,6 +45,10 @@ class AgentResult(BaseModel):
 
     text: str
     model: str = Field(description="The model that answered.")
+    failed_models: list[str] = Field(
+        default_factory=list,
+        description="Models tried first that failed with a retryable error (fallbacks used).",
+    )
     stop_reason: str
     usage: TokenUsage
     latency_seconds: float
@@ -72,10 +76,28 @@ async def _load(agent: Agent | str) -> Agent:
 
 
 async def _call(agent: Agent | str, prompt: str, model: str | None) -> AgentResult:
+    """Try the model (or the override), then each fallback while failures are retryable."""
     if not prompt:
         raise ValueError("prompt is empty; pass the text the agent should answer")
     config = await _load(agent)
-    chosen = check_model(model, "model override") if model else config.model
+    primary = check_model(model, "model override") if model else config.model
+    chain = [primary, *[fallback for fallback in config.fallback_models if fallback != primary]]
+    logger = get_run_logger()
+    failed: list[str] = []
+    for index, candidate in enumerate(chain):
+        try:
+            result = await _attempt(config, candidate, prompt)
+        except AgentCallError as error:
+            if not error.retryable or index == len(chain) - 1:
+                raise
+            logger.warning("%s; falling back to %r", error, chain[index + 1])
+            failed.append(candidate)
+            continue
+        return result.model_copy(update={"failed_models": failed})
+    raise AssertionError("the model chain is never empty")
+
+
+async def _attempt(config: Agent, chosen: str, prompt: str) -> AgentResult:
     provider = config.provider
     secrets = [provider.api_key.get_secret_value()] if provider and provider.api_key else []
     endpoint: dict[str, Any] = {}

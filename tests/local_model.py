@@ -8,16 +8,13 @@ tests (real HTTP, a real model answering), not for judging answer quality.
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+from tests.prefect_server import stop, wait_until_ready
 
 MODEL_ALIAS = "smollm2"
 STARTUP_DEADLINE_SECONDS = 120.0
@@ -69,24 +66,7 @@ def running_model_server(model: Path, port: int, log: Path) -> Iterator[str]:
         )
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + STARTUP_DEADLINE_SECONDS
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"model server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"model server not ready: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
+        wait_until_ready(f"{base_url}/models", process, log, STARTUP_DEADLINE_SECONDS)
         yield base_url
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop(process)

@@ -1,4 +1,4 @@
-"""Start and stop a real Prefect server for tests, polling its health with a deadline."""
+"""Start and stop real services for tests (the Prefect server), polling with deadlines."""
 
 from __future__ import annotations
 
@@ -20,21 +20,21 @@ STARTUP_DEADLINE_SECONDS = 90.0
 STOP_DEADLINE_SECONDS = 20.0
 
 
-def wait_until_healthy(api_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll ``/health`` until it answers 200; fail with the server log if it never does."""
-    deadline = time.monotonic() + STARTUP_DEADLINE_SECONDS
+def wait_until_ready(
+    url: str, process: subprocess.Popen[bytes], log: Path, deadline_seconds: float
+) -> None:
+    """Poll ``url`` until it answers 200; fail with the service's log if it never does."""
+    deadline = time.monotonic() + deadline_seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"Prefect server exited with {process.returncode}:\n{_tail(log)}")
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}:\n{_tail(log)}")
         try:
-            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise TimeoutError(
-        f"Prefect server not healthy after {STARTUP_DEADLINE_SECONDS}s:\n{_tail(log)}"
-    )
+    raise TimeoutError(f"{url} not ready after {deadline_seconds}s:\n{_tail(log)}")
 
 
 def _tail(log: Path, lines: int = 40) -> str:
@@ -42,7 +42,7 @@ def _tail(log: Path, lines: int = 40) -> str:
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server and everything it started (it runs in its own process group)."""
+    """Stop a service and everything it started (it runs in its own process group)."""
     if process.poll() is not None:
         return
     os.killpg(process.pid, signal.SIGTERM)
@@ -91,7 +91,7 @@ def running_server(
         )
     try:
         api_url = f"http://127.0.0.1:{port}/api"
-        wait_until_healthy(api_url, process, log)
+        wait_until_ready(f"{api_url}/health", process, log, STARTUP_DEADLINE_SECONDS)
         yield api_url
     finally:
         stop(process)

@@ -14,7 +14,13 @@ from pydantic import SecretStr, ValidationError
 
 from agent_blocks import Agent, ModelProvider
 from tasks.agents.errors import AgentCallError
-from tasks.agents.task import AgentResult, arun_agent, run_agent
+from tasks.agents.task import (
+    AgentResult,
+    arun_agent,
+    credential_fingerprint,
+    request_cache_key,
+    run_agent,
+)
 
 CANARY = "sk-agent-canary-4c2b9e"
 
@@ -169,3 +175,54 @@ def test_non_retryable_failure_does_not_fall_back(prefect_api: str, failing_endp
         _in_flow(agent, "hi")
     assert caught.value.status == 401
     assert caught.value.retryable is False
+
+
+def test_a_retried_flow_replays_completed_requests(prefect_api: str) -> None:
+    agent = Agent(instruction="x", model="passthrough")
+    attempts: list[AgentResult] = []
+
+    @flow(name="agent-retry-test", retries=1)
+    def flaky() -> AgentResult:
+        result: AgentResult = run_agent(agent, "***FIXED_RESPONSE durable")
+        attempts.append(result)
+        if len(attempts) == 1:
+            raise RuntimeError("the flow fails after the model answered")
+        return result
+
+    final = flaky()
+    assert [result.cache_hit for result in attempts] == [False, True]
+    assert final.text == "durable"
+
+
+def test_requests_are_not_shared_between_flow_runs_unless_a_tenant_is_named(
+    prefect_api: str,
+) -> None:
+    agent = Agent(instruction="x", model="passthrough")
+    prompt = f"***FIXED_RESPONSE scoped {id(agent)}"
+    assert not _in_flow(agent, prompt).cache_hit
+    assert not _in_flow(agent, prompt).cache_hit  # another flow run: no cross-run replay
+    assert not _in_flow(agent, prompt, cache_scope="tenant", tenant="acme").cache_hit
+    assert _in_flow(agent, prompt, cache_scope="tenant", tenant="acme").cache_hit
+    assert not _in_flow(agent, prompt, cache_scope="tenant", tenant="globex").cache_hit
+    with pytest.raises(ValueError, match=r"cache_scope='tenant' needs tenant=\.\.\."):
+        _in_flow(agent, prompt, cache_scope="tenant")
+
+
+def test_request_keys_follow_the_endpoint_but_never_hold_the_key() -> None:
+    def agent_with(key: str, url: str) -> Agent:
+        provider = ModelProvider(kind="generic", base_url=url, api_key=SecretStr(key))
+        return Agent(instruction="x", model="generic.smollm2", provider=provider)
+
+    base = request_cache_key(
+        agent_with(CANARY, "http://a/v1"), "generic.smollm2", "p", "tenant", "t"
+    )
+    assert base is not None
+    assert CANARY not in base
+    assert credential_fingerprint(agent_with(CANARY, "http://a/v1").provider).count(CANARY) == 0
+    other_key = request_cache_key(
+        agent_with("other", "http://a/v1"), "generic.smollm2", "p", "tenant", "t"
+    )
+    other_url = request_cache_key(
+        agent_with(CANARY, "http://b/v1"), "generic.smollm2", "p", "tenant", "t"
+    )
+    assert len({base, other_key, other_url}) == 3

@@ -26,7 +26,8 @@ from prefect_docker import DockerHost
 from pydantic import BaseModel, SecretStr
 
 from agent_blocks.dagger_engine import DaggerEngine
-from tasks.container.cache import PrecomputedKey, step_cache_key
+from tasks.caching import PrecomputedKey
+from tasks.container.cache_key import step_cache_key
 from tasks.container.errors import StepError, StepFailed
 from tasks.container.files import restore_outputs
 from tasks.container.locks import lock_manager

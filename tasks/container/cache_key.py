@@ -12,11 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from typing import Any
-
-from prefect.cache_policies import CachePolicy
-from prefect.context import TaskRunContext
 
 from tasks.container.files import hash_inputs
 from tasks.container.spec import ContainerStep, RunnerKind, SecretRef
@@ -44,19 +39,3 @@ def step_cache_key(step: ContainerStep, runner: RunnerKind, image_identity: str 
     }
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return f"{step.name}-{hashlib.sha256(encoded).hexdigest()}"
-
-
-@dataclass
-class PrecomputedKey(CachePolicy):
-    """Uses the ``cache_key`` parameter the caller computed before submitting the task."""
-
-    def compute_key(
-        self,
-        task_ctx: TaskRunContext,
-        inputs: dict[str, Any],
-        flow_parameters: dict[str, Any],
-        **kwargs: Any,
-    ) -> str | None:
-        """Return the caller's key unchanged."""
-        key = inputs.get("cache_key")
-        return key if isinstance(key, str) else None

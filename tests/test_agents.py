@@ -226,3 +226,26 @@ def test_request_keys_follow_the_endpoint_but_never_hold_the_key() -> None:
         agent_with(CANARY, "http://b/v1"), "generic.smollm2", "p", "tenant", "t"
     )
     assert len({base, other_key, other_url}) == 3
+
+
+def test_a_conversation_continues_across_tasks_and_flow_runs(prefect_api: str) -> None:
+    agent = Agent(instruction="x", model="passthrough")
+    first = _in_flow(agent, "***FIXED_RESPONSE Nice to meet you, Ada.")
+    second = _in_flow(agent, "What is my name?", history=first.history_json)
+    messages = json.loads(second.history_json)["messages"]
+    assert [message["role"] for message in messages] == ["user", "assistant", "user", "assistant"]
+    assert messages[1]["content"][0]["text"] == "Nice to meet you, Ada."
+    assert second.text == "What is my name?"  # passthrough echoes the last user message
+
+    # The conversation is part of a request's identity, timestamps are not.
+    fresh = request_cache_key(agent, "passthrough", "q", "tenant", "t")
+    with_history = request_cache_key(agent, "passthrough", "q", "tenant", "t", first.history_json)
+    restamped = first.history_json.replace('"timestamp": "', '"timestamp": "1999')
+    assert fresh != with_history
+    assert request_cache_key(agent, "passthrough", "q", "tenant", "t", restamped) == with_history
+
+
+def test_a_malformed_history_is_refused_before_any_model_call(prefect_api: str) -> None:
+    agent = Agent(instruction="x", model="passthrough")
+    with pytest.raises(ValueError, match="history is not a conversation in FastAgent's JSON"):
+        _in_flow(agent, "hi", history='{"not": "a conversation"}')

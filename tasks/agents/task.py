@@ -21,7 +21,7 @@ from typing import Any, Literal, cast
 from fast_agent.agents.agent_types import AgentConfig
 from fast_agent.agents.llm_agent import LlmAgent
 from fast_agent.llm.model_factory import ModelFactory
-from fast_agent.mcp.prompt_serialization import to_json
+from fast_agent.mcp.prompt_serialization import from_json, to_json
 from fast_agent.types import PromptMessageExtended, RequestParams
 from prefect import get_run_logger, task
 from prefect.client.schemas.objects import State
@@ -102,8 +102,35 @@ def credential_fingerprint(provider: ModelProvider | None) -> str:
     return f"{provider.kind.value}|{provider.base_url or 'default'}|{identity}"
 
 
+def _without_timestamps(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_timestamps(v) for k, v in value.items() if k != "timestamp"}
+    if isinstance(value, list):
+        return [_without_timestamps(item) for item in value]
+    return value
+
+
+def _history_messages(history: str | None) -> list[PromptMessageExtended]:
+    if not history:
+        return []
+    try:
+        if not isinstance(json.loads(history).get("messages"), list):
+            raise ValueError("no 'messages' list")
+        return from_json(history)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(
+            "history is not a conversation in FastAgent's JSON format; pass the "
+            f"history_json of an earlier AgentResult ({type(error).__name__})"
+        ) from None
+
+
 def request_cache_key(
-    config: Agent, model: str, prompt: str, scope: CacheScope, tenant: str | None
+    config: Agent,
+    model: str,
+    prompt: str,
+    scope: CacheScope,
+    tenant: str | None,
+    history: str | None = None,
 ) -> str | None:
     """The key a model request is stored under, or None when it must not be cached.
 
@@ -130,6 +157,8 @@ def request_cache_key(
         "temperature": config.temperature,
         "max_tokens": config.max_tokens,
         "prompt": prompt,
+        # Timestamps differ between a run and its retry; the conversation does not.
+        "history": _without_timestamps(json.loads(history)) if history else None,
         "endpoint": credential_fingerprint(config.provider),
     }
     encoded = json.dumps(payload, sort_keys=True).encode()
@@ -138,7 +167,7 @@ def request_cache_key(
 
 @task(name="model-request", persist_result=True, cache_policy=PrecomputedKey())
 async def model_request(
-    config: Agent, model: str, prompt: str, cache_key: str | None
+    config: Agent, model: str, prompt: str, cache_key: str | None, history: str | None = None
 ) -> AgentResult:
     """One model request, stored under ``cache_key`` so a retried flow replays it.
 
@@ -153,6 +182,7 @@ async def model_request(
     if secrets:
         endpoint["api_key"] = secrets[0]
     runtime = AgentRuntime.shared()
+    conversation: list[str | PromptMessageExtended] = [*_history_messages(history), prompt]
 
     async def on_runtime() -> tuple[PromptMessageExtended, str, float]:
         llm_agent = LlmAgent(
@@ -167,7 +197,7 @@ async def model_request(
         )
         await llm_agent.attach_llm(ModelFactory.create_factory(model), **endpoint)
         started = time.perf_counter()
-        reply = await llm_agent.generate(prompt)
+        reply = await llm_agent.generate(conversation)
         return reply, to_json(llm_agent.message_history), time.perf_counter() - started
 
     reply, history, latency = await runtime.acall(on_runtime)
@@ -191,21 +221,23 @@ async def _call(
     model: str | None,
     cache_scope: CacheScope = "flow-run",
     tenant: str | None = None,
+    history: str | None = None,
 ) -> AgentResult:
     """Try the model (or the override), then each fallback while failures are retryable."""
     if not prompt:
         raise ValueError("prompt is empty; pass the text the agent should answer")
+    _history_messages(history)  # reject a malformed history before any model is called
     config = await _load(agent)
     primary = check_model(model, "model override") if model else config.model
     chain = [primary, *[fallback for fallback in config.fallback_models if fallback != primary]]
     logger = get_run_logger()
     failed: list[str] = []
     for index, candidate in enumerate(chain):
-        key = request_cache_key(config, candidate, prompt, cache_scope, tenant)
+        key = request_cache_key(config, candidate, prompt, cache_scope, tenant, history)
         request = model_request.with_options(task_run_name=f"model-request-{candidate}")
         state = await cast(
             Awaitable[State[AgentResult]],
-            request(config, candidate, prompt, key, return_state=True),
+            request(config, candidate, prompt, key, history, return_state=True),
         )
         try:
             result: AgentResult = await state.aresult()
@@ -236,6 +268,7 @@ def run_agent(
     model: str | None = None,
     cache_scope: CacheScope = "flow-run",
     tenant: str | None = None,
+    history: str | None = None,
 ) -> AgentResult:
     """Run an agent on a prompt as a Prefect task.
 
@@ -247,6 +280,9 @@ def run_agent(
             retry of the same flow run. ``tenant``: shared by every run that passes the
             same ``tenant``.
         tenant: Who may share replayed requests; required with ``cache_scope="tenant"``.
+        history: The ``history_json`` of an earlier result, to continue that conversation
+            (in this task, another task or a later flow run); the result's
+            ``history_json`` holds it with this turn added.
 
     Raises:
         AgentCallError: the provider failed; ``retryable`` tells Prefect's
@@ -265,7 +301,7 @@ def run_agent(
             return run_agent(agent, "hello").text
         ```
     """
-    return run_coro_as_sync(_call(agent, prompt, model, cache_scope, tenant))
+    return run_coro_as_sync(_call(agent, prompt, model, cache_scope, tenant, history))
 
 
 @task(name="agent-call")
@@ -276,6 +312,7 @@ async def arun_agent(
     model: str | None = None,
     cache_scope: CacheScope = "flow-run",
     tenant: str | None = None,
+    history: str | None = None,
 ) -> AgentResult:
     """The async form of :func:`run_agent`, for async flows."""
-    return await _call(agent, prompt, model, cache_scope, tenant)
+    return await _call(agent, prompt, model, cache_scope, tenant, history)

@@ -146,7 +146,7 @@ def publish(regions: list[RegionSummary], steps: list[StepResult]) -> None:
         description="Time zones per region, from the aiorch data pipeline.",
     )
     hits = sum(step.cache_hit for step in steps)
-    fan_out = "\n".join(f"    partition --> {step.step}" for step in steps[:-1])
+    edges = "\n".join(f"    partition --> {step.step} --> merge-regions" for step in steps[:-1])
     rows = "\n".join(
         f"| {step.step} | {step.runner} | {'hit' if step.cache_hit else 'ran'} | "
         f"{step.duration_seconds:.2f} |"
@@ -162,8 +162,7 @@ steps, {hits} served from cache.
 ```mermaid
 flowchart LR
     partition[partition-zones]
-{fan_out}
-{chr(10).join(f"    {step.step} --> merge-regions" for step in steps[:-1])}
+{edges}
 ```
 
 | step | runner | cache | seconds |

@@ -5,20 +5,13 @@ from importlib import metadata
 import docker
 import pytest
 
+from tasks.container.select import RunnerStatus
 from tasks.platform import survey_platform
-from tests.services import free_port, require_service
+from tests.services import free_port
 
 
-def _docker_engine_reachable() -> tuple[bool, str]:
-    try:
-        client = docker.from_env(timeout=3)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as error:
-        return False, f"no Docker engine reachable ({error})"
-    return True, ""
+def _status(kind: str) -> RunnerStatus:
+    return {str(status.kind): status for status in survey_platform().runners}[kind]
 
 
 def test_survey_reports_installed_versions() -> None:
@@ -28,17 +21,15 @@ def test_survey_reports_installed_versions() -> None:
     assert survey.python.startswith("3.1")
 
 
-def test_survey_sees_a_running_docker_engine() -> None:
-    reachable, reason = _docker_engine_reachable()
-    require_service("Docker engine", reachable, reason)
-    docker_status = {str(status.kind): status for status in survey_platform().runners}["docker"]
+def test_survey_sees_a_running_docker_engine(docker_client: docker.DockerClient) -> None:
+    docker_status = _status("docker")
     assert docker_status.available, docker_status.detail
     assert "reachable" in docker_status.detail
 
 
 def test_survey_explains_an_unreachable_docker_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_port()}")
-    docker_status = {str(status.kind): status for status in survey_platform().runners}["docker"]
+    docker_status = _status("docker")
     assert not docker_status.available
     assert docker_status.detail.startswith("engine not reachable")
 
@@ -47,19 +38,19 @@ def test_survey_explains_a_missing_dagger_cli(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("DAGGER_SESSION_PORT", raising=False)
     monkeypatch.delenv("_EXPERIMENTAL_DAGGER_CLI_BIN", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")
-    dagger_status = {str(status.kind): status for status in survey_platform().runners}["dagger"]
+    dagger_status = _status("dagger")
     assert not dagger_status.available
     assert "install the dagger CLI" in dagger_status.detail
 
 
 def test_survey_uses_a_dagger_session_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DAGGER_SESSION_PORT", "41234")
-    dagger_status = {str(status.kind): status for status in survey_platform().runners}["dagger"]
+    dagger_status = _status("dagger")
     assert dagger_status.available
     assert "DAGGER_SESSION_PORT" in dagger_status.detail
 
 
 def test_local_engine_is_always_available() -> None:
-    local = {str(status.kind): status for status in survey_platform().runners}["local"]
+    local = _status("local")
     assert local.available
     assert "no image isolation" in local.detail

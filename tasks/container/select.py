@@ -91,10 +91,9 @@ def choose_runner(
         return requested, "chosen explicitly"
     statuses = runner_statuses(docker_host, dagger_engine)
     chosen = next(status for status in statuses if status.available)
+    # Everything ahead of the chosen runner in the preference order was unavailable.
     passed = "; ".join(
-        f"{status.kind}: {status.detail}"
-        for status in statuses
-        if status.kind != chosen.kind and statuses.index(status) < statuses.index(chosen)
+        f"{status.kind}: {status.detail}" for status in statuses[: statuses.index(chosen)]
     )
     reason = f"auto: {chosen.detail}" + (f" (skipped {passed})" if passed else "")
     return chosen.kind, reason

@@ -5,8 +5,16 @@ start-up through the ``prefect.collections`` entry point, so the blocks appear i
 Prefect UI's block catalogue without a ``prefect block register`` step.
 """
 
-from agent_blocks.agent import Agent
+from agent_blocks.agent import Agent, HistoryPolicy, McpServer
 from agent_blocks.dagger_engine import DaggerEngine
-from agent_blocks.provider import ModelProvider, ProviderKind
+from agent_blocks.provider import ModelProvider, ProviderKind, TokenPrice
 
-__all__ = ["Agent", "DaggerEngine", "ModelProvider", "ProviderKind"]
+__all__ = [
+    "Agent",
+    "DaggerEngine",
+    "HistoryPolicy",
+    "McpServer",
+    "ModelProvider",
+    "ProviderKind",
+    "TokenPrice",
+]

@@ -19,15 +19,17 @@ Example:
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Literal, Self
 
 from fast_agent.core.exceptions import ModelConfigError
 from fast_agent.llm.model_factory import ModelFactory
 from fast_agent.llm.provider_types import Provider
+from jsonschema import SchemaError
+from jsonschema.validators import validator_for
 from prefect.blocks.core import Block
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from agent_blocks.provider import ModelProvider
+from agent_blocks.provider import LOCAL_MODEL, ModelProvider, ProviderKind
 
 # Test models of FastAgent's own ("fast-agent" provider) need no endpoint or key.
 _NEEDS_NO_PROVIDER = {Provider.FAST_AGENT}
@@ -44,6 +46,63 @@ def check_model(model: str, field: str = "model") -> str:
             "'passthrough' for tests"
         ) from None
     return model
+
+
+class HistoryPolicy(BaseModel):
+    """How a conversation is kept inside the model's context window."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: Literal["truncate", "summarize", "keep"] = Field(
+        default="truncate",
+        description=(
+            "`truncate` drops the oldest turns that do not fit; `summarize` replaces them "
+            "with a summary the model writes (one more cached model request); `keep` "
+            "sends everything and lets the provider refuse an oversized request."
+        ),
+    )
+    max_context_tokens: int | None = Field(
+        default=None,
+        ge=256,
+        description=(
+            "Token budget for instruction, history, prompt and reply. Empty uses the "
+            "model's context window from its capabilities."
+        ),
+    )
+
+
+class McpServer(BaseModel):
+    """An MCP server whose tools the agent may call; each call runs as its own task."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        pattern=r"^[A-Za-z][A-Za-z0-9_-]*$",
+        description="Short name; tools are offered to the model as <name>__<tool>.",
+    )
+    command: str | None = Field(
+        default=None, description="Executable of a stdio server, e.g. uvx or python."
+    )
+    args: list[str] = Field(default_factory=list, description="Arguments of the command.")
+    env: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Environment of a stdio server (values are secrets, never logged).",
+    )
+    url: str | None = Field(
+        default=None, description="URL of a streamable-HTTP server (instead of a command)."
+    )
+    read_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="How long one tool call may take."
+    )
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> Self:
+        if (self.command is None) == (self.url is None):
+            raise ValueError(
+                f"MCP server {self.name!r} needs exactly one of command (a stdio server) "
+                "or url (a streamable-HTTP server)"
+            )
+        return self
 
 
 class Agent(Block):
@@ -70,6 +129,26 @@ class Agent(Block):
     )
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, description="Upper bound per reply.")
+    history: HistoryPolicy = Field(
+        default_factory=HistoryPolicy,
+        description="How long conversations are kept inside the model's context window.",
+    )
+    mcp_servers: list[McpServer] = Field(
+        default_factory=list,
+        description="MCP servers whose tools the model may call.",
+    )
+    max_tool_rounds: int = Field(
+        default=8,
+        ge=1,
+        description="Model requests one call may make while the model keeps calling tools.",
+    )
+    output_schema: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "JSON schema the reply must satisfy (structured output); the parsed value is "
+            "in the result's `output`. A task's output_type overrides it."
+        ),
+    )
 
     @field_validator("model")
     @classmethod
@@ -81,24 +160,56 @@ class Agent(Block):
     def _fallbacks_known(cls, value: list[str]) -> list[str]:
         return [check_model(model, "fallback_models entry") for model in value]
 
+    @field_validator("output_schema")
+    @classmethod
+    def _schema_valid(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        try:
+            validator_for(value).check_schema(value)
+        except SchemaError as error:
+            raise ValueError(
+                f"output_schema is not a valid JSON schema ({error.message}); "
+                "give an object schema, e.g. {'type': 'object', 'properties': {...}}"
+            ) from None
+        return value
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _server_names_unique(cls, value: list[McpServer]) -> list[McpServer]:
+        names = [server.name for server in value]
+        if len(set(names)) != len(names):
+            raise ValueError("mcp_servers names must be unique: tools are named <server>__<tool>")
+        return value
+
     @model_validator(mode="after")
     def _provider_matches(self) -> Self:
-        for model in [self.model, *self.fallback_models]:
-            provider = ModelFactory.parse_model_string(model).provider
-            if provider is Provider.GENERIC and (
-                self.provider is None or not self.provider.base_url
-            ):
-                raise ValueError(
-                    f"model {model!r} is a generic.* model: set provider to a ModelProvider "
-                    "with base_url (the OpenAI-compatible endpoint)"
-                )
-            if (
-                provider not in _NEEDS_NO_PROVIDER
-                and self.provider is not None
-                and (self.provider.kind.value != provider.value)
-            ):
-                raise ValueError(
-                    f"model {model!r} is served by {provider.value!r} but provider.kind is "
-                    f"{self.provider.kind.value!r}; use a matching provider block"
-                )
+        check_provider(self.model, self.provider)
+        for model in self.fallback_models:
+            check_provider(model, self.provider, "fallback_models entry")
         return self
+
+
+def check_provider(model: str, provider: ModelProvider | None, field: str = "model") -> None:
+    """Refuse a model the provider block cannot serve, naming the field and the fix."""
+    served_by = ModelFactory.parse_model_string(model).provider
+    if served_by is Provider.GENERIC and (
+        provider is None or (not provider.base_url and provider.kind is not ProviderKind.LOCAL)
+    ):
+        raise ValueError(
+            f"{field} {model!r} is a generic.* model: set provider to a ModelProvider "
+            "with base_url (the OpenAI-compatible endpoint), or kind 'local' for the "
+            "bundled model"
+        )
+    if served_by in _NEEDS_NO_PROVIDER or provider is None:
+        return
+    if provider.kind.model_prefix != served_by.value:
+        raise ValueError(
+            f"{field} {model!r} is served by {served_by.value!r} but provider.kind is "
+            f"{provider.kind.value!r}; use a matching provider block"
+        )
+    if provider.kind is ProviderKind.LOCAL and model != LOCAL_MODEL:
+        raise ValueError(
+            f"{field} {model!r}: the local provider serves only {LOCAL_MODEL!r}; use that "
+            "model, or kind 'generic' with the base_url of your own server"
+        )

@@ -21,7 +21,10 @@ from enum import StrEnum
 from typing import Self
 
 from prefect.blocks.core import Block
-from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+LOCAL_MODEL_NAME = "smollm2"
+LOCAL_MODEL = f"generic.{LOCAL_MODEL_NAME}"
 
 
 class ProviderKind(StrEnum):
@@ -34,6 +37,25 @@ class ProviderKind(StrEnum):
     DEEPSEEK = "deepseek"
     OPENROUTER = "openrouter"
     GENERIC = "generic"
+    LOCAL = "local"
+
+    @property
+    def model_prefix(self) -> str:
+        """The FastAgent model prefix this kind serves.
+
+        ``local`` is an OpenAI-compatible server aiorch starts itself, so FastAgent sees
+        it as ``generic``.
+        """
+        return "generic" if self is ProviderKind.LOCAL else self.value
+
+
+class TokenPrice(BaseModel):
+    """What a model charges, per million tokens, for cost estimates."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_million: float = Field(ge=0, description="Price of one million input tokens.")
+    output_per_million: float = Field(ge=0, description="Price of one million output tokens.")
 
 
 class ModelProvider(Block):
@@ -54,7 +76,9 @@ class ModelProvider(Block):
         default=ProviderKind.GENERIC,
         description=(
             "Provider type, as FastAgent's model prefix: `generic` is any "
-            "OpenAI-compatible endpoint (llama.cpp, vLLM, Ollama) and needs a base URL."
+            "OpenAI-compatible endpoint (llama.cpp, vLLM, Ollama) and needs a base URL; "
+            "`local` is the bundled SmolLM2 model, which aiorch serves itself "
+            "(the `model` extra; use the model `generic.smollm2`)."
         ),
     )
     base_url: AnyHttpUrl | None = Field(
@@ -76,6 +100,14 @@ class ModelProvider(Block):
         description="Upper bound on requests in flight to this provider; empty for no bound.",
     )
 
+    prices: dict[str, TokenPrice] = Field(
+        default_factory=dict,
+        description=(
+            "Prices by model name (as in the model string after the provider prefix, "
+            "e.g. gpt-4.1-mini) for cost estimates; models not listed get no estimate."
+        ),
+    )
+
     @model_validator(mode="after")
     def _generic_needs_base_url(self) -> Self:
         # FastAgent's generic provider falls back to api.openai.com without a base URL,
@@ -85,4 +117,13 @@ class ModelProvider(Block):
                 "base_url is required when kind is 'generic': set it to the "
                 "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1"
             )
+        if self.kind is ProviderKind.LOCAL and self.base_url is not None:
+            raise ValueError(
+                "base_url must be empty when kind is 'local': aiorch starts the local "
+                "model server itself; use kind 'generic' for a server you run"
+            )
         return self
+
+    def price_of(self, model: str) -> TokenPrice | None:
+        """The configured price of ``model`` (with or without its provider prefix)."""
+        return self.prices.get(model) or self.prices.get(model.partition(".")[2])

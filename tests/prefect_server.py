@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,45 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from uuid import UUID
 
-import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
+from tasks.services import stop_process_group as stop
+from tasks.services import wait_until_ready
+
 STARTUP_DEADLINE_SECONDS = 90.0
-STOP_DEADLINE_SECONDS = 20.0
-
-
-def wait_until_ready(
-    url: str, process: subprocess.Popen[bytes], log: Path, deadline_seconds: float
-) -> None:
-    """Poll ``url`` until it answers 200; fail with the service's log if it never does."""
-    deadline = time.monotonic() + deadline_seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}:\n{_tail(log)}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {deadline_seconds}s:\n{_tail(log)}")
-
-
-def _tail(log: Path, lines: int = 40) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a service and everything it started (it runs in its own process group)."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_DEADLINE_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_DEADLINE_SECONDS)
 
 
 @contextmanager

@@ -8,7 +8,6 @@ there would hide a broken install step.
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
@@ -25,14 +24,6 @@ def require_service(service: str, available: bool, reason: str) -> None:
     if running_under_ci():
         pytest.fail(f"{service} is required under CI=true, but {reason}", pytrace=False)
     pytest.skip(f"{service} not available: {reason}")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 TEST_BUSYBOX_IMAGE = "aiorch-test/busybox:latest"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,14 +14,11 @@ from prefect import flow, unmapped
 from pydantic import SecretStr, ValidationError
 
 from agent_blocks import Agent, ModelProvider
+from tasks.agents.conversation import parse_history
+from tasks.agents.endpoints import credential_fingerprint
 from tasks.agents.errors import AgentCallError
-from tasks.agents.task import (
-    AgentResult,
-    arun_agent,
-    credential_fingerprint,
-    request_cache_key,
-    run_agent,
-)
+from tasks.agents.requests import request_cache_key
+from tasks.agents.task import AgentResult, arun_agent, run_agent
 
 CANARY = "sk-agent-canary-4c2b9e"
 
@@ -208,22 +206,26 @@ def test_requests_are_not_shared_between_flow_runs_unless_a_tenant_is_named(
         _in_flow(agent, prompt, cache_scope="tenant")
 
 
+def _user(text: str) -> list[Any]:
+    return parse_history(
+        json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]})
+    )
+
+
 def test_request_keys_follow_the_endpoint_but_never_hold_the_key() -> None:
     def agent_with(key: str, url: str) -> Agent:
         provider = ModelProvider(kind="generic", base_url=url, api_key=SecretStr(key))
         return Agent(instruction="x", model="generic.smollm2", provider=provider)
 
-    base = request_cache_key(
-        agent_with(CANARY, "http://a/v1"), "generic.smollm2", "p", "tenant", "t"
-    )
+    base = request_cache_key(agent_with(CANARY, "http://a/v1"), "generic.smollm2", _user("p"), "t")
     assert base is not None
     assert CANARY not in base
     assert credential_fingerprint(agent_with(CANARY, "http://a/v1").provider).count(CANARY) == 0
     other_key = request_cache_key(
-        agent_with("other", "http://a/v1"), "generic.smollm2", "p", "tenant", "t"
+        agent_with("other", "http://a/v1"), "generic.smollm2", _user("p"), "t"
     )
     other_url = request_cache_key(
-        agent_with(CANARY, "http://b/v1"), "generic.smollm2", "p", "tenant", "t"
+        agent_with(CANARY, "http://b/v1"), "generic.smollm2", _user("p"), "t"
     )
     assert len({base, other_key, other_url}) == 3
 
@@ -238,11 +240,15 @@ def test_a_conversation_continues_across_tasks_and_flow_runs(prefect_api: str) -
     assert second.text == "What is my name?"  # passthrough echoes the last user message
 
     # The conversation is part of a request's identity, timestamps are not.
-    fresh = request_cache_key(agent, "passthrough", "q", "tenant", "t")
-    with_history = request_cache_key(agent, "passthrough", "q", "tenant", "t", first.history_json)
-    restamped = first.history_json.replace('"timestamp": "', '"timestamp": "1999')
+    history = parse_history(first.history_json)
+    fresh = request_cache_key(agent, "passthrough", _user("q"), "t")
+    with_history = request_cache_key(agent, "passthrough", [*history, *_user("q")], "t")
+    restamped = parse_history(
+        re.sub(r'"timestamp": "\d{4}', '"timestamp": "1999', first.history_json)
+    )
+    assert restamped != history
     assert fresh != with_history
-    assert request_cache_key(agent, "passthrough", "q", "tenant", "t", restamped) == with_history
+    assert request_cache_key(agent, "passthrough", [*restamped, *_user("q")], "t") == with_history
 
 
 def test_a_malformed_history_is_refused_before_any_model_call(prefect_api: str) -> None:

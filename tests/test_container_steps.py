@@ -37,9 +37,9 @@ from tasks.container.errors import ImageUnavailable, MissingOutput
 from tasks.container.logs import StepOutput
 from tasks.container.runners.docker import RUN_LABEL, DockerRunner
 from tasks.container.select import choose_runner
+from tasks.services import free_port
 from tests.prefect_server import flow_run_log_text
 from tests.services import TEST_BUSYBOX_IMAGE as BUSYBOX_IMAGE
-from tests.services import free_port
 
 CANARY = "sk-step-canary-93a1f0"
 

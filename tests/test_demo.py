@@ -25,9 +25,9 @@ from flows.data_pipeline import PipelineResult
 from flows.demo import ARTIFACT_KEY, WordStats, demo_flow, render_report, ui_instructions
 from tasks.container.select import RunnerStatus
 from tasks.platform import PlatformSurvey
+from tasks.services import free_port
 from tasks.settings import load_settings
 from tests.prefect_server import running_server
-from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DEADLINE_SECONDS = 300

@@ -7,7 +7,7 @@ import pytest
 
 from tasks.container.select import RunnerStatus
 from tasks.platform import survey_platform
-from tests.services import free_port
+from tasks.services import free_port
 
 
 def _status(kind: str) -> RunnerStatus:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.services import free_port
+from tasks.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

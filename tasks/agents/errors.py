@@ -20,8 +20,19 @@ RETRYABLE_STATUS = frozenset({408, 409, 429})
 RETRYABLE_TYPES = frozenset({"APITimeoutError", "APIConnectionError", "RateLimitError"})
 
 
-class AgentCallError(Exception):
-    """A model call failed; ``retryable`` says whether trying again may help."""
+class AgentError(Exception):
+    """An agent call could not complete; ``retryable`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class AgentCallError(AgentError):
+    """A model request failed (the provider refused, failed, timed out or was unreachable).
+
+    Retryable failures move an agent call on to its next fallback model.
+    """
 
     def __init__(
         self,
@@ -32,11 +43,25 @@ class AgentCallError(Exception):
         status: int | None = None,
         error_type: str | None = None,
     ) -> None:
-        super().__init__(f"model {model!r}: {message}")
+        super().__init__(f"model {model!r}: {message}", retryable=retryable)
         self.model = model
-        self.retryable = retryable
         self.status = status
         self.error_type = error_type
+
+
+class StructuredOutputError(AgentError):
+    """The model's reply does not satisfy the requested output schema."""
+
+    def __init__(self, message: str, *, model: str) -> None:
+        super().__init__(f"model {model!r}: {message}", retryable=False)
+        self.model = model
+
+
+class ToolCallError(AgentError):
+    """An MCP server could not be reached, or a tool call did not finish in time."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
 
 
 def _channel_texts(reply: PromptMessageExtended, channel: str) -> list[str]:
@@ -44,7 +69,8 @@ def _channel_texts(reply: PromptMessageExtended, channel: str) -> list[str]:
     return [text for block in blocks if (text := getattr(block, "text", None))]
 
 
-def _mask(text: str, secrets: Iterable[str]) -> str:
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret value replaced by asterisks."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "********")
@@ -70,7 +96,7 @@ def error_from_reply(
         status is None and error_type in RETRYABLE_TYPES
     )
     return AgentCallError(
-        _mask(message, list(secrets)),
+        mask(message, list(secrets)),
         model=model,
         retryable=retryable,
         status=status,

@@ -3,7 +3,8 @@
 FastAgent keeps process-wide state (settings, a global context, a logging event bus
 bound to the first event loop it sees), so a Core per call, or Cores on several loops,
 fail with "attached to a different loop". aiorch starts one Core on a dedicated thread
-and hands every agent call to that loop; Prefect tasks in any thread or loop wait for
+and hands every agent call to that loop, where long-lived resources (idle agents,
+MCP sessions) are kept for reuse; Prefect tasks in any thread or loop wait for
 the result, and cancelling the waiting task cancels the call. The Core is configured
 for a library: no console output, no log files, no retries of its own (Prefect owns
 retries).
@@ -26,7 +27,7 @@ import atexit
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from fast_agent.config import LoggerSettings, Settings
 from fast_agent.core.core_app import Core
@@ -59,6 +60,8 @@ class AgentRuntime:
         self._thread.start()
         self._core = Core(settings=settings or library_settings())
         self._closed = False
+        self._resources: dict[str, Any] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self.call(self._core.initialize)
 
     @classmethod
@@ -74,6 +77,31 @@ class AgentRuntime:
     def core(self) -> Core:
         """The FastAgent Core (use it only from coroutines run by this runtime)."""
         return self._core
+
+    def resource(
+        self,
+        name: str,
+        factory: Callable[[], T],
+        closer: Callable[[T], Awaitable[None]] | None = None,
+    ) -> T:
+        """A named object that lives as long as the runtime (call only on its loop).
+
+        ``closer`` runs when the runtime closes, before the Core is cleaned up.
+        """
+        if name not in self._resources:
+            created = factory()
+            self._resources[name] = created
+            if closer is not None:
+                self._closers.append(lambda: closer(created))
+        return cast(T, self._resources[name])
+
+    async def _shutdown(self) -> None:
+        for closer in reversed(self._closers):
+            try:
+                await closer()
+            except Exception:  # one failing resource must not keep the others open
+                continue
+        await self._core.cleanup()
 
     def _submit(self, function: Callable[[], Awaitable[T]]) -> Future[T]:
         if self._closed:
@@ -107,7 +135,7 @@ class AgentRuntime:
         if self._closed:
             return
         try:
-            self.call(self._core.cleanup, timeout=SHUTDOWN_TIMEOUT_SECONDS)
+            self.call(self._shutdown, timeout=SHUTDOWN_TIMEOUT_SECONDS)
         finally:
             self._closed = True
             self._loop.call_soon_threadsafe(self._loop.stop)

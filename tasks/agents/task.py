@@ -1,61 +1,81 @@
 """Prefect tasks that run an agent on a prompt: ``run_agent`` (sync) and ``arun_agent``.
 
 The agent comes from an ``aiorch-agent`` block (loaded by name when the task runs, so
-edits to the block apply to the next run) or is passed in. Each model request is its
-own ``model-request`` task, stored under a key of prompt, model, settings and endpoint
-fingerprint, scoped to the flow run: a retried flow replays completed requests instead
-of asking the model again, and the replay still reports the tokens (as saved). The call
-runs on the process's FastAgent runtime; a reply that carries a provider failure becomes
-an :class:`AgentCallError` whose ``retryable`` flag says whether Prefect's retries may
-help, and retryable failures move on to the agent's fallback models.
+edits to the block apply to the next run) or is passed in. Before any model is called
+the configuration is checked against what each model can do (structured output,
+tools) and whether its credentials are there. The conversation (from ``history=``, a
+stored ``conversation=`` key, or none) is fitted to the model's context window by the
+block's history policy; then aiorch runs the turn: each model request is its own
+``model-request`` task and each MCP tool call its own ``tool-call`` task, both stored
+under keys scoped to the flow run, so a retried flow replays what completed and still
+reports the tokens (as saved). Retryable provider failures move on to the agent's
+fallback models; everything else fails the task with a typed error whose
+``retryable`` flag a ``retry_condition_fn`` can use.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import json
+import os
 import time
 from collections.abc import Awaitable
-from typing import Any, Literal, cast
+from typing import Any, cast
 
-from fast_agent.agents.agent_types import AgentConfig
-from fast_agent.agents.llm_agent import LlmAgent
 from fast_agent.llm.model_factory import ModelFactory
-from fast_agent.mcp.prompt_serialization import from_json, to_json
-from fast_agent.types import PromptMessageExtended, RequestParams
+from fast_agent.llm.provider_key_manager import ProviderKeyManager
+from fast_agent.llm.provider_types import Provider
+from fast_agent.types import PromptMessageExtended
+from jsonschema import ValidationError as SchemaViolation
+from jsonschema import validate as validate_schema
+from mcp.types import CallToolResult, TextContent, Tool
 from prefect import get_run_logger, task
 from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 from prefect.utilities.asyncutils import run_coro_as_sync
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as ModelViolation
 
-from agent_blocks.agent import Agent, check_model
-from agent_blocks.provider import ModelProvider
-from tasks.agents.errors import AgentCallError, error_from_reply
-from tasks.agents.runtime import AgentRuntime
-from tasks.caching import PrecomputedKey
+from agent_blocks.agent import Agent, check_model, check_provider
+from tasks.agents.capabilities import model_capabilities
+from tasks.agents.conversation import (
+    SUMMARY_INSTRUCTION,
+    SUMMARY_PREFIX,
+    dump_history,
+    estimate_tokens,
+    load_conversation,
+    parse_history,
+    save_conversation,
+    split_to_fit,
+    text_message,
+    transcript,
+)
+from tasks.agents.errors import AgentCallError, StructuredOutputError
+from tasks.agents.requests import (
+    CacheScope,
+    ModelReply,
+    cache_owner,
+    model_request,
+    request_cache_key,
+)
+from tasks.agents.tools import offered_tools, resolve_tool, tool_call, tool_call_key
+from tasks.agents.usage import TokenUsage, estimated_cost
 
-USAGE_CHANNEL = "fast-agent-usage"
-REQUEST_KEY_VERSION = "aiorch-model-request-v1"
-CacheScope = Literal["flow-run", "tenant"]
-
-
-class TokenUsage(BaseModel):
-    """Tokens one call used, as the provider reported them."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        """Input plus output tokens."""
-        return self.input_tokens + self.output_tokens
+DEFAULT_CONTEXT_TOKENS = 8192
+DEFAULT_REPLY_RESERVE_TOKENS = 1024
+TOOL_USE = "toolUse"
 
 
 class AgentResult(BaseModel):
     """What one agent call produced."""
 
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     text: str
+    output: Any = Field(
+        default=None,
+        description="The reply parsed by the output type or schema (structured output).",
+    )
     model: str = Field(description="The model that answered.")
     failed_models: list[str] = Field(
         default_factory=list,
@@ -63,28 +83,23 @@ class AgentResult(BaseModel):
     )
     stop_reason: str
     usage: TokenUsage
+    estimated_cost: float | None = Field(
+        default=None, description="Cost of the usage at the provider block's prices."
+    )
     latency_seconds: float
+    requests: int = Field(default=1, description="Model requests the call made.")
+    tool_calls: int = Field(default=0, description="MCP tool calls the call made.")
     history_json: str = Field(description="The conversation, in FastAgent's JSON format.")
+    history_dropped_messages: int = Field(
+        default=0,
+        description="Messages left out (truncated or summarised) to fit the context window.",
+    )
     cache_hit: bool = Field(
-        default=False, description="Replayed from a stored model request, not asked again."
+        default=False, description="Every model request was replayed from storage."
     )
     tokens_saved: int = Field(
-        default=0, description="On a cache hit, the tokens the stored request had used."
+        default=0, description="Tokens of the replayed requests (not spent again)."
     )
-
-
-def _usage(reply: PromptMessageExtended) -> TokenUsage:
-    for block in (reply.channels or {}).get(USAGE_CHANNEL, []):
-        try:
-            data: dict[str, Any] = json.loads(getattr(block, "text", "") or "{}")
-        except json.JSONDecodeError:
-            continue
-        turn = data.get("turn", data)
-        return TokenUsage(
-            input_tokens=int(turn.get("input_tokens", 0) or 0),
-            output_tokens=int(turn.get("output_tokens", 0) or 0),
-        )
-    return TokenUsage()
 
 
 async def _load(agent: Agent | str) -> Agent:
@@ -93,170 +108,263 @@ async def _load(agent: Agent | str) -> Agent:
     return cast(Agent, await Agent.aload(agent))
 
 
-def credential_fingerprint(provider: ModelProvider | None) -> str:
-    """Which endpoint and credential a request used, without the credential itself."""
-    if provider is None:
-        return "none"
-    key = provider.api_key.get_secret_value() if provider.api_key else ""
-    identity = hashlib.sha256(f"aiorch-credential\0{key}".encode()).hexdigest()[:16]
-    return f"{provider.kind.value}|{provider.base_url or 'default'}|{identity}"
+def _check_credentials(model: str, config: Agent) -> None:
+    served_by = ModelFactory.parse_model_string(model).provider
+    if served_by in {Provider.FAST_AGENT, Provider.GENERIC}:
+        return
+    if config.provider is not None and config.provider.api_key is not None:
+        return
+    variable = ProviderKeyManager.get_env_key_name(served_by.value)
+    if variable and os.environ.get(variable):
+        return
+    raise ValueError(
+        f"model {model!r} needs an API key: set api_key on the agent's provider block "
+        f"(a ModelProvider of kind {served_by.value!r})"
+        + (f" or the environment variable {variable}" if variable else "")
+    )
 
 
-def _without_timestamps(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_timestamps(v) for k, v in value.items() if k != "timestamp"}
-    if isinstance(value, list):
-        return [_without_timestamps(item) for item in value]
-    return value
+def _preflight(
+    config: Agent, chain: list[str], schema: dict[str, Any] | None, schema_field: str
+) -> None:
+    """Refuse, before any model is called, what a model in the chain cannot do."""
+    for model in chain:
+        _check_credentials(model, config)
+        capabilities = model_capabilities(model, config.provider)
+        if schema is not None and capabilities.structured_output is False:
+            raise ValueError(
+                f"{schema_field}: model {model!r} cannot produce structured output "
+                f"(per {capabilities.source} data); choose a model that can, or drop "
+                f"{schema_field}"
+            )
+        if config.mcp_servers and capabilities.tools is False:
+            raise ValueError(
+                f"mcp_servers: model {model!r} cannot call tools (per {capabilities.source} "
+                "data); choose a model that can, or remove the agent's mcp_servers"
+            )
 
 
-def _history_messages(history: str | None) -> list[PromptMessageExtended]:
-    if not history:
-        return []
+def _budget(config: Agent, model: str) -> int | None:
+    """Tokens the history may take, or None when the policy keeps everything."""
+    policy = config.history
+    if policy.strategy == "keep":
+        return None
+    window = policy.max_context_tokens or model_capabilities(model, config.provider).context_window
+    reserve = config.max_tokens or DEFAULT_REPLY_RESERVE_TOKENS
+    return (window or DEFAULT_CONTEXT_TOKENS) - reserve
+
+
+class _Turn:
+    """One agent turn on one model: fitting, requests, tool calls, accounting."""
+
+    def __init__(self, config: Agent, model: str, owner: str | None) -> None:
+        self.config = config
+        self.model = model
+        self.owner = owner
+        self.usage = TokenUsage()
+        self.saved = 0
+        self.requests = 0
+        self.hits = 0
+        self.tool_calls = 0
+
+    async def request(
+        self,
+        messages: list[PromptMessageExtended],
+        tools: list[Tool] | None = None,
+        schema: dict[str, Any] | None = None,
+        instruction: str | None = None,
+    ) -> tuple[ModelReply, str | None]:
+        """Send ``messages`` as a ``model-request`` task; the reply and its storage key."""
+        config = self.config
+        if instruction is not None:
+            config = config.model_copy(update={"instruction": instruction})
+        key = request_cache_key(config, self.model, messages, self.owner, tools, schema)
+        run = model_request.with_options(task_run_name=f"model-request-{self.model}")
+        state = await cast(
+            Awaitable[State[ModelReply]],
+            run(config, self.model, dump_history(messages), key, tools, schema, return_state=True),
+        )
+        reply: ModelReply = await state.aresult()
+        self.requests += 1
+        self.usage = self.usage + reply.usage
+        if state.name == "Cached":
+            self.hits += 1
+            self.saved += reply.usage.total_tokens
+        return reply, key
+
+    async def fit(
+        self, history: list[PromptMessageExtended], prompt_message: PromptMessageExtended
+    ) -> tuple[list[PromptMessageExtended], int]:
+        """The history to send, and how many messages were left out."""
+        budget = _budget(self.config, self.model)
+        if budget is None:
+            return history, 0
+        room = budget - estimate_tokens([prompt_message], self.config.instruction)
+        dropped, kept = split_to_fit(history, room)
+        if not dropped:
+            return history, 0
+        if self.config.history.strategy == "summarize":
+            summary, _ = await self.request(
+                [text_message("user", transcript(dropped))], instruction=SUMMARY_INSTRUCTION
+            )
+            note = text_message("user", SUMMARY_PREFIX + summary.message().all_text())
+            _, kept = split_to_fit(kept, room - estimate_tokens([note]))
+            return [note, *kept], len(history) - len(kept)
+        return kept, len(dropped)
+
+    async def tools_round(
+        self, reply: PromptMessageExtended, request_key: str | None
+    ) -> PromptMessageExtended:
+        """Run the reply's tool calls as tasks; the message carrying their results."""
+        servers = self.config.mcp_servers
+        calls = reply.tool_calls or {}
+
+        async def one(call_id: str, name: str, arguments: dict[str, Any]) -> CallToolResult:
+            target = resolve_tool(servers, name)
+            if target is None:
+                return CallToolResult(
+                    content=[TextContent(type="text", text=f"unknown tool {name!r}")],
+                    is_error=True,
+                )
+            server, tool = target
+            run = tool_call.with_options(task_run_name=f"tool-call-{name}")
+            key = tool_call_key(request_key, call_id, server, tool)
+            return await run(server, tool, arguments, key)
+
+        results = await asyncio.gather(
+            *(
+                one(call_id, call.params.name, dict(call.params.arguments or {}))
+                for call_id, call in calls.items()
+            )
+        )
+        self.tool_calls += len(results)
+        return PromptMessageExtended(
+            role="user", content=[], tool_results=dict(zip(calls, results, strict=True))
+        )
+
+
+def _parse_output(
+    text: str, output_type: type[BaseModel] | None, schema: dict[str, Any] | None, model: str
+) -> Any:
+    if schema is None:
+        return None
     try:
-        if not isinstance(json.loads(history).get("messages"), list):
-            raise ValueError("no 'messages' list")
-        return from_json(history)
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(
-            "history is not a conversation in FastAgent's JSON format; pass the "
-            f"history_json of an earlier AgentResult ({type(error).__name__})"
+        if output_type is not None:
+            return output_type.model_validate_json(text)
+        value = json.loads(text)
+        validate_schema(value, schema)
+        return value
+    except (ModelViolation, SchemaViolation, json.JSONDecodeError) as error:
+        reason = str(error).splitlines()[0]
+        raise StructuredOutputError(
+            f"the reply does not satisfy the output schema ({reason})", model=model
         ) from None
 
 
-def request_cache_key(
+async def _run_turn(
     config: Agent,
     model: str,
+    history: list[PromptMessageExtended],
     prompt: str,
-    scope: CacheScope,
-    tenant: str | None,
-    history: str | None = None,
-) -> str | None:
-    """The key a model request is stored under, or None when it must not be cached.
-
-    It covers the prompt, the model, the instruction and request settings, and the
-    endpoint fingerprint, and is scoped to the flow run (replayed only by that run's
-    retries) unless a tenant scope is chosen.
-    """
-    if scope == "tenant":
-        if not tenant:
-            raise ValueError(
-                "cache_scope='tenant' needs tenant=...: name whose results may be shared"
-            )
-        owner = f"tenant:{tenant}"
-    else:
-        run_id = flow_run.get_id()
-        if run_id is None:
-            return None
-        owner = f"flow-run:{run_id}"
-    payload = {
-        "version": REQUEST_KEY_VERSION,
-        "scope": owner,
-        "model": model,
-        "instruction": config.instruction,
-        "temperature": config.temperature,
-        "max_tokens": config.max_tokens,
-        "prompt": prompt,
-        # Timestamps differ between a run and its retry; the conversation does not.
-        "history": _without_timestamps(json.loads(history)) if history else None,
-        "endpoint": credential_fingerprint(config.provider),
-    }
-    encoded = json.dumps(payload, sort_keys=True).encode()
-    return f"model-request-{hashlib.sha256(encoded).hexdigest()}"
-
-
-@task(name="model-request", persist_result=True, cache_policy=PrecomputedKey())
-async def model_request(
-    config: Agent, model: str, prompt: str, cache_key: str | None, history: str | None = None
+    owner: str | None,
+    tools: list[Tool],
+    output_type: type[BaseModel] | None,
+    schema: dict[str, Any] | None,
 ) -> AgentResult:
-    """One model request, stored under ``cache_key`` so a retried flow replays it.
-
-    Raises:
-        AgentCallError: the provider failed (nothing is stored).
-    """
-    provider = config.provider
-    secrets = [provider.api_key.get_secret_value()] if provider and provider.api_key else []
-    endpoint: dict[str, Any] = {}
-    if provider is not None and provider.base_url is not None:
-        endpoint["base_url"] = str(provider.base_url)
-    if secrets:
-        endpoint["api_key"] = secrets[0]
-    runtime = AgentRuntime.shared()
-    conversation: list[str | PromptMessageExtended] = [*_history_messages(history), prompt]
-
-    async def on_runtime() -> tuple[PromptMessageExtended, str, float]:
-        llm_agent = LlmAgent(
-            AgentConfig(
-                name="aiorch-agent",
-                instruction=config.instruction,
-                default_request_params=RequestParams(
-                    temperature=config.temperature, maxTokens=config.max_tokens
-                ),
-            ),
-            runtime.core.context,
+    started = time.perf_counter()
+    turn = _Turn(config, model, owner)
+    prompt_message = text_message("user", prompt)
+    fitted, dropped = await turn.fit(history, prompt_message)
+    kept_history = fitted if config.history.strategy == "summarize" and dropped else history
+    sent = [*fitted, prompt_message]
+    added: list[PromptMessageExtended] = [prompt_message]
+    for _ in range(config.max_tool_rounds):
+        reply, key = await turn.request(sent, tools or None, schema)
+        message = reply.message()
+        added.append(message)
+        if reply.stop_reason != TOOL_USE or not message.tool_calls:
+            break
+        results = await turn.tools_round(message, key)
+        added.append(results)
+        sent = [*sent, message, results]
+    else:
+        raise AgentCallError(
+            f"still calling tools after max_tool_rounds={config.max_tool_rounds} requests; "
+            "raise max_tool_rounds on the agent block or give the model a clearer task",
+            model=model,
+            retryable=False,
         )
-        await llm_agent.attach_llm(ModelFactory.create_factory(model), **endpoint)
-        started = time.perf_counter()
-        reply = await llm_agent.generate(conversation)
-        return reply, to_json(llm_agent.message_history), time.perf_counter() - started
-
-    reply, history, latency = await runtime.acall(on_runtime)
-    failure = error_from_reply(reply, model, secrets)
-    if failure is not None:
-        raise failure
-    get_run_logger().info("model request to %s took %.2f s", model, latency)
+    text = message.last_text() or ""
     return AgentResult(
-        text=reply.last_text() or "",
+        text=text,
+        output=_parse_output(text, output_type, schema, model),
         model=model,
-        stop_reason=str(reply.stop_reason.value if reply.stop_reason else "unknown"),
-        usage=_usage(reply),
-        latency_seconds=latency,
-        history_json=history,
+        stop_reason=reply.stop_reason,
+        usage=turn.usage,
+        estimated_cost=estimated_cost(turn.usage, model, config.provider),
+        latency_seconds=time.perf_counter() - started,
+        requests=turn.requests,
+        tool_calls=turn.tool_calls,
+        history_json=dump_history([*kept_history, *added]),
+        history_dropped_messages=dropped,
+        cache_hit=turn.hits == turn.requests,
+        tokens_saved=turn.saved,
     )
 
 
 async def _call(
     agent: Agent | str,
     prompt: str,
-    model: str | None,
+    *,
+    model: str | None = None,
     cache_scope: CacheScope = "flow-run",
     tenant: str | None = None,
     history: str | None = None,
+    conversation: str | None = None,
+    output_type: type[BaseModel] | None = None,
 ) -> AgentResult:
     """Try the model (or the override), then each fallback while failures are retryable."""
     if not prompt:
         raise ValueError("prompt is empty; pass the text the agent should answer")
-    _history_messages(history)  # reject a malformed history before any model is called
+    if history is not None and conversation is not None:
+        raise ValueError(
+            "pass history= or conversation=, not both: conversation= loads the stored history"
+        )
+    base_messages = parse_history(history)  # refuse a malformed history before any call
+    owner = cache_owner(cache_scope, tenant)
     config = await _load(agent)
     primary = check_model(model, "model override") if model else config.model
+    if model:
+        check_provider(primary, config.provider, "model override")
     chain = [primary, *[fallback for fallback in config.fallback_models if fallback != primary]]
+    schema = output_type.model_json_schema() if output_type is not None else config.output_schema
+    _preflight(config, chain, schema, "output_type" if output_type else "output_schema")
+
+    stored = await load_conversation(conversation) if conversation else None
+    run_id = str(flow_run.get_id()) if flow_run.get_id() else None
+    if stored is not None:
+        base_json = stored.base_for(run_id, prompt)
+        base_messages = parse_history(base_json)
+    tools = await offered_tools(config.mcp_servers)
     logger = get_run_logger()
     failed: list[str] = []
     for index, candidate in enumerate(chain):
-        key = request_cache_key(config, candidate, prompt, cache_scope, tenant, history)
-        request = model_request.with_options(task_run_name=f"model-request-{candidate}")
-        state = await cast(
-            Awaitable[State[AgentResult]],
-            request(config, candidate, prompt, key, history, return_state=True),
-        )
         try:
-            result: AgentResult = await state.aresult()
+            result = await _run_turn(
+                config, candidate, base_messages, prompt, owner, tools, output_type, schema
+            )
         except AgentCallError as error:
             if not error.retryable or index == len(chain) - 1:
                 raise
             logger.warning("%s; falling back to %r", error, chain[index + 1])
             failed.append(candidate)
             continue
-        hit = state.name == "Cached"
-        if hit:
-            logger.info("model request to %s replayed from cache", candidate)
-        return result.model_copy(
-            update={
-                "failed_models": failed,
-                "cache_hit": hit,
-                "tokens_saved": result.usage.total_tokens if hit else 0,
-            }
-        )
+        if result.cache_hit:
+            logger.info("agent call on %s replayed from storage", candidate)
+        if stored is not None and conversation is not None:
+            updated = stored.with_turn(base_json, result.history_json, run_id, prompt)
+            await save_conversation(conversation, updated)
+        return result.model_copy(update={"failed_models": failed})
     raise AssertionError("the model chain is never empty")
 
 
@@ -269,24 +377,36 @@ def run_agent(
     cache_scope: CacheScope = "flow-run",
     tenant: str | None = None,
     history: str | None = None,
+    conversation: str | None = None,
+    output_type: type[BaseModel] | None = None,
 ) -> AgentResult:
     """Run an agent on a prompt as a Prefect task.
 
     Args:
         agent: An ``Agent`` block, or the name of a saved one (loaded when the task runs).
         prompt: What to ask.
-        model: Use this model instead of the block's, for this call only.
+        model: Use this model instead of the block's, for this call only; with a
+            history this switches models mid-conversation.
         cache_scope: ``flow-run`` (default): a completed request is replayed only by a
             retry of the same flow run. ``tenant``: shared by every run that passes the
             same ``tenant``.
         tenant: Who may share replayed requests; required with ``cache_scope="tenant"``.
-        history: The ``history_json`` of an earlier result, to continue that conversation
-            (in this task, another task or a later flow run); the result's
-            ``history_json`` holds it with this turn added.
+        history: The ``history_json`` of an earlier result, to continue that
+            conversation; the result's ``history_json`` holds it with this turn added.
+        conversation: A key under which aiorch loads the conversation before the call
+            and saves it after (in Prefect's result storage), across tasks, flow runs
+            and machines; a retried turn is not added twice.
+        output_type: A pydantic model the reply must fit (structured output); the
+            parsed value is the result's ``output``. Overrides the block's
+            ``output_schema``.
 
     Raises:
-        AgentCallError: the provider failed; ``retryable`` tells Prefect's
+        ValueError: the configuration cannot work (named field and fix), before any
+            model is called.
+        AgentCallError: a model request failed; ``retryable`` tells Prefect's
             ``retry_condition_fn`` whether to try again.
+        StructuredOutputError: the reply does not fit the output type.
+        ToolCallError: an MCP server could not be reached or a tool timed out.
 
     Example:
         ```python
@@ -301,7 +421,18 @@ def run_agent(
             return run_agent(agent, "hello").text
         ```
     """
-    return run_coro_as_sync(_call(agent, prompt, model, cache_scope, tenant, history))
+    return run_coro_as_sync(
+        _call(
+            agent,
+            prompt,
+            model=model,
+            cache_scope=cache_scope,
+            tenant=tenant,
+            history=history,
+            conversation=conversation,
+            output_type=output_type,
+        )
+    )
 
 
 @task(name="agent-call")
@@ -313,6 +444,17 @@ async def arun_agent(
     cache_scope: CacheScope = "flow-run",
     tenant: str | None = None,
     history: str | None = None,
+    conversation: str | None = None,
+    output_type: type[BaseModel] | None = None,
 ) -> AgentResult:
     """The async form of :func:`run_agent`, for async flows."""
-    return await _call(agent, prompt, model, cache_scope, tenant, history)
+    return await _call(
+        agent,
+        prompt,
+        model=model,
+        cache_scope=cache_scope,
+        tenant=tenant,
+        history=history,
+        conversation=conversation,
+        output_type=output_type,
+    )

@@ -1,0 +1,59 @@
+"""Where a model request goes, and a fingerprint of who sends it (never the secret).
+
+Example:
+    ```python
+    from pydantic import SecretStr
+
+    from agent_blocks import ModelProvider
+    from tasks.agents.endpoints import credential_fingerprint
+
+    provider = ModelProvider(base_url="http://127.0.0.1:8080/v1", api_key=SecretStr("k"))
+    print(credential_fingerprint(provider))  # generic|http://127.0.0.1:8080/v1|<hash>
+    ```
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from agent_blocks.provider import LOCAL_MODEL_NAME, ModelProvider, ProviderKind
+from tasks.agents.local_model import LocalModelServer
+
+LOCAL_API_KEY = "local"
+
+
+def connection_arguments(provider: ModelProvider | None) -> dict[str, str]:
+    """FastAgent's ``attach_llm`` arguments (``base_url``, ``api_key``) for ``provider``.
+
+    For a ``local`` provider this starts the bundled model server if it is not running.
+    """
+    if provider is None:
+        return {}
+    arguments: dict[str, str] = {}
+    if provider.kind is ProviderKind.LOCAL:
+        arguments["base_url"] = LocalModelServer.shared().base_url()
+        arguments["api_key"] = LOCAL_API_KEY
+    elif provider.base_url is not None:
+        arguments["base_url"] = str(provider.base_url)
+    if provider.api_key is not None:
+        arguments["api_key"] = provider.api_key.get_secret_value()
+    return arguments
+
+
+def secrets_of(provider: ModelProvider | None) -> list[str]:
+    """The secret values a provider holds, to mask wherever text may contain them."""
+    if provider is None or provider.api_key is None:
+        return []
+    return [provider.api_key.get_secret_value()]
+
+
+def credential_fingerprint(provider: ModelProvider | None) -> str:
+    """Which endpoint and credential a request used, without the credential itself."""
+    if provider is None:
+        return "none"
+    if provider.kind is ProviderKind.LOCAL:
+        # The port changes with every start; the bundled model does not.
+        return f"local|{LOCAL_MODEL_NAME}"
+    key = provider.api_key.get_secret_value() if provider.api_key else ""
+    identity = hashlib.sha256(f"aiorch-credential\0{key}".encode()).hexdigest()[:16]
+    return f"{provider.kind.value}|{provider.base_url or 'default'}|{identity}"

@@ -1,0 +1,168 @@
+"""One model request as a Prefect task, stored under a key so a retried flow replays it.
+
+The key covers everything that decides the reply: the conversation sent (without
+timestamps and other metadata), the model, the instruction and request settings, the
+tools offered, the output schema, and the endpoint's fingerprint (base URL and a hash
+of the credential, never the credential). It is scoped to the flow run by default,
+so only that run's retries replay it, or to a named tenant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from typing import Any, Literal
+
+from fast_agent.types import PromptMessageExtended, RequestParams
+from fast_agent.types.llm_stop_reason import LlmStopReason
+from mcp.types import Tool
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run
+from pydantic import BaseModel, ConfigDict
+
+from agent_blocks.agent import Agent
+from agent_blocks.provider import ProviderKind
+from tasks.agents.conversation import canonical_messages, dump_history, parse_history
+from tasks.agents.endpoints import connection_arguments, credential_fingerprint, secrets_of
+from tasks.agents.errors import AgentCallError, error_from_reply
+from tasks.agents.llm_agents import agent_factory
+from tasks.agents.local_model import LocalModelServer
+from tasks.agents.runtime import AgentRuntime
+from tasks.agents.usage import TokenUsage, reported_usage
+from tasks.caching import PrecomputedKey
+
+REQUEST_KEY_VERSION = "aiorch-model-request-v2"
+CacheScope = Literal["flow-run", "tenant"]
+
+
+class ModelReply(BaseModel):
+    """What one model request returned; stored, so a replay reports it unchanged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    message_json: str
+    model: str
+    stop_reason: str
+    usage: TokenUsage
+    latency_seconds: float
+
+    def message(self) -> PromptMessageExtended:
+        """The reply as a FastAgent message."""
+        return parse_history(self.message_json)[0]
+
+
+def cache_owner(scope: CacheScope, tenant: str | None) -> str | None:
+    """Who may replay a stored request, or None when nothing may be stored."""
+    if scope == "tenant":
+        if not tenant:
+            raise ValueError(
+                "cache_scope='tenant' needs tenant=...: name whose results may be shared"
+            )
+        return f"tenant:{tenant}"
+    run_id = flow_run.get_id()
+    return None if run_id is None else f"flow-run:{run_id}"
+
+
+def request_cache_key(
+    config: Agent,
+    model: str,
+    messages: list[PromptMessageExtended],
+    owner: str | None,
+    tools: list[Tool] | None = None,
+    output_schema: dict[str, Any] | None = None,
+) -> str | None:
+    """The key a model request is stored under, or None when it must not be stored."""
+    if owner is None:
+        return None
+    payload = {
+        "version": REQUEST_KEY_VERSION,
+        "scope": owner,
+        "model": model,
+        "instruction": config.instruction,
+        "temperature": config.temperature,
+        "max_tokens": config.max_tokens,
+        "messages": canonical_messages(messages),
+        "tools": [
+            tool.model_dump(mode="json", include={"name", "input_schema"}) for tool in tools or []
+        ],
+        "output_schema": output_schema,
+        "endpoint": credential_fingerprint(config.provider),
+    }
+    encoded = json.dumps(payload, sort_keys=True).encode()
+    return f"model-request-{hashlib.sha256(encoded).hexdigest()}"
+
+
+def _counted_usage(
+    config: Agent, messages: list[PromptMessageExtended], reply: PromptMessageExtended
+) -> TokenUsage:
+    server = LocalModelServer.shared()
+    sent = [config.instruction, *(message.all_text() for message in messages)]
+    return TokenUsage(
+        input_tokens=server.count_tokens(sent),
+        output_tokens=server.count_tokens([reply.all_text()]),
+        source="tokenizer",
+    )
+
+
+@task(name="model-request", persist_result=True, cache_policy=PrecomputedKey())
+async def model_request(
+    config: Agent,
+    model: str,
+    messages_json: str,
+    cache_key: str | None,
+    tools: list[Tool] | None = None,
+    output_schema: dict[str, Any] | None = None,
+) -> ModelReply:
+    """Send one request (the whole conversation) to ``model``; store the reply.
+
+    Raises:
+        AgentCallError: the provider failed, refused or did not answer in time
+            (nothing is stored).
+    """
+    provider = config.provider
+    secrets = secrets_of(provider)
+    timeout = provider.request_timeout_seconds if provider else None
+    messages = parse_history(messages_json)
+    arguments = await asyncio.to_thread(connection_arguments, provider)
+    params = RequestParams(structured_schema=output_schema) if output_schema else None
+    runtime = AgentRuntime.shared()
+
+    async def on_runtime() -> tuple[PromptMessageExtended, float]:
+        async with agent_factory(runtime).lease(config, model, arguments) as llm_agent:
+            started = time.perf_counter()
+            async with asyncio.timeout(timeout) as window:
+                reply = await llm_agent.generate(messages, request_params=params, tools=tools)
+            if reply.stop_reason == LlmStopReason.CANCELLED:
+                # FastAgent turns cancellation into a reply; give it back its meaning.
+                if window.expired():
+                    raise TimeoutError
+                raise asyncio.CancelledError
+            return reply, time.perf_counter() - started
+
+    try:
+        reply, latency = await runtime.acall(on_runtime)
+    except TimeoutError:
+        raise AgentCallError(
+            f"no reply within {timeout}s (provider.request_timeout_seconds)",
+            model=model,
+            retryable=True,
+            error_type="Timeout",
+        ) from None
+    failure = error_from_reply(reply, model, secrets)
+    if failure is not None:
+        raise failure
+    usage = reported_usage(reply)
+    if not usage.total_tokens and provider is not None and provider.kind is ProviderKind.LOCAL:
+        usage = await asyncio.to_thread(_counted_usage, config, messages, reply)
+    get_run_logger().info(
+        "model request to %s took %.2f s (%d tokens)", model, latency, usage.total_tokens
+    )
+    return ModelReply(
+        message_json=dump_history([reply]),
+        model=model,
+        stop_reason=str(reply.stop_reason.value if reply.stop_reason else "unknown"),
+        usage=usage,
+        latency_seconds=latency,
+    )

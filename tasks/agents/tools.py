@@ -1,0 +1,222 @@
+"""MCP tools for agents: one open session per server, each tool call its own task.
+
+The agent's MCP servers are connected once per process, on the agent runtime's event
+loop, and reused by every call with the same server configuration (a stdio server is
+a process; starting it per call would cost more than most tool calls). aiorch runs the
+tool loop itself: the model's tool calls come back from a model request, each runs as
+a ``tool-call`` task stored under a key of the server, the tool, its arguments and the
+model request that asked for it, and the results go back to the model in the next
+request. A retried flow therefore replays completed tool calls as well as completed
+model requests.
+
+Example:
+    ```python
+    from agent_blocks import Agent, McpServer
+
+    Agent(
+        instruction="Use the calculator for arithmetic.",
+        model="openai.gpt-4.1-mini",
+        mcp_servers=[McpServer(name="calc", command="python", args=["calc_server.py"])],
+    )
+    ```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from contextlib import AsyncExitStack
+from typing import Any
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult, Tool
+from prefect import task
+
+from agent_blocks.agent import McpServer
+from tasks.agents.errors import ToolCallError, mask
+from tasks.agents.runtime import AgentRuntime
+from tasks.caching import PrecomputedKey
+
+TOOL_SEPARATOR = "__"
+CONNECT_TIMEOUT_SECONDS = 60.0
+
+
+def server_identity(server: McpServer) -> str:
+    """A stable id of a server's configuration; environment values only as a hash."""
+    described = {
+        "name": server.name,
+        "command": server.command,
+        "args": server.args,
+        "url": server.url,
+        "env": {
+            name: hashlib.sha256(value.get_secret_value().encode()).hexdigest()[:16]
+            for name, value in sorted(server.env.items())
+        },
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+def server_secrets(server: McpServer) -> list[str]:
+    """The secret values in a server's environment, to mask in errors."""
+    return [value.get_secret_value() for value in server.env.values()]
+
+
+class McpConnections:
+    """Open MCP sessions on the agent runtime's loop, one per server configuration.
+
+    Each session is owned by a task on the runtime loop that stays inside the
+    transport's context until the runtime closes, because MCP transports must be
+    entered and left by the same task.
+    """
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, asyncio.Future[tuple[ClientSession, list[Tool]]]] = {}
+        self._owners: list[asyncio.Task[None]] = []
+        self._closing = asyncio.Event()
+
+    async def session(self, server: McpServer) -> tuple[ClientSession, list[Tool]]:
+        """The server's open session and its tools, connecting on first use."""
+        identity = server_identity(server)
+        pending = self._sessions.get(identity)
+        if pending is None or (pending.done() and pending.exception() is not None):
+            pending = asyncio.get_running_loop().create_future()
+            self._sessions[identity] = pending
+            self._owners.append(asyncio.create_task(self._own(server, pending)))
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                return await asyncio.shield(pending)
+        except TimeoutError:
+            raise ToolCallError(
+                f"MCP server {server.name!r} did not start within {CONNECT_TIMEOUT_SECONDS}s"
+            ) from None
+
+    async def _own(
+        self, server: McpServer, ready: asyncio.Future[tuple[ClientSession, list[Tool]]]
+    ) -> None:
+        try:
+            async with AsyncExitStack() as stack:
+                if server.command is not None:
+                    parameters = StdioServerParameters(
+                        command=server.command,
+                        args=server.args,
+                        env={k: v.get_secret_value() for k, v in server.env.items()} or None,
+                    )
+                    streams = await stack.enter_async_context(stdio_client(parameters))
+                else:
+                    assert server.url is not None
+                    streams = await stack.enter_async_context(streamable_http_client(server.url))
+                session = await stack.enter_async_context(ClientSession(streams[0], streams[1]))
+                await session.initialize()
+                listed = await session.list_tools()
+                ready.set_result((session, list(listed.tools)))
+                await self._closing.wait()
+        except Exception as error:  # a server that fails to start must fail the call
+            if not ready.done():
+                ready.set_exception(
+                    ToolCallError(
+                        f"MCP server {server.name!r} failed: "
+                        f"{mask(str(error) or type(error).__name__, server_secrets(server))}"
+                    )
+                )
+
+    async def close(self) -> None:
+        """Close every session (and stop stdio servers)."""
+        self._closing.set()
+        if self._owners:
+            await asyncio.gather(*self._owners, return_exceptions=True)
+        self._owners.clear()
+        self._sessions.clear()
+        self._closing = asyncio.Event()
+
+
+def connections(runtime: AgentRuntime) -> McpConnections:
+    """The runtime's MCP connections (created on first use, closed with the runtime)."""
+    return runtime.resource("mcp-connections", McpConnections, McpConnections.close)
+
+
+def close_mcp_connections() -> None:
+    """Close the process's MCP sessions now (they reopen on next use).
+
+    Stdio servers otherwise run until the process exits; call this, or use it as a
+    flow's ``on_completion``/``on_failure`` hook through a small wrapper, to stop them
+    earlier.
+    """
+    runtime = AgentRuntime.shared()
+
+    async def on_runtime() -> None:
+        await connections(runtime).close()
+
+    runtime.call(on_runtime)
+
+
+async def offered_tools(servers: list[McpServer]) -> list[Tool]:
+    """The tools of ``servers`` as the model sees them: named ``<server>__<tool>``."""
+    if not servers:
+        return []
+    runtime = AgentRuntime.shared()
+
+    async def on_runtime() -> list[Tool]:
+        pool = connections(runtime)
+        tools: list[Tool] = []
+        for server in servers:
+            _, listed = await pool.session(server)
+            tools.extend(
+                tool.model_copy(update={"name": f"{server.name}{TOOL_SEPARATOR}{tool.name}"})
+                for tool in listed
+            )
+        return tools
+
+    return await runtime.acall(on_runtime)
+
+
+def resolve_tool(servers: list[McpServer], offered_name: str) -> tuple[McpServer, str] | None:
+    """The server and the server's own tool name behind an offered tool name."""
+    server_name, separator, tool = offered_name.partition(TOOL_SEPARATOR)
+    if not separator:
+        return None
+    for server in servers:
+        if server.name == server_name:
+            return server, tool
+    return None
+
+
+def tool_call_key(
+    request_key: str | None, call_id: str, server: McpServer, tool: str
+) -> str | None:
+    """The key a tool call is stored under: the request that asked for it, and the call.
+
+    The request key already covers the conversation and scope; the model's own call id
+    tells apart several calls of one reply.
+    """
+    if request_key is None:
+        return None
+    payload = f"{request_key}|{call_id}|{server_identity(server)}|{tool}"
+    return f"tool-call-{hashlib.sha256(payload.encode()).hexdigest()}"
+
+
+@task(name="tool-call", persist_result=True, cache_policy=PrecomputedKey())
+async def tool_call(
+    server: McpServer, tool: str, arguments: dict[str, Any], cache_key: str | None
+) -> CallToolResult:
+    """Call one MCP tool; a tool's own failure comes back as an error result for the model.
+
+    Raises:
+        ToolCallError: the server cannot be reached or the call timed out (retryable).
+    """
+    runtime = AgentRuntime.shared()
+
+    async def on_runtime() -> CallToolResult:
+        session, _ = await connections(runtime).session(server)
+        try:
+            async with asyncio.timeout(server.read_timeout_seconds):
+                return await session.call_tool(tool, arguments)
+        except TimeoutError:
+            raise ToolCallError(
+                f"tool {server.name}{TOOL_SEPARATOR}{tool} took longer than "
+                f"{server.read_timeout_seconds}s"
+            ) from None
+
+    return await runtime.acall(on_runtime)

@@ -1,0 +1,65 @@
+"""Start, health-check and stop helper processes (model servers), with deadlines.
+
+Each service runs in its own process group, so stopping it also stops whatever it
+started, and a service that dies during start-up fails with the end of its log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+STOP_DEADLINE_SECONDS = 20.0
+POLL_INTERVAL_SECONDS = 0.2
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def log_tail(log: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a service's log."""
+    if not log.exists():
+        return "(no log)"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_until_ready(
+    url: str, process: subprocess.Popen[bytes], log: Path, deadline_seconds: float
+) -> None:
+    """Poll ``url`` until it answers 200; fail with the service's log if it never does."""
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"{process.args!r} exited with {process.returncode}:\n{log_tail(log)}"
+            )
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(POLL_INTERVAL_SECONDS)
+    raise TimeoutError(f"{url} not ready after {deadline_seconds}s:\n{log_tail(log)}")
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop a service and everything it started (it runs in its own process group)."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_DEADLINE_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=STOP_DEADLINE_SECONDS)

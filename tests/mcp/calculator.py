@@ -1,0 +1,27 @@
+"""A real MCP stdio server with one tool; it appends each call to AIORCH_TEST_TOOL_LOG.
+
+The log lets a test count how often the tool really ran (a replayed call does not run).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mcp.server.mcpserver import MCPServer
+
+app = MCPServer("calculator")
+
+
+@app.tool()
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    log = os.environ.get("AIORCH_TEST_TOOL_LOG")
+    if log:
+        with Path(log).open("a") as calls:
+            calls.write(f"add {a} {b}\n")
+    return a + b
+
+
+if __name__ == "__main__":
+    app.run()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,6 +17,7 @@ from tasks.agents.endpoints import credential_fingerprint
 from tasks.agents.errors import AgentCallError
 from tasks.agents.requests import request_cache_key
 from tasks.agents.task import AgentResult, arun_agent, run_agent
+from tests.fault_proxy import Fault, running_fault_proxy
 
 CANARY = "sk-agent-canary-4c2b9e"
 
@@ -99,35 +98,12 @@ def test_invalid_agents_name_the_field_and_the_fix(fields: dict[str, Any], messa
         Agent.model_validate(spec)
 
 
-class _Failing(BaseHTTPRequestHandler):
-    status = 500
-
-    def do_POST(self) -> None:
-        body = json.dumps(
-            {"error": {"message": f"Incorrect API key provided: {CANARY}", "type": "x"}}
-        ).encode()
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-
 @pytest.fixture
 def failing_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
     """A local OpenAI-compatible endpoint that fails every request with one status."""
-    handler = type("Handler", (_Failing,), {"status": request.param})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    fault = Fault(status=request.param, message=f"Incorrect API key provided: {CANARY}")
+    with running_fault_proxy(default=fault) as proxy:
+        yield proxy.base_url
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from fast_agent.types import PromptMessageExtended
 from fast_agent.types.llm_stop_reason import LlmStopReason
+from prefect.client.schemas.objects import State
 
 PROVIDER_ERROR_CHANNEL = "fast-agent-provider-error"
 ERROR_CHANNEL = "fast-agent-error"
@@ -102,3 +104,23 @@ def error_from_reply(
         status=status,
         error_type=error_type,
     )
+
+
+def retry_if_retryable(task: Any, task_run: Any, state: State[Any]) -> bool:
+    """A ``retry_condition_fn`` for agent tasks: retry only failures marked retryable.
+
+    Example:
+        ```python
+        from tasks.agents.errors import retry_if_retryable
+        from tasks.agents.task import run_agent
+
+        resilient = run_agent.with_options(retries=3, retry_condition_fn=retry_if_retryable)
+        ```
+    """
+    try:
+        state.result()
+    except AgentError as error:
+        return error.retryable
+    except Exception:  # anything untyped may be transient; let Prefect's retries decide
+        return True
+    return False

@@ -1,0 +1,128 @@
+"""Provider failures, timeouts and cancellation: typed, fast, retried only by Prefect."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from prefect import flow
+from pydantic import SecretStr
+
+from agent_blocks import Agent, ModelProvider
+from tasks.agents.errors import AgentCallError, retry_if_retryable
+from tasks.agents.task import AgentResult, run_agent
+from tasks.services import free_port
+from tests.fault_proxy import Fault, running_fault_proxy
+
+CANARY = "sk-failure-canary-0b8e"
+
+
+def _agent(base_url: str, **provider: Any) -> Agent:
+    return Agent(
+        instruction="x",
+        model="generic.smollm2",
+        provider=ModelProvider(
+            kind="generic", base_url=base_url, api_key=SecretStr(CANARY), **provider
+        ),
+    )
+
+
+def _in_flow(agent: Agent, prompt: str = "hi", **options: Any) -> AgentResult:
+    @flow(name="agent-failure-test")
+    def call() -> AgentResult:
+        result: AgentResult = run_agent(agent, prompt, **options)
+        return result
+
+    return call()
+
+
+def test_a_failing_provider_is_asked_once_per_request(prefect_api: str) -> None:
+    # FastAgent's OpenAI client would retry twice on its own; Prefect owns retries.
+    with running_fault_proxy(default=Fault(status=503)) as proxy:
+        with pytest.raises(AgentCallError) as caught:
+            _in_flow(_agent(proxy.base_url))
+        assert len(proxy.received) == 1
+    assert (caught.value.status, caught.value.retryable) == (503, True)
+
+
+def test_a_provider_that_does_not_answer_times_out_as_retryable(prefect_api: str) -> None:
+    with running_fault_proxy(default=Fault(hang=True)) as proxy:
+        started = time.monotonic()
+        with pytest.raises(AgentCallError) as caught:
+            _in_flow(_agent(proxy.base_url, request_timeout_seconds=1))
+        elapsed = time.monotonic() - started
+    assert caught.value.retryable is True
+    assert caught.value.error_type == "Timeout"
+    assert "no reply within 1.0s" in str(caught.value)
+    assert elapsed < 30
+
+
+def test_a_refused_connection_is_retryable_and_fails_fast(prefect_api: str) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    started = time.monotonic()
+    with pytest.raises(AgentCallError) as caught:
+        _in_flow(_agent(closed))
+    assert caught.value.retryable is True
+    assert CANARY not in str(caught.value)
+    assert time.monotonic() - started < 30
+
+
+def test_a_prefect_task_timeout_cancels_the_model_call(prefect_api: str) -> None:
+    agent = Agent(instruction="x", model="slow")  # FastAgent's test model answers in 3 s
+
+    @flow(name="agent-timeout-test")
+    def call() -> str:
+        quick = run_agent.with_options(timeout_seconds=0.5)
+        try:
+            quick(agent, "hi")
+        except TimeoutError:
+            pass
+        else:
+            raise AssertionError("the task should have timed out")
+        follow_up: AgentResult = run_agent(Agent(instruction="x", model="passthrough"), "after")
+        return follow_up.text
+
+    assert call() == "after"  # the runtime is free again after the cancelled call
+
+
+def test_prefect_retries_only_retryable_failures(prefect_api: str) -> None:
+    retrying = run_agent.with_options(
+        retries=2, retry_delay_seconds=0, retry_condition_fn=retry_if_retryable
+    )
+
+    @flow(name="agent-retry-condition-test")
+    def call(agent: Agent) -> None:
+        retrying(agent, "hi")
+
+    with running_fault_proxy(default=Fault(status=429)) as proxy:
+        with pytest.raises(AgentCallError):
+            call(_agent(proxy.base_url))
+        assert len(proxy.received) == 3  # first try and two retries
+    with running_fault_proxy(default=Fault(status=401)) as proxy:
+        with pytest.raises(AgentCallError):
+            call(_agent(proxy.base_url))
+        assert len(proxy.received) == 1  # not retryable: no retry
+
+
+@pytest.mark.parametrize(("limit", "peak"), [(1, 1), (None, 3)])
+def test_concurrent_requests_respect_the_providers_limit(
+    prefect_api: str, limit: int | None, peak: int
+) -> None:
+    with running_fault_proxy(default=Fault(status=500, delay=0.5)) as proxy:
+        agent = _agent(proxy.base_url, max_concurrent_requests=limit)
+
+        @flow(name="agent-limit-test")
+        def fan_out() -> int:
+            futures = [run_agent.submit(agent, f"q{index}") for index in range(3)]
+            failures = 0
+            for future in futures:
+                try:
+                    future.result()
+                except AgentCallError:
+                    failures += 1
+            return failures
+
+        assert fan_out() == 3
+        assert len(proxy.received) == 3
+        assert proxy.peak_in_flight == peak

@@ -1,0 +1,110 @@
+"""MCP tools: a real stdio server; each tool call is a task a retried flow replays."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect import flow
+
+from agent_blocks import Agent, McpServer
+from tasks.agents.errors import ToolCallError
+from tasks.agents.task import AgentResult, run_agent
+from tasks.agents.tools import close_mcp_connections
+
+SERVER = Path(__file__).parent / "mcp" / "calculator.py"
+CALL_ADD = '***CALL_TOOL calc__add {"a": 2, "b": 3}'
+
+
+@pytest.fixture
+def tool_log(scratch_dir: Path) -> Iterator[Path]:
+    """Where the calculator server records each real call; servers closed afterwards."""
+    yield scratch_dir / "tool-calls.log"
+    close_mcp_connections()
+
+
+def _calculator(log: Path) -> McpServer:
+    from pydantic import SecretStr
+
+    return McpServer(
+        name="calc",
+        command=sys.executable,
+        args=[str(SERVER)],
+        env={"AIORCH_TEST_TOOL_LOG": SecretStr(str(log))},
+    )
+
+
+def _in_flow(agent: Agent, prompt: str, **options: Any) -> AgentResult:
+    @flow(name="agent-tools-test")
+    def call() -> AgentResult:
+        result: AgentResult = run_agent(agent, prompt, **options)
+        return result
+
+    return call()
+
+
+def test_the_model_calls_a_tool_and_gets_its_result(prefect_api: str, tool_log: Path) -> None:
+    agent = Agent(instruction="x", model="passthrough", mcp_servers=[_calculator(tool_log)])
+    result = _in_flow(agent, CALL_ADD)
+    assert (result.requests, result.tool_calls) == (2, 1)
+    messages = json.loads(result.history_json)["messages"]
+    tool_results = [message for message in messages if message.get("tool_results")]
+    assert len(tool_results) == 1
+    assert "5" in json.dumps(tool_results[0]["tool_results"])
+    assert tool_log.read_text().splitlines() == ["add 2 3"]
+
+
+def test_a_retried_flow_replays_tool_calls(prefect_api: str, tool_log: Path) -> None:
+    agent = Agent(instruction="x", model="passthrough", mcp_servers=[_calculator(tool_log)])
+    attempts: list[AgentResult] = []
+
+    @flow(name="agent-tools-retry", retries=1)
+    def flaky() -> None:
+        attempts.append(run_agent(agent, CALL_ADD))
+        if len(attempts) == 1:
+            raise RuntimeError("fails after the tool ran")
+
+    flaky()
+    assert [result.cache_hit for result in attempts] == [False, True]
+    assert tool_log.read_text().splitlines() == ["add 2 3"]  # the tool ran once
+
+
+def test_a_server_that_cannot_start_fails_as_a_retryable_tool_error(
+    prefect_api: str, tool_log: Path
+) -> None:
+    broken = McpServer(name="calc", command=sys.executable, args=["-c", "raise SystemExit(3)"])
+    agent = Agent(instruction="x", model="passthrough", mcp_servers=[broken])
+    with pytest.raises(ToolCallError) as caught:
+        _in_flow(agent, CALL_ADD)
+    assert caught.value.retryable is True
+    assert "MCP server 'calc' failed" in str(caught.value)
+
+
+def test_tools_offered_to_a_model_that_cannot_call_them_fail_before_any_call(
+    prefect_api: str, tool_log: Path
+) -> None:
+    from agent_blocks import ModelProvider
+
+    agent = Agent(
+        instruction="x",
+        model="generic.smollm2",
+        provider=ModelProvider(kind="local"),
+        mcp_servers=[_calculator(tool_log)],
+    )
+    with pytest.raises(
+        ValueError, match=r"mcp_servers: model 'generic\.smollm2' cannot call tools"
+    ):
+        _in_flow(agent, "add 2 and 3")
+
+
+def test_a_server_needs_exactly_one_transport() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="needs exactly one of command"):
+        McpServer(name="x")
+    with pytest.raises(ValidationError, match="needs exactly one of command"):
+        McpServer(name="x", command="a", url="http://b")

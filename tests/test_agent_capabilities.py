@@ -96,7 +96,7 @@ def test_capabilities_come_from_fast_agents_model_data() -> None:
 def test_the_local_models_capabilities_are_declared() -> None:
     local = model_capabilities("generic.smollm2", ModelProvider(kind="local"))
     assert local.source == "local-model"
-    assert local.structured_output is True  # llama.cpp enforces a JSON schema as a grammar
+    assert local.structured_output is True  # llama.cpp's JSON mode is a grammar
     assert local.tools is False
     assert local.context_window == 4096
 

@@ -1,31 +1,227 @@
-"""End to end with a real language model over real HTTP."""
+"""End to end with a real language model (SmolLM2 on llama.cpp) over real HTTP."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from typing import Any, cast
+from uuid import UUID
+
+import pytest
 from prefect import flow
-from pydantic import SecretStr
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.runtime import flow_run
+from pydantic import BaseModel, SecretStr
 
-from agent_blocks import Agent, ModelProvider
+from agent_blocks import Agent, ModelProvider, TokenPrice
+from tasks.agents.capabilities import model_capabilities, probe_capabilities
+from tasks.agents.conversation import parse_history
+from tasks.agents.errors import AgentCallError, retry_if_retryable
 from tasks.agents.task import AgentResult, run_agent
+from tests.fault_proxy import Fault, FaultProxy, running_fault_proxy
+from tests.prefect_server import flow_run_log_text
+
+CANARY = "sk-local-canary-93ad51"
+GEOGRAPHY = "You answer geography questions with one word."
 
 
-def test_agent_answers_through_a_real_model(prefect_api: str, local_model: str) -> None:
-    provider = ModelProvider(kind="generic", base_url=local_model, api_key=SecretStr("local"))
-    agent = Agent(
-        instruction="You answer geography questions with one word.",
+class City(BaseModel):
+    name: str
+
+
+@pytest.fixture
+def proxy(local_model: str) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the real model server."""
+    with running_fault_proxy(upstream=local_model) as running:
+        yield running
+
+
+def _through(proxy: FaultProxy, **fields: Any) -> Agent:
+    provider = ModelProvider(kind="generic", base_url=proxy.base_url, api_key=SecretStr(CANARY))
+    settings: dict[str, Any] = {"temperature": 0, "max_tokens": 16, **fields}
+    return Agent(instruction=GEOGRAPHY, model="generic.smollm2", provider=provider, **settings)
+
+
+def test_an_agent_defined_only_by_blocks_runs_on_the_local_model(
+    prefect_api: str, local_model: str
+) -> None:
+    prices = {"smollm2": TokenPrice(input_per_million=1.0, output_per_million=2.0)}
+    ModelProvider(kind="local", prices=prices).save("local-llm", overwrite=True)
+    Agent(
+        instruction=GEOGRAPHY,
         model="generic.smollm2",
-        provider=provider,
+        provider=ModelProvider.load("local-llm"),
         temperature=0,
         max_tokens=16,
-    )
+    ).save("geography", overwrite=True)
 
-    @flow(name="local-model-test")
+    @flow(name="local-model-blocks")
     def ask() -> AgentResult:
-        result: AgentResult = run_agent(agent, "What is the capital of France?")
+        result: AgentResult = run_agent("geography", "What is the capital of France?")
         return result
 
     result = ask()
     assert "paris" in result.text.lower()
     assert result.model == "generic.smollm2"
     assert result.stop_reason in {"endTurn", "maxTokens"}
-    assert result.latency_seconds > 0
+    assert result.usage.source == "tokenizer"
+    assert result.usage.input_tokens > 10
+    assert 0 < result.usage.output_tokens <= 16 + 4
+    assert result.estimated_cost is not None
+    assert result.estimated_cost == pytest.approx(
+        (result.usage.input_tokens * 1.0 + result.usage.output_tokens * 2.0) / 1e6
+    )
+
+    # Editing the block changes the next run; nothing is redeployed.
+    edited = cast(Agent, Agent.load("geography"))
+    edited.model = "passthrough"
+    edited.save("geography", overwrite=True)
+    assert ask().model == "passthrough"
+
+
+def test_structured_output_from_the_local_model(prefect_api: str, proxy: FaultProxy) -> None:
+    # An endpoint FastAgent has no data for: probe it once, then ask for structured output.
+    provider = ModelProvider(kind="generic", base_url=proxy.base_url, api_key=SecretStr(CANARY))
+    assert probe_capabilities("generic.smollm2", provider).json_mode == "object"
+
+    @flow(name="local-model-structured")
+    def ask() -> AgentResult:
+        result: AgentResult = run_agent(
+            _through(proxy, max_tokens=32), "Which city is the capital of France?", output_type=City
+        )
+        return result
+
+    result = ask()
+    assert isinstance(result.output, City)
+    # llama.cpp turns JSON mode with a schema into a grammar: the request carried both.
+    assert proxy.received[-1]["response_format"] == {
+        "type": "json_object",
+        "schema": City.model_json_schema(),
+    }
+
+
+def test_history_round_trip_with_the_local_model(prefect_api: str, proxy: FaultProxy) -> None:
+    agent = _through(proxy, max_tokens=24)
+
+    @flow(name="local-model-history")
+    def talk() -> AgentResult:
+        first: AgentResult = run_agent(agent, "Remember: the city is Paris.")
+        second: AgentResult = run_agent(agent, "Which city?", history=first.history_json)
+        return second
+
+    second = talk()
+    messages = parse_history(second.history_json)
+    assert [message.role for message in messages] == ["user", "assistant", "user", "assistant"]
+    # The second request carried the whole conversation to the model.
+    sent = [message["content"] for message in proxy.received[-1]["messages"]]
+    assert any("the city is Paris" in json.dumps(content) for content in sent)
+
+
+def test_a_retried_flow_does_not_ask_the_model_again(
+    prefect_api: str, proxy: FaultProxy, local_model: str
+) -> None:
+    agent = _through(proxy)
+    attempts: list[list[AgentResult]] = []
+
+    @flow(name="local-model-retry", retries=1)
+    def two_questions() -> None:
+        answers = [
+            run_agent(agent, "What is the capital of France?"),
+            run_agent(agent, "What is the capital of Italy?"),
+        ]
+        attempts.append(answers)
+        if len(attempts) == 1:
+            raise RuntimeError("the flow fails after both model calls completed")
+
+    two_questions()
+    assert proxy.forwarded == 2  # the retry replayed both answers from storage
+    assert [answer.cache_hit for answer in attempts[1]] == [True, True]
+    assert [a.text for a in attempts[1]] == [a.text for a in attempts[0]]
+
+    # A replay reports the stored usage as saved (the local kind counts its tokens).
+    local = Agent(
+        instruction=GEOGRAPHY,
+        model="generic.smollm2",
+        provider=ModelProvider(kind="local"),
+        temperature=0,
+        max_tokens=16,
+    )
+    replays: list[AgentResult] = []
+
+    @flow(name="local-model-retry-usage", retries=1)
+    def one_question() -> None:
+        replays.append(run_agent(local, "What is the capital of Spain?"))
+        if len(replays) == 1:
+            raise RuntimeError("the flow fails after the model call completed")
+
+    one_question()
+    first, replayed = replays
+    assert first.usage.total_tokens > 0
+    assert (replayed.cache_hit, replayed.tokens_saved) == (True, first.usage.total_tokens)
+
+
+def test_a_rate_limited_request_is_retried_by_prefect(prefect_api: str, proxy: FaultProxy) -> None:
+    proxy.plan.append(Fault(status=429, message=f"slow down {CANARY}"))
+    retrying = run_agent.with_options(
+        retries=2, retry_delay_seconds=0, retry_condition_fn=retry_if_retryable
+    )
+
+    @flow(name="local-model-429")
+    def ask() -> tuple[str, str]:
+        result: AgentResult = retrying(_through(proxy), "What is the capital of France?")
+        return result.text, str(flow_run.get_id())
+
+    text, run_id = ask()
+    assert "paris" in text.lower()
+    assert (len(proxy.received), proxy.forwarded) == (2, 1)
+    logs = flow_run_log_text(UUID(run_id), "Finished in state Completed")
+    assert "Retry 1/2" in logs
+    assert CANARY not in logs
+
+
+def test_a_500_storm_falls_back_and_never_leaks_the_key(
+    prefect_api: str, proxy: FaultProxy
+) -> None:
+    proxy.plan.extend([Fault(status=500, message=f"boom {CANARY}")] * 3)
+
+    @flow(name="local-model-500")
+    def ask() -> tuple[AgentResult, str]:
+        result: AgentResult = run_agent(
+            _through(proxy, fallback_models=["passthrough"]), "still answered"
+        )
+        return result, str(flow_run.get_id())
+
+    result, run_id = ask()
+    assert (result.model, result.failed_models) == ("passthrough", ["generic.smollm2"])
+    logs = flow_run_log_text(UUID(run_id), "falling back")
+    assert "falling back to 'passthrough'" in logs
+    assert CANARY not in logs
+    assert CANARY not in result.model_dump_json()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)]))
+        )
+    assert all(CANARY not in json.dumps(artifact.data) for artifact in artifacts)
+
+    proxy.plan.extend([Fault(status=500, message=f"boom {CANARY}")] * 3)
+    with pytest.raises(AgentCallError) as caught:
+        _fail_without_fallback(proxy)
+    assert CANARY not in str(caught.value)
+    assert caught.value.retryable is True
+
+
+def _fail_without_fallback(proxy: FaultProxy) -> None:
+    @flow(name="local-model-500-no-fallback")
+    def ask() -> None:
+        run_agent(_through(proxy), "hi")
+
+    ask()
+
+
+def test_probing_the_live_endpoint_records_its_capabilities(local_model: str) -> None:
+    provider = ModelProvider(kind="generic", base_url=local_model, api_key=SecretStr("local"))
+    assert model_capabilities("generic.smollm2", provider).source == "unknown"
+    probed = probe_capabilities("generic.smollm2", provider)
+    assert probed.structured_output is True
+    assert model_capabilities("generic.smollm2", provider) == probed

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import httpx
 from fast_agent.llm.model_database import ModelDatabase
@@ -28,12 +28,12 @@ from fast_agent.llm.model_factory import ModelFactory
 from fast_agent.llm.provider_types import Provider
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent_blocks.provider import ModelProvider, ProviderKind
+from agent_blocks.provider import LOCAL_MODEL, ModelProvider, ProviderKind
 from tasks.agents.endpoints import connection_arguments, credential_fingerprint
-from tasks.agents.local_model import register_local_model_capabilities
 from tasks.settings import load_settings
 
 CapabilitySource = Literal["fast-agent", "local-model", "probe", "unknown"]
+JsonMode = Literal["schema", "object"]
 PROBE_TIMEOUT_SECONDS = 60.0
 _PROBE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -49,11 +49,38 @@ class ModelCapabilities(BaseModel):
 
     model: str
     structured_output: bool | None = Field(description="Replies that follow a JSON schema.")
+    json_mode: JsonMode | None = Field(
+        default=None,
+        description=(
+            "How to ask for JSON: `schema` (response_format json_schema) or `object` "
+            "(json_object, with the schema in the prompt)."
+        ),
+    )
     tools: bool | None = Field(description="Calls tools (function calling).")
     vision: bool | None = Field(description="Takes images as input.")
     context_window: int | None = Field(description="Tokens of input plus output.")
     max_output_tokens: int | None = None
     source: CapabilitySource
+
+
+def local_model_capabilities() -> ModelCapabilities:
+    """What the bundled model can do.
+
+    llama-cpp-python's server accepts ``response_format`` ``json_object`` (not the newer
+    ``json_schema``) and enforces it with a JSON grammar, so the reply is always JSON
+    and FastAgent puts the schema in the prompt. The model ignores ``tools``.
+    """
+    context = load_settings().local_model_context_tokens
+    return ModelCapabilities(
+        model=LOCAL_MODEL,
+        structured_output=True,
+        json_mode="object",
+        tools=False,
+        vision=False,
+        context_window=context,
+        max_output_tokens=context // 2,
+        source="local-model",
+    )
 
 
 def _probe_file(model: str, provider: ModelProvider | None) -> Path:
@@ -67,9 +94,11 @@ def _from_fast_agent(model: str) -> ModelCapabilities | None:
     params = ModelDatabase.get_model_params(parsed.model_name)
     if params is None:
         return None
+    json_mode = params.json_mode if params.json_mode in ("schema", "object") else None
     return ModelCapabilities(
         model=model,
-        structured_output=params.json_mode is not None,
+        structured_output=json_mode is not None,
+        json_mode=cast(JsonMode | None, json_mode),
         tools=True,
         vision=any(kind.startswith("image/") for kind in params.tokenizes),
         context_window=params.context_window,
@@ -87,11 +116,7 @@ def model_capabilities(model: str, provider: ModelProvider | None) -> ModelCapab
         except ValidationError:
             probed.unlink(missing_ok=True)
     if provider is not None and provider.kind is ProviderKind.LOCAL:
-        register_local_model_capabilities()
-        known = _from_fast_agent(model)
-        assert known is not None
-        # SmolLM2-135M ignores the tools it is offered.
-        return known.model_copy(update={"tools": False, "source": "local-model"})
+        return local_model_capabilities()
     known = _from_fast_agent(model)
     if known is not None:
         return known
@@ -135,21 +160,37 @@ def probe_capabilities(model: str, provider: ModelProvider) -> ModelCapabilities
     base_url = arguments.get("base_url", "https://api.openai.com/v1")
     headers = {"Authorization": f"Bearer {arguments.get('api_key', '')}"}
     name = ModelFactory.parse_model_string(model).model_name
-    ask = [{"role": "user", "content": "What is 2 + 2? Reply in JSON."}]
+    ask = [
+        {
+            "role": "user",
+            "content": 'What is 2 + 2? Reply with JSON like {"answer": <integer>}.',
+        }
+    ]
     with httpx.Client(base_url=base_url, headers=headers, timeout=PROBE_TIMEOUT_SECONDS) as client:
-        structured = _chat(
-            client,
-            {
-                "model": name,
-                "messages": ask,
-                "max_tokens": 32,
-                "temperature": 0,
-                "response_format": {
-                    "type": "json_schema",
-                    "json_schema": {"name": "probe", "schema": _PROBE_SCHEMA},
+        # JSON-schema mode first; servers that only know JSON mode (llama-cpp-python's)
+        # refuse it, so JSON mode with the schema in the prompt is tried next.
+        json_mode: JsonMode | None = None
+        formats: list[tuple[JsonMode, dict[str, Any]]] = [
+            (
+                "schema",
+                {"type": "json_schema", "json_schema": {"name": "probe", "schema": _PROBE_SCHEMA}},
+            ),
+            ("object", {"type": "json_object"}),
+        ]
+        for mode, response_format in formats:
+            reply = _chat(
+                client,
+                {
+                    "model": name,
+                    "messages": ask,
+                    "max_tokens": 32,
+                    "temperature": 0,
+                    "response_format": response_format,
                 },
-            },
-        )
+            )
+            if reply is not None and _follows_schema(reply):
+                json_mode = mode
+                break
         tools = _chat(
             client,
             {
@@ -177,7 +218,8 @@ def probe_capabilities(model: str, provider: ModelProvider) -> ModelCapabilities
     static = model_capabilities(model, provider)
     result = ModelCapabilities(
         model=model,
-        structured_output=structured is not None and _follows_schema(structured),
+        structured_output=json_mode is not None,
+        json_mode=json_mode,
         tools=bool(tools and tools.get("tool_calls")),
         vision=static.vision,
         context_window=static.context_window,

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import httpx
-from fast_agent.llm.model_database import ModelDatabase, ModelParameters
 
 from agent_blocks.provider import LOCAL_MODEL_NAME
 from tasks.services import free_port, stop_process_group, wait_until_ready
@@ -63,24 +62,6 @@ def model_file() -> Path | None:
 def local_model_installed() -> bool:
     """Whether both the model file and llama.cpp's server are installed."""
     return model_file() is not None and importlib.util.find_spec("llama_cpp") is not None
-
-
-def register_local_model_capabilities() -> None:
-    """Tell FastAgent what the bundled model can do, so it uses llama.cpp's JSON schemas.
-
-    llama.cpp turns a ``response_format`` JSON schema into a grammar, so structured
-    output is enforced by the server; the model ignores ``tools``.
-    """
-    context = load_settings().local_model_context_tokens
-    ModelDatabase.register_runtime_model_params(
-        LOCAL_MODEL_NAME,
-        ModelParameters(
-            context_window=context,
-            max_output_tokens=context // 2,
-            tokenizes=["text/plain"],
-            json_mode="schema",
-        ),
-    )
 
 
 class LocalModelServer:

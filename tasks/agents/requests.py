@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from agent_blocks.agent import Agent
 from agent_blocks.provider import ProviderKind
+from tasks.agents.capabilities import JsonMode
 from tasks.agents.conversation import canonical_messages, dump_history, parse_history
 from tasks.agents.endpoints import connection_arguments, credential_fingerprint, secrets_of
 from tasks.agents.errors import AgentCallError, error_from_reply
@@ -72,6 +73,7 @@ def request_cache_key(
     owner: str | None,
     tools: list[Tool] | None = None,
     output_schema: dict[str, Any] | None = None,
+    json_mode: JsonMode | None = None,
 ) -> str | None:
     """The key a model request is stored under, or None when it must not be stored."""
     if owner is None:
@@ -88,6 +90,7 @@ def request_cache_key(
             tool.model_dump(mode="json", include={"name", "input_schema"}) for tool in tools or []
         ],
         "output_schema": output_schema,
+        "json_mode": json_mode,
         "endpoint": credential_fingerprint(config.provider),
     }
     encoded = json.dumps(payload, sort_keys=True).encode()
@@ -106,6 +109,20 @@ def _counted_usage(
     )
 
 
+def _structured_params(
+    schema: dict[str, Any] | None, json_mode: JsonMode | None
+) -> RequestParams | None:
+    if schema is None:
+        return None
+    if json_mode == "object":
+        # JSON mode: FastAgent adds the schema to the prompt, and servers that take a
+        # schema alongside json_object (llama.cpp, Together, Anyscale) enforce it.
+        return RequestParams(
+            structured_schema=schema, response_format={"type": "json_object", "schema": schema}
+        )
+    return RequestParams(structured_schema=schema)
+
+
 @task(name="model-request", persist_result=True, cache_policy=PrecomputedKey())
 async def model_request(
     config: Agent,
@@ -114,6 +131,7 @@ async def model_request(
     cache_key: str | None,
     tools: list[Tool] | None = None,
     output_schema: dict[str, Any] | None = None,
+    json_mode: JsonMode | None = None,
 ) -> ModelReply:
     """Send one request (the whole conversation) to ``model``; store the reply.
 
@@ -126,7 +144,7 @@ async def model_request(
     timeout = provider.request_timeout_seconds if provider else None
     messages = parse_history(messages_json)
     arguments = await asyncio.to_thread(connection_arguments, provider)
-    params = RequestParams(structured_schema=output_schema) if output_schema else None
+    params = _structured_params(output_schema, json_mode)
     runtime = AgentRuntime.shared()
 
     async def on_runtime() -> tuple[PromptMessageExtended, float]:

@@ -166,6 +166,7 @@ class _Turn:
         self.requests = 0
         self.hits = 0
         self.tool_calls = 0
+        self.json_mode = model_capabilities(model, config.provider).json_mode
 
     async def request(
         self,
@@ -178,11 +179,21 @@ class _Turn:
         config = self.config
         if instruction is not None:
             config = config.model_copy(update={"instruction": instruction})
-        key = request_cache_key(config, self.model, messages, self.owner, tools, schema)
+        mode = self.json_mode if schema else None
+        key = request_cache_key(config, self.model, messages, self.owner, tools, schema, mode)
         run = model_request.with_options(task_run_name=f"model-request-{self.model}")
         state = await cast(
             Awaitable[State[ModelReply]],
-            run(config, self.model, dump_history(messages), key, tools, schema, return_state=True),
+            run(
+                config,
+                self.model,
+                dump_history(messages),
+                key,
+                tools,
+                schema,
+                mode,
+                return_state=True,
+            ),
         )
         reply: ModelReply = await state.aresult()
         self.requests += 1

@@ -1,10 +1,11 @@
 """The aiorch demo: the project's main job, run by ``scripts/demo``.
 
 It surveys the platform, counts words in a text with one task per chunk (a fan-out the
-Prefect UI shows as parallel task runs), merges the counts, runs the data pipeline
+Prefect UI shows as parallel task runs), merges the counts, asks an agent what the text
+is about (the bundled local model when the ``model`` extra is installed, otherwise
+FastAgent's passthrough model, with a notice saying so), runs the data pipeline
 (container steps, on the local runner unless told otherwise) as a subflow, and publishes
-a markdown artifact, keyed ``aiorch-demo``, that says what it did. Later milestones add
-agent calls to it.
+a markdown artifact, keyed ``aiorch-demo``, that says what it did.
 
 Example:
     ```python
@@ -21,10 +22,10 @@ import re
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Literal, cast
 from uuid import UUID
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -36,7 +37,11 @@ from prefect.runtime import flow_run
 from prefect.settings import get_current_settings
 from pydantic import BaseModel, Field
 
+from agent_blocks import Agent, ModelProvider
+from agent_blocks.provider import LOCAL_MODEL
 from flows.data_pipeline import PipelineResult, data_pipeline
+from tasks.agents.local_model import INSTALL_HINT, local_model_installed
+from tasks.agents.task import AgentResult, run_agent
 from tasks.container import RunnerKind
 from tasks.platform import PlatformSurvey, survey_platform
 from tasks.settings import AiorchSettings, load_settings
@@ -62,6 +67,19 @@ class WordStats(BaseModel):
     top: list[tuple[str, int]]
 
 
+AgentChoice = Literal["auto", "local", "passthrough"]
+SUMMARY_INSTRUCTION = "You describe texts in one short sentence."
+
+
+class AgentStep(BaseModel):
+    """What the demo's agent call did."""
+
+    result: AgentResult
+    notice: str | None = Field(
+        default=None, description="Why the passthrough model stood in for the local one."
+    )
+
+
 class DemoResult(BaseModel):
     """What one demo run produced."""
 
@@ -69,7 +87,27 @@ class DemoResult(BaseModel):
     artifact_key: str
     survey: PlatformSurvey
     stats: WordStats
+    agent: AgentStep
     pipeline: PipelineResult
+
+
+def demo_agent(choice: AgentChoice) -> tuple[Agent, str | None]:
+    """The agent the demo asks, and a notice when the local model is not used."""
+    if choice == "local" or (choice == "auto" and local_model_installed()):
+        local = Agent(
+            instruction=SUMMARY_INSTRUCTION,
+            model=LOCAL_MODEL,
+            provider=ModelProvider(kind="local"),
+            temperature=0,
+            max_tokens=48,
+        )
+        return local, None
+    notice = None
+    if choice == "auto":
+        notice = (
+            f"the local model is not installed, so the passthrough model answered: {INSTALL_HINT}"
+        )
+    return Agent(instruction=SUMMARY_INSTRUCTION, model="passthrough"), notice
 
 
 @task(name="survey-platform", tags=["aiorch", "demo"])
@@ -105,7 +143,11 @@ def _cell(value: object) -> str:
 
 
 def render_report(
-    run_id: UUID, survey: PlatformSurvey, stats: WordStats, pipeline: PipelineResult
+    run_id: UUID,
+    survey: PlatformSurvey,
+    stats: WordStats,
+    agent: AgentStep,
+    pipeline: PipelineResult,
 ) -> str:
     """The markdown the demo publishes: steps, a task graph, the platform and the words."""
     fan_out = "\n".join(
@@ -125,15 +167,22 @@ def render_report(
         f"{len(pipeline.steps)} container steps on the {runner} runner, "
         f"{pipeline.cache_hits} from cache"
     )
+    answer = agent.result
+    agent_summary = (
+        f"{answer.model} answered in {answer.latency_seconds:.2f} s "
+        f"({answer.usage.total_tokens} tokens): {_cell(answer.text.strip())}"
+    )
+    notice = f"\n> **Notice:** {agent.notice}\n" if agent.notice else ""
     return f"""# aiorch demo
 
-Flow run `{run_id}` ran {stats.chunks + 3} tasks.
-
+Flow run `{run_id}` ran {stats.chunks + 4} tasks.
+{notice}
 | step | what it did |
 |---|---|
 | survey-platform | found Python {survey.python}; Prefect API: {_cell(survey.prefect_api)} |
 | count-words x {stats.chunks} | counted {stats.words} words, one task per chunk |
 | merge-counts | merged them into {stats.distinct} distinct words |
+| agent-call | {agent_summary} |
 | aiorch-data-pipeline | {pipeline_summary} |
 | publish-report | published this artifact |
 
@@ -141,7 +190,7 @@ Flow run `{run_id}` ran {stats.chunks + 3} tasks.
 flowchart LR
     survey[survey-platform] --> report[publish-report]
 {fan_out}
-    merge --> report
+    merge --> agent[agent-call] --> report
     pipeline[[aiorch-data-pipeline subflow]] --> report
 ```
 
@@ -162,7 +211,9 @@ Packages: {packages}.
 
 
 @task(name="publish-report", tags=["aiorch", "demo"])
-def publish_report(survey: PlatformSurvey, stats: WordStats, pipeline: PipelineResult) -> UUID:
+def publish_report(
+    survey: PlatformSurvey, stats: WordStats, agent: AgentStep, pipeline: PipelineResult
+) -> UUID:
     """Publish the run's markdown report as the keyed ``aiorch-demo`` artifact."""
     run_id = UUID(flow_run.get_id())
     # Called from a sync task, Prefect's sync/async dual function returns the id itself.
@@ -170,7 +221,7 @@ def publish_report(survey: PlatformSurvey, stats: WordStats, pipeline: PipelineR
         UUID,
         create_markdown_artifact(
             key=ARTIFACT_KEY,
-            markdown=render_report(run_id, survey, stats, pipeline),
+            markdown=render_report(run_id, survey, stats, agent, pipeline),
             description="What the aiorch demo flow did in this run.",
         ),
     )
@@ -182,24 +233,34 @@ def demo_flow(
     chunk_lines: Annotated[int, Field(ge=1, description="Lines of text per task.")] = 2,
     top: Annotated[int, Field(ge=1, description="How many frequent words to report.")] = 5,
     runner: RunnerKind = RunnerKind.LOCAL,
+    agent_model: AgentChoice = "auto",
 ) -> DemoResult:
-    """Survey the platform, count words in parallel tasks, run the pipeline, report.
+    """Survey the platform, count words in parallel tasks, ask an agent, run the pipeline.
 
     ``runner`` is where the data pipeline's container steps run: ``local`` works on any
-    machine; ``docker`` needs the image (``aiorch image busybox``).
+    machine; ``docker`` needs the image (``aiorch image busybox``). ``agent_model``:
+    ``local`` is the bundled model (the ``model`` extra), ``passthrough`` FastAgent's
+    echo model, ``auto`` the local model when it is installed.
     """
     lines = [line for line in text.splitlines() if line.strip()]
     chunks = ["\n".join(lines[i : i + chunk_lines]) for i in range(0, len(lines), chunk_lines)]
     platform_survey = survey.submit()
     counts = count_words.map(chunks)
     stats = merge_counts(counts.result(), top)
+    agent, notice = demo_agent(agent_model)
+    if notice:
+        get_run_logger().warning("Notice: %s", notice)
+    words = ", ".join(word for word, _ in stats.top)
+    answer = run_agent(agent, f"A text's most frequent words are: {words}. What is it about?")
+    agent_step = AgentStep(result=answer, notice=notice)
     pipeline = data_pipeline(runner=runner)
-    publish_report(platform_survey.result(), stats, pipeline)
+    publish_report(platform_survey.result(), stats, agent_step, pipeline)
     return DemoResult(
         flow_run_id=UUID(flow_run.get_id()),
         artifact_key=ARTIFACT_KEY,
         survey=platform_survey.result(),
         stats=stats,
+        agent=agent_step,
         pipeline=pipeline,
     )
 

@@ -22,7 +22,17 @@ from prefect.client.schemas.filters import (
 from prefect.exceptions import ParameterTypeError
 
 from flows.data_pipeline import PipelineResult
-from flows.demo import ARTIFACT_KEY, WordStats, demo_flow, render_report, ui_instructions
+from flows.demo import (
+    ARTIFACT_KEY,
+    AgentStep,
+    WordStats,
+    demo_agent,
+    demo_flow,
+    render_report,
+    ui_instructions,
+)
+from tasks.agents.task import AgentResult
+from tasks.agents.usage import TokenUsage
 from tasks.container.select import RunnerStatus
 from tasks.platform import PlatformSurvey
 from tasks.services import free_port
@@ -61,11 +71,13 @@ def test_demo_flow_fans_out_and_publishes_its_report(prefect_api: str) -> None:
         )
     names = sorted(run.name.rsplit("-", 1)[0] for run in task_runs)
     assert names.count("count-words") == 3
-    assert {"survey-platform", "merge-counts", "publish-report"} <= set(names)
+    assert {"survey-platform", "merge-counts", "agent-call", "publish-report"} <= set(names)
     assert all(run.state is not None and run.state.is_completed() for run in task_runs)
 
     markdown = _artifact_markdown(run_id)
-    assert f"Flow run `{run_id}` ran 6 tasks." in markdown
+    assert f"Flow run `{run_id}` ran 7 tasks." in markdown
+    assert "merge --> agent[agent-call] --> report" in markdown
+    assert f"| agent-call | {result.agent.result.model} answered in" in markdown
     assert result.pipeline.regions
     assert "container steps on the local runner" in markdown
     assert "pipeline[[aiorch-data-pipeline subflow]] --> report" in markdown
@@ -95,8 +107,36 @@ def test_report_escapes_table_cells() -> None:
     )
     stats = WordStats(chunks=1, words=1, distinct=1, top=[("w", 1)])
     pipeline = PipelineResult(regions=[], summary_csv=Path("x.csv"), steps=[])
-    markdown = render_report(UUID(int=1), survey, stats, pipeline)
+    agent = AgentStep(
+        result=AgentResult(
+            text="a | b",
+            model="passthrough",
+            stop_reason="endTurn",
+            usage=TokenUsage(),
+            latency_seconds=0.1,
+            history_json='{"messages": []}',
+        ),
+        notice="not installed",
+    )
+    markdown = render_report(UUID(int=1), survey, stats, agent, pipeline)
+    assert "answered in 0.10 s (0 tokens): a \\| b |" in markdown
+    assert "> **Notice:** not installed" in markdown
     assert "| docker | no | a \\| b c |" in markdown
+
+
+def test_the_demo_agent_is_the_local_model_when_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("flows.demo.local_model_installed", lambda: True)
+    agent, notice = demo_agent("auto")
+    assert (agent.model, notice) == ("generic.smollm2", None)
+    monkeypatch.setattr("flows.demo.local_model_installed", lambda: False)
+    agent, notice = demo_agent("auto")
+    assert agent.model == "passthrough"
+    assert notice is not None
+    assert "install the 'model' extra" in notice
+    agent, notice = demo_agent("passthrough")
+    assert (agent.model, notice) == ("passthrough", None)
 
 
 def test_ui_link_points_at_the_configured_server(prefect_api: str) -> None:

@@ -99,6 +99,8 @@ def test_the_local_models_capabilities_are_declared() -> None:
     assert local.structured_output is True  # llama.cpp's JSON mode is a grammar
     assert local.tools is False
     assert local.context_window == 4096
+    # Another model next to a local provider (a fallback, an override) keeps its own data.
+    assert model_capabilities("passthrough", ModelProvider(kind="local")).source == "fast-agent"
 
 
 @pytest.mark.parametrize(

@@ -115,7 +115,7 @@ def model_capabilities(model: str, provider: ModelProvider | None) -> ModelCapab
             return ModelCapabilities.model_validate_json(probed.read_text())
         except ValidationError:
             probed.unlink(missing_ok=True)
-    if provider is not None and provider.kind is ProviderKind.LOCAL:
+    if provider is not None and provider.kind is ProviderKind.LOCAL and model == LOCAL_MODEL:
         return local_model_capabilities()
     known = _from_fast_agent(model)
     if known is not None:

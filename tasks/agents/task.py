@@ -32,12 +32,11 @@ from mcp.types import CallToolResult, TextContent, Tool
 from prefect import get_run_logger, task
 from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
-from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as ModelViolation
 
 from agent_blocks.agent import Agent, check_model, check_provider
-from tasks.agents.capabilities import model_capabilities
+from tasks.agents.capabilities import ModelCapabilities, model_capabilities
 from tasks.agents.conversation import (
     SUMMARY_INSTRUCTION,
     SUMMARY_PREFIX,
@@ -58,6 +57,7 @@ from tasks.agents.requests import (
     model_request,
     request_cache_key,
 )
+from tasks.agents.sync_bridge import run_sync
 from tasks.agents.tools import offered_tools, resolve_tool, tool_call, tool_call_key
 from tasks.agents.usage import TokenUsage, estimated_cost
 
@@ -126,11 +126,15 @@ def _check_credentials(model: str, config: Agent) -> None:
 
 def _preflight(
     config: Agent, chain: list[str], schema: dict[str, Any] | None, schema_field: str
-) -> None:
-    """Refuse, before any model is called, what a model in the chain cannot do."""
+) -> dict[str, ModelCapabilities]:
+    """Refuse, before any model is called, what a model in the chain cannot do.
+
+    Returns each model's capabilities, which shape its requests.
+    """
+    known: dict[str, ModelCapabilities] = {}
     for model in chain:
         _check_credentials(model, config)
-        capabilities = model_capabilities(model, config.provider)
+        capabilities = known[model] = model_capabilities(model, config.provider)
         if schema is not None and capabilities.structured_output is False:
             raise ValueError(
                 f"{schema_field}: model {model!r} cannot produce structured output "
@@ -142,14 +146,15 @@ def _preflight(
                 f"mcp_servers: model {model!r} cannot call tools (per {capabilities.source} "
                 "data); choose a model that can, or remove the agent's mcp_servers"
             )
+    return known
 
 
-def _budget(config: Agent, model: str) -> int | None:
+def _budget(config: Agent, capabilities: ModelCapabilities) -> int | None:
     """Tokens the history may take, or None when the policy keeps everything."""
     policy = config.history
     if policy.strategy == "keep":
         return None
-    window = policy.max_context_tokens or model_capabilities(model, config.provider).context_window
+    window = policy.max_context_tokens or capabilities.context_window
     reserve = config.max_tokens or DEFAULT_REPLY_RESERVE_TOKENS
     return (window or DEFAULT_CONTEXT_TOKENS) - reserve
 
@@ -157,16 +162,18 @@ def _budget(config: Agent, model: str) -> int | None:
 class _Turn:
     """One agent turn on one model: fitting, requests, tool calls, accounting."""
 
-    def __init__(self, config: Agent, model: str, owner: str | None) -> None:
+    def __init__(
+        self, config: Agent, model: str, capabilities: ModelCapabilities, owner: str | None
+    ) -> None:
         self.config = config
         self.model = model
+        self.capabilities = capabilities
         self.owner = owner
         self.usage = TokenUsage()
         self.saved = 0
         self.requests = 0
         self.hits = 0
         self.tool_calls = 0
-        self.json_mode = model_capabilities(model, config.provider).json_mode
 
     async def request(
         self,
@@ -179,7 +186,7 @@ class _Turn:
         config = self.config
         if instruction is not None:
             config = config.model_copy(update={"instruction": instruction})
-        mode = self.json_mode if schema else None
+        mode = self.capabilities.json_mode if schema else None
         key = request_cache_key(config, self.model, messages, self.owner, tools, schema, mode)
         run = model_request.with_options(task_run_name=f"model-request-{self.model}")
         state = await cast(
@@ -207,7 +214,7 @@ class _Turn:
         self, history: list[PromptMessageExtended], prompt_message: PromptMessageExtended
     ) -> tuple[list[PromptMessageExtended], int]:
         """The history to send, and how many messages were left out."""
-        budget = _budget(self.config, self.model)
+        budget = _budget(self.config, self.capabilities)
         if budget is None:
             return history, 0
         room = budget - estimate_tokens([prompt_message], self.config.instruction)
@@ -274,7 +281,9 @@ def _parse_output(
 
 async def _run_turn(
     config: Agent,
+    *,
     model: str,
+    capabilities: ModelCapabilities,
     history: list[PromptMessageExtended],
     prompt: str,
     owner: str | None,
@@ -283,7 +292,7 @@ async def _run_turn(
     schema: dict[str, Any] | None,
 ) -> AgentResult:
     started = time.perf_counter()
-    turn = _Turn(config, model, owner)
+    turn = _Turn(config, model, capabilities, owner)
     prompt_message = text_message("user", prompt)
     fitted, dropped = await turn.fit(history, prompt_message)
     kept_history = fitted if config.history.strategy == "summarize" and dropped else history
@@ -349,7 +358,9 @@ async def _call(
         check_provider(primary, config.provider, "model override")
     chain = [primary, *[fallback for fallback in config.fallback_models if fallback != primary]]
     schema = output_type.model_json_schema() if output_type is not None else config.output_schema
-    _preflight(config, chain, schema, "output_type" if output_type else "output_schema")
+    capabilities = _preflight(
+        config, chain, schema, "output_type" if output_type else "output_schema"
+    )
 
     stored = await load_conversation(conversation) if conversation else None
     run_id = str(flow_run.get_id()) if flow_run.get_id() else None
@@ -362,7 +373,15 @@ async def _call(
     for index, candidate in enumerate(chain):
         try:
             result = await _run_turn(
-                config, candidate, base_messages, prompt, owner, tools, output_type, schema
+                config,
+                model=candidate,
+                capabilities=capabilities[candidate],
+                history=base_messages,
+                prompt=prompt,
+                owner=owner,
+                tools=tools,
+                output_type=output_type,
+                schema=schema,
             )
         except AgentCallError as error:
             if not error.retryable or index == len(chain) - 1:
@@ -432,7 +451,7 @@ def run_agent(
             return run_agent(agent, "hello").text
         ```
     """
-    return run_coro_as_sync(
+    return run_sync(
         _call(
             agent,
             prompt,

@@ -1,4 +1,4 @@
-"""The ``aiorch`` command: run workflows, see which runners work here, build images.
+"""The ``aiorch`` command: run workflows, see runners, build images, check models.
 
 Examples:
     ```bash
@@ -6,6 +6,8 @@ Examples:
     aiorch run demo --param top=3
     aiorch runners
     aiorch image busybox
+    aiorch model capabilities openai.gpt-4.1-mini
+    aiorch model probe generic.my-model --provider my-endpoint
     ```
 """
 
@@ -102,6 +104,30 @@ def _image(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _model(arguments: argparse.Namespace) -> int:
+    from agent_blocks import ModelProvider
+    from agent_blocks.agent import check_model, check_provider
+    from tasks.agents.capabilities import model_capabilities, probe_capabilities
+
+    provider: ModelProvider | None = None
+    try:
+        check_model(arguments.model)
+        if arguments.provider:
+            provider = cast(ModelProvider, ModelProvider.load(arguments.provider))
+        check_provider(arguments.model, provider)
+        if arguments.action == "probe":
+            if provider is None:
+                raise ValueError("probe needs --provider: the ModelProvider block to reach")
+            capabilities = probe_capabilities(arguments.model, provider)
+        else:
+            capabilities = model_capabilities(arguments.model, provider)
+    except ValueError as error:
+        print(f"aiorch model: {error}", file=sys.stderr)
+        return 2
+    print(capabilities.model_dump_json(indent=2))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     from tasks.container.images import BUSYBOX_IMAGE
@@ -130,6 +156,12 @@ def parser() -> argparse.ArgumentParser:
     image.add_argument("--tag", default=BUSYBOX_IMAGE)
     image.add_argument("--busybox", help="a static busybox binary (default: from PATH)")
     image.set_defaults(handler=_image)
+
+    model = commands.add_parser("model", help="what a model can do (capabilities)")
+    model.add_argument("action", choices=["capabilities", "probe"])
+    model.add_argument("model", help="FastAgent model string, e.g. generic.smollm2")
+    model.add_argument("--provider", help="name of a saved ModelProvider block")
+    model.set_defaults(handler=_model)
     return root
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -120,3 +121,17 @@ def test_invalid_providers_name_the_field(fields: dict[str, Any], message: str) 
 def test_the_local_provider_serves_only_the_bundled_model() -> None:
     with pytest.raises(ValidationError, match=r"the local provider serves only 'generic\.smollm2'"):
         Agent(instruction="x", model="generic.other", provider=ModelProvider(kind="local"))
+
+
+def test_the_command_line_shows_capabilities_and_refuses_bad_input(
+    prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+
+    assert main(["model", "capabilities", "openai.gpt-4.1-mini"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["source"], shown["json_mode"]) == ("fast-agent", "schema")
+    assert main(["model", "probe", "generic.x"]) == 2
+    assert "generic.x' is a generic.* model: set provider" in capsys.readouterr().err
+    assert main(["model", "capabilities", "nope.nope"]) == 2
+    assert "is not a model FastAgent knows" in capsys.readouterr().err

@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from tests.json_http import send_json
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -77,14 +79,16 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 else:
                     # Simulates a slow provider; it ends early when the proxy shuts down.
                     proxy.release.wait(timeout=fault.delay)
-                    self._send(fault.status, {"error": {"message": fault.message, "type": "x"}})
+                    send_json(
+                        self, fault.status, {"error": {"message": fault.message, "type": "x"}}
+                    )
             finally:
                 with proxy.lock:
                     proxy.in_flight -= 1
 
         def _relay(self, method: str, raw: bytes) -> None:
             if proxy.upstream is None:
-                self._send(404, {"error": {"message": "no upstream"}})
+                send_json(self, 404, {"error": {"message": "no upstream"}})
                 return
             root = proxy.upstream.removesuffix("/v1")
             response = httpx.request(
@@ -99,14 +103,6 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(response.content)))
             self.end_headers()
             self.wfile.write(response.content)
-
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the test reads ``received`` instead."""

@@ -6,13 +6,12 @@ import json
 from typing import Any
 
 import pytest
-from prefect import flow
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from agent_blocks import Agent, ModelProvider
 from tasks.agents.capabilities import model_capabilities
 from tasks.agents.errors import StructuredOutputError
-from tasks.agents.task import AgentResult, run_agent
+from tests.agent_flows import call_in_flow
 
 CANARY = "sk-capability-canary-77d1"
 
@@ -22,34 +21,25 @@ class City(BaseModel):
     country: str
 
 
-def _in_flow(agent: Agent, prompt: str, **options: Any) -> AgentResult:
-    @flow(name="agent-capability-test")
-    def call() -> AgentResult:
-        result: AgentResult = run_agent(agent, prompt, **options)
-        return result
-
-    return call()
-
-
 def test_structured_output_is_parsed_into_the_output_type(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="passthrough")
     reply = '***FIXED_RESPONSE {"name": "Paris", "country": "France"}'
-    result = _in_flow(agent, reply, output_type=City)
+    result = call_in_flow(agent, reply, output_type=City)
     assert result.output == City(name="Paris", country="France")
 
 
 def test_an_output_schema_on_the_block_is_checked(prefect_api: str) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     agent = Agent(instruction="x", model="passthrough", output_schema=schema)
-    assert _in_flow(agent, '***FIXED_RESPONSE {"n": 3}').output == {"n": 3}
+    assert call_in_flow(agent, '***FIXED_RESPONSE {"n": 3}').output == {"n": 3}
     with pytest.raises(StructuredOutputError, match="does not satisfy the output schema"):
-        _in_flow(agent, '***FIXED_RESPONSE {"n": "three"}')
+        call_in_flow(agent, '***FIXED_RESPONSE {"n": "three"}')
 
 
 def test_a_reply_that_is_not_json_fails_as_structured_output_error(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="passthrough")
     with pytest.raises(StructuredOutputError) as caught:
-        _in_flow(agent, "***FIXED_RESPONSE Paris, I think", output_type=City)
+        call_in_flow(agent, "***FIXED_RESPONSE Paris, I think", output_type=City)
     assert caught.value.retryable is False
 
 
@@ -61,7 +51,7 @@ def test_structured_output_from_a_model_that_cannot_fails_before_any_call(
     with pytest.raises(
         ValueError, match=r"output_type: model 'anthropic\.claude-3-5-haiku' cannot"
     ):
-        _in_flow(agent, "hi", output_type=City)
+        call_in_flow(agent, "hi", output_type=City)
 
 
 def test_a_missing_api_key_fails_before_any_call(
@@ -70,7 +60,7 @@ def test_a_missing_api_key_fails_before_any_call(
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     agent = Agent(instruction="x", model="openai.gpt-4.1-mini")
     with pytest.raises(ValueError, match=r"needs an API key: set api_key .* OPENAI_API_KEY"):
-        _in_flow(agent, "hi")
+        call_in_flow(agent, "hi")
 
 
 def test_an_invalid_output_schema_is_refused_by_the_block() -> None:

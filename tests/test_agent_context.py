@@ -18,15 +18,7 @@ from tasks.agents.conversation import (
     split_to_fit,
 )
 from tasks.agents.task import AgentResult, run_agent
-
-
-def _in_flow(agent: Agent, prompt: str, **options: Any) -> AgentResult:
-    @flow(name="agent-context-test")
-    def call() -> AgentResult:
-        result: AgentResult = run_agent(agent, prompt, **options)
-        return result
-
-    return call()
+from tests.agent_flows import call_in_flow
 
 
 def _stored_messages(key: str) -> int:
@@ -58,7 +50,7 @@ def test_truncation_fits_the_window_and_keeps_the_full_history(prefect_api: str)
         max_tokens=64,
         history=HistoryPolicy(strategy="truncate", max_context_tokens=600),
     )
-    result = _in_flow(agent, "next", history=_long_history(10))
+    result = call_in_flow(agent, "next", history=_long_history(10))
     assert result.history_dropped_messages >= 14
     # Truncation shapes what is sent; the stored conversation loses nothing.
     assert len(json.loads(result.history_json)["messages"]) == 22
@@ -72,7 +64,7 @@ def test_summarising_replaces_old_turns_with_a_summary(prefect_api: str) -> None
         max_tokens=64,
         history=HistoryPolicy(strategy="summarize", max_context_tokens=700),
     )
-    result = _in_flow(agent, "next", history=_long_history(10))
+    result = call_in_flow(agent, "next", history=_long_history(10))
     messages = json.loads(result.history_json)["messages"]
     assert result.requests == 2  # the summary is a model request of its own
     assert messages[0]["content"][0]["text"].startswith(SUMMARY_PREFIX)
@@ -83,15 +75,15 @@ def test_summarising_replaces_old_turns_with_a_summary(prefect_api: str) -> None
 
 def test_keep_sends_everything(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="passthrough", history=HistoryPolicy(strategy="keep"))
-    result = _in_flow(agent, "next", history=_long_history(10))
+    result = call_in_flow(agent, "next", history=_long_history(10))
     assert result.history_dropped_messages == 0
 
 
 def test_a_stored_conversation_continues_across_flow_runs(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="passthrough")
     key = "support-ticket-4711"
-    _in_flow(agent, "***FIXED_RESPONSE Hello Ada.", conversation=key)
-    second = _in_flow(agent, "What did you say?", conversation=key)
+    call_in_flow(agent, "***FIXED_RESPONSE Hello Ada.", conversation=key)
+    second = call_in_flow(agent, "What did you say?", conversation=key)
     roles = [message["role"] for message in json.loads(second.history_json)["messages"]]
     assert roles == ["user", "assistant", "user", "assistant"]
 
@@ -117,8 +109,8 @@ def test_a_retried_turn_is_not_added_twice_to_a_stored_conversation(prefect_api:
 
 def test_switching_models_mid_conversation_keeps_the_history(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="passthrough")
-    first = _in_flow(agent, "***FIXED_RESPONSE from the first model")
-    second = _in_flow(agent, "still there?", model="silent", history=first.history_json)
+    first = call_in_flow(agent, "***FIXED_RESPONSE from the first model")
+    second = call_in_flow(agent, "still there?", model="silent", history=first.history_json)
     assert (first.model, second.model) == ("passthrough", "silent")
     messages = json.loads(second.history_json)["messages"]
     assert messages[1]["content"][0]["text"] == "from the first model"
@@ -128,4 +120,4 @@ def test_switching_models_mid_conversation_keeps_the_history(prefect_api: str) -
 def test_history_and_conversation_together_are_refused(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="passthrough")
     with pytest.raises(ValueError, match="pass history= or conversation=, not both"):
-        _in_flow(agent, "hi", history=_long_history(1), conversation="k")
+        call_in_flow(agent, "hi", history=_long_history(1), conversation="k")

@@ -13,6 +13,7 @@ from agent_blocks import Agent, ModelProvider
 from tasks.agents.errors import AgentCallError, retry_if_retryable
 from tasks.agents.task import AgentResult, run_agent
 from tasks.services import free_port
+from tests.agent_flows import call_in_flow
 from tests.fault_proxy import Fault, running_fault_proxy
 
 CANARY = "sk-failure-canary-0b8e"
@@ -28,20 +29,11 @@ def _agent(base_url: str, **provider: Any) -> Agent:
     )
 
 
-def _in_flow(agent: Agent, prompt: str = "hi", **options: Any) -> AgentResult:
-    @flow(name="agent-failure-test")
-    def call() -> AgentResult:
-        result: AgentResult = run_agent(agent, prompt, **options)
-        return result
-
-    return call()
-
-
 def test_a_failing_provider_is_asked_once_per_request(prefect_api: str) -> None:
     # FastAgent's OpenAI client would retry twice on its own; Prefect owns retries.
     with running_fault_proxy(default=Fault(status=503)) as proxy:
         with pytest.raises(AgentCallError) as caught:
-            _in_flow(_agent(proxy.base_url))
+            call_in_flow(_agent(proxy.base_url))
         assert len(proxy.received) == 1
     assert (caught.value.status, caught.value.retryable) == (503, True)
 
@@ -50,7 +42,7 @@ def test_a_provider_that_does_not_answer_times_out_as_retryable(prefect_api: str
     with running_fault_proxy(default=Fault(hang=True)) as proxy:
         started = time.monotonic()
         with pytest.raises(AgentCallError) as caught:
-            _in_flow(_agent(proxy.base_url, request_timeout_seconds=1))
+            call_in_flow(_agent(proxy.base_url, request_timeout_seconds=1))
         elapsed = time.monotonic() - started
     assert caught.value.retryable is True
     assert caught.value.error_type == "Timeout"
@@ -62,7 +54,7 @@ def test_a_refused_connection_is_retryable_and_fails_fast(prefect_api: str) -> N
     closed = f"http://127.0.0.1:{free_port()}/v1"
     started = time.monotonic()
     with pytest.raises(AgentCallError) as caught:
-        _in_flow(_agent(closed))
+        call_in_flow(_agent(closed))
     assert caught.value.retryable is True
     assert CANARY not in str(caught.value)
     assert time.monotonic() - started < 30

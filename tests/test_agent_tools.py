@@ -6,7 +6,6 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prefect import flow
@@ -15,6 +14,7 @@ from agent_blocks import Agent, McpServer
 from tasks.agents.errors import ToolCallError
 from tasks.agents.task import AgentResult, run_agent
 from tasks.agents.tools import close_mcp_connections
+from tests.agent_flows import call_in_flow
 
 SERVER = Path(__file__).parent / "mcp" / "calculator.py"
 CALL_ADD = '***CALL_TOOL calc__add {"a": 2, "b": 3}'
@@ -38,18 +38,9 @@ def _calculator(log: Path) -> McpServer:
     )
 
 
-def _in_flow(agent: Agent, prompt: str, **options: Any) -> AgentResult:
-    @flow(name="agent-tools-test")
-    def call() -> AgentResult:
-        result: AgentResult = run_agent(agent, prompt, **options)
-        return result
-
-    return call()
-
-
 def test_the_model_calls_a_tool_and_gets_its_result(prefect_api: str, tool_log: Path) -> None:
     agent = Agent(instruction="x", model="passthrough", mcp_servers=[_calculator(tool_log)])
-    result = _in_flow(agent, CALL_ADD)
+    result = call_in_flow(agent, CALL_ADD)
     assert (result.requests, result.tool_calls) == (2, 1)
     messages = json.loads(result.history_json)["messages"]
     tool_results = [message for message in messages if message.get("tool_results")]
@@ -79,7 +70,7 @@ def test_a_server_that_cannot_start_fails_as_a_retryable_tool_error(
     broken = McpServer(name="calc", command=sys.executable, args=["-c", "raise SystemExit(3)"])
     agent = Agent(instruction="x", model="passthrough", mcp_servers=[broken])
     with pytest.raises(ToolCallError) as caught:
-        _in_flow(agent, CALL_ADD)
+        call_in_flow(agent, CALL_ADD)
     assert caught.value.retryable is True
     assert "MCP server 'calc' failed" in str(caught.value)
 
@@ -98,7 +89,7 @@ def test_tools_offered_to_a_model_that_cannot_call_them_fail_before_any_call(
     with pytest.raises(
         ValueError, match=r"mcp_servers: model 'generic\.smollm2' cannot call tools"
     ):
-        _in_flow(agent, "add 2 and 3")
+        call_in_flow(agent, "add 2 and 3")
 
 
 def test_a_server_needs_exactly_one_transport() -> None:

@@ -17,23 +17,15 @@ from tasks.agents.endpoints import credential_fingerprint
 from tasks.agents.errors import AgentCallError
 from tasks.agents.requests import request_cache_key
 from tasks.agents.task import AgentResult, arun_agent, run_agent
+from tests.agent_flows import call_in_flow
 from tests.fault_proxy import Fault, running_fault_proxy
 
 CANARY = "sk-agent-canary-4c2b9e"
 
 
-def _in_flow(agent: Agent | str, prompt: str, **options: Any) -> AgentResult:
-    @flow(name="agent-test")
-    def call() -> AgentResult:
-        result: AgentResult = run_agent(agent, prompt, **options)
-        return result
-
-    return call()
-
-
 def test_passthrough_agent_answers_with_history(prefect_api: str) -> None:
     agent = Agent(instruction="Repeat the user.", model="passthrough")
-    result = _in_flow(agent, "hello there")
+    result = call_in_flow(agent, "hello there")
     assert result.text == "hello there"
     assert result.model == "passthrough"
     history = json.loads(result.history_json)
@@ -43,17 +35,17 @@ def test_passthrough_agent_answers_with_history(prefect_api: str) -> None:
 
 def test_agent_block_is_loaded_when_the_task_runs(prefect_api: str) -> None:
     Agent(instruction="v1", model="passthrough").save("edited-agent", overwrite=True)
-    assert _in_flow("edited-agent", "***FIXED_RESPONSE first").text == "first"
+    assert call_in_flow("edited-agent", "***FIXED_RESPONSE first").text == "first"
     # Editing the block changes the next run; nothing is redeployed.
     Agent(instruction="v2", model="slow").save("edited-agent", overwrite=True)
-    assert _in_flow("edited-agent", "x").model == "slow"
+    assert call_in_flow("edited-agent", "x").model == "slow"
 
 
 def test_model_can_be_overridden_per_call(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="slow")
-    assert _in_flow(agent, "hi", model="passthrough").model == "passthrough"
+    assert call_in_flow(agent, "hi", model="passthrough").model == "passthrough"
     with pytest.raises(ValueError, match=r"model override 'nope\.nope' is not a model"):
-        _in_flow(agent, "hi", model="nope.nope")
+        call_in_flow(agent, "hi", model="nope.nope")
 
 
 def test_concurrent_calls_share_one_runtime(prefect_api: str) -> None:
@@ -117,7 +109,7 @@ def test_provider_failures_are_typed_and_never_leak_the_key(
     provider = ModelProvider(kind="generic", base_url=failing_endpoint, api_key=SecretStr(CANARY))
     agent = Agent(instruction="x", model="generic.smollm2", provider=provider)
     with pytest.raises(AgentCallError) as caught:
-        _in_flow(agent, "hi")
+        call_in_flow(agent, "hi")
     assert caught.value.retryable is retryable
     assert CANARY not in str(caught.value)
     assert caught.value.model == "generic.smollm2"
@@ -134,7 +126,7 @@ def test_retryable_failure_moves_to_the_next_fallback(
         fallback_models=["passthrough"],
         provider=provider,
     )
-    result = _in_flow(agent, "still answered")
+    result = call_in_flow(agent, "still answered")
     assert (result.model, result.failed_models) == ("passthrough", ["generic.smollm2"])
     assert result.text == "still answered"
 
@@ -146,7 +138,7 @@ def test_non_retryable_failure_does_not_fall_back(prefect_api: str, failing_endp
         instruction="x", model="generic.smollm2", fallback_models=["passthrough"], provider=provider
     )
     with pytest.raises(AgentCallError) as caught:
-        _in_flow(agent, "hi")
+        call_in_flow(agent, "hi")
     assert caught.value.status == 401
     assert caught.value.retryable is False
 
@@ -173,13 +165,13 @@ def test_requests_are_not_shared_between_flow_runs_unless_a_tenant_is_named(
 ) -> None:
     agent = Agent(instruction="x", model="passthrough")
     prompt = f"***FIXED_RESPONSE scoped {id(agent)}"
-    assert not _in_flow(agent, prompt).cache_hit
-    assert not _in_flow(agent, prompt).cache_hit  # another flow run: no cross-run replay
-    assert not _in_flow(agent, prompt, cache_scope="tenant", tenant="acme").cache_hit
-    assert _in_flow(agent, prompt, cache_scope="tenant", tenant="acme").cache_hit
-    assert not _in_flow(agent, prompt, cache_scope="tenant", tenant="globex").cache_hit
+    assert not call_in_flow(agent, prompt).cache_hit
+    assert not call_in_flow(agent, prompt).cache_hit  # another flow run: no cross-run replay
+    assert not call_in_flow(agent, prompt, cache_scope="tenant", tenant="acme").cache_hit
+    assert call_in_flow(agent, prompt, cache_scope="tenant", tenant="acme").cache_hit
+    assert not call_in_flow(agent, prompt, cache_scope="tenant", tenant="globex").cache_hit
     with pytest.raises(ValueError, match=r"cache_scope='tenant' needs tenant=\.\.\."):
-        _in_flow(agent, prompt, cache_scope="tenant")
+        call_in_flow(agent, prompt, cache_scope="tenant")
 
 
 def _user(text: str) -> list[Any]:
@@ -208,8 +200,8 @@ def test_request_keys_follow_the_endpoint_but_never_hold_the_key() -> None:
 
 def test_a_conversation_continues_across_tasks_and_flow_runs(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="passthrough")
-    first = _in_flow(agent, "***FIXED_RESPONSE Nice to meet you, Ada.")
-    second = _in_flow(agent, "What is my name?", history=first.history_json)
+    first = call_in_flow(agent, "***FIXED_RESPONSE Nice to meet you, Ada.")
+    second = call_in_flow(agent, "What is my name?", history=first.history_json)
     messages = json.loads(second.history_json)["messages"]
     assert [message["role"] for message in messages] == ["user", "assistant", "user", "assistant"]
     assert messages[1]["content"][0]["text"] == "Nice to meet you, Ada."
@@ -230,4 +222,4 @@ def test_a_conversation_continues_across_tasks_and_flow_runs(prefect_api: str) -
 def test_a_malformed_history_is_refused_before_any_model_call(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="passthrough")
     with pytest.raises(ValueError, match="history is not a conversation in FastAgent's JSON"):
-        _in_flow(agent, "hi", history='{"not": "a conversation"}')
+        call_in_flow(agent, "hi", history='{"not": "a conversation"}')

@@ -13,13 +13,15 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from graphql import GraphQLSchema, build_schema, graphql_sync
+
+from tests.json_http import send_json
 
 Resolver = Callable[..., Any]
 
@@ -42,11 +44,11 @@ def _handler(
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             if self.path != "/query":
-                self._reply(404, {"errors": [{"message": f"no route {self.path}"}]})
+                send_json(self, 404, {"errors": [{"message": f"no route {self.path}"}]})
                 return
             if self.headers.get("Authorization") != expected:
                 double.rejected_auth += 1
-                self._reply(401, {"errors": [{"message": "bad session token"}]})
+                send_json(self, 401, {"errors": [{"message": "bad session token"}]})
                 return
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             double.queries.append(body["query"])
@@ -61,15 +63,7 @@ def _handler(
             payload: dict[str, Any] = {"data": result.data}
             if result.errors:
                 payload["errors"] = [error.formatted for error in result.errors]
-            self._reply(200, payload)
-
-        def _reply(self, status: int, payload: Mapping[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, 200, payload)
 
         def log_message(self, format: str, *args: Any) -> None:
             """Keep the test output quiet; requests are recorded in ``queries``."""

@@ -27,7 +27,7 @@ from fast_agent.llm.provider_types import Provider
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 from prefect.blocks.core import Block
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent_blocks.provider import LOCAL_MODEL, ModelProvider, ProviderKind
 
@@ -84,9 +84,17 @@ class McpServer(BaseModel):
         default=None, description="Executable of a stdio server, e.g. uvx or python."
     )
     args: list[str] = Field(default_factory=list, description="Arguments of the command.")
-    env: dict[str, SecretStr] = Field(
+    env: dict[str, str] = Field(
         default_factory=dict,
-        description="Environment of a stdio server (values are secrets, never logged).",
+        description="Plain environment variables of a stdio server (not for secrets).",
+    )
+    secret_env: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Environment variables whose values come from Prefect Secret blocks: "
+            "variable name -> Secret block name. Resolved when the server starts; the "
+            "values are never stored in this block, logged or shown."
+        ),
     )
     url: str | None = Field(
         default=None, description="URL of a streamable-HTTP server (instead of a command)."
@@ -127,7 +135,12 @@ class Agent(Block):
         default=None,
         description="Endpoint and credentials; required for generic.* models.",
     )
-    temperature: float | None = Field(default=None, ge=0, le=2)
+    temperature: float | None = Field(
+        default=None,
+        ge=0,
+        le=2,
+        description="Sampling temperature; 0 for repeatable answers. Empty: the model's default.",
+    )
     max_tokens: int | None = Field(default=None, ge=1, description="Upper bound per reply.")
     history: HistoryPolicy = Field(
         default_factory=HistoryPolicy,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from prefect import flow
+from prefect.blocks.system import Secret
 
 from agent_blocks import Agent, McpServer
 from tasks.agents.errors import ToolCallError
@@ -28,13 +29,11 @@ def tool_log(scratch_dir: Path) -> Iterator[Path]:
 
 
 def _calculator(log: Path) -> McpServer:
-    from pydantic import SecretStr
-
     return McpServer(
         name="calc",
         command=sys.executable,
         args=[str(SERVER)],
-        env={"AIORCH_TEST_TOOL_LOG": SecretStr(str(log))},
+        env={"AIORCH_TEST_TOOL_LOG": str(log)},
     )
 
 
@@ -90,6 +89,32 @@ def test_tools_offered_to_a_model_that_cannot_call_them_fail_before_any_call(
         ValueError, match=r"mcp_servers: model 'generic\.smollm2' cannot call tools"
     ):
         call_in_flow(agent, "add 2 and 3")
+
+
+def test_secret_environment_comes_from_secret_blocks_and_never_shows(
+    prefect_api: str, tool_log: Path
+) -> None:
+    canary = "mcp-secret-canary-51f0"
+    Secret(value=canary).save("calc-token", overwrite=True)
+    server = McpServer(
+        name="calc",
+        command=sys.executable,
+        args=[str(SERVER)],
+        env={"AIORCH_TEST_TOOL_LOG": str(tool_log)},
+        secret_env={"AIORCH_TEST_TOOL_SECRET": "calc-token"},
+    )
+    result = call_in_flow(
+        Agent(instruction="x", model="passthrough", mcp_servers=[server]), CALL_ADD
+    )
+    # The server saw the secret (it writes it into its log); the result never does.
+    assert tool_log.read_text().splitlines() == [f"add 2 3 {canary}"]
+    assert canary not in result.model_dump_json()
+
+    missing = server.model_copy(update={"secret_env": {"TOKEN": "no-such-secret"}})
+    with pytest.raises(
+        ValueError, match=r"secret_env\['TOKEN'\]: there is no Secret block named 'no-such-secret'"
+    ):
+        call_in_flow(Agent(instruction="x", model="passthrough", mcp_servers=[missing]), CALL_ADD)
 
 
 def test_a_server_needs_exactly_one_transport() -> None:

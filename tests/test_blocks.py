@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from importlib import metadata
+from typing import cast
 
 import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from agent_blocks import ModelProvider, ProviderKind
+from agent_blocks import Agent, HistoryPolicy, McpServer, ModelProvider, ProviderKind
 
 CANARY = "sk-aiorch-canary-5b1e0d"
 
@@ -79,3 +80,35 @@ def test_invalid_fields_are_rejected_by_name(field: str, value: object) -> None:
 def test_hosted_provider_may_use_its_default_endpoint() -> None:
     provider = ModelProvider(kind=ProviderKind.OPENAI, api_key=SecretStr(CANARY))
     assert provider.base_url is None
+
+
+def test_saved_agent_keeps_its_providers_key_secret(prefect_api: str) -> None:
+    agent = Agent(
+        instruction="x",
+        model="generic.smollm2",
+        provider=ModelProvider(base_url="http://127.0.0.1:8080/v1", api_key=SecretStr(CANARY)),
+        mcp_servers=[
+            McpServer(
+                name="search",
+                command="search-mcp",
+                env={"REGION": "eu"},
+                secret_env={"TOKEN": "search-token"},
+            )
+        ],
+        history=HistoryPolicy(strategy="summarize", max_context_tokens=2048),
+    )
+    agent.save("canary-agent", overwrite=True)
+    document = httpx.get(
+        f"{prefect_api}/block_types/slug/aiorch-agent/block_documents/name/canary-agent",
+        params={"include_secrets": "false"},
+        timeout=10,
+    )
+    assert document.status_code == 200, document.text
+    assert CANARY not in document.text
+
+    loaded = cast(Agent, Agent.load("canary-agent"))
+    assert loaded.provider is not None
+    assert loaded.provider.api_key is not None
+    assert loaded.provider.api_key.get_secret_value() == CANARY
+    assert loaded.mcp_servers[0].secret_env == {"TOKEN": "search-token"}
+    assert loaded.history.strategy == "summarize"

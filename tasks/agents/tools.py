@@ -27,13 +27,14 @@ import asyncio
 import hashlib
 import json
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, cast
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, Tool
 from prefect import task
+from prefect.blocks.system import Secret
 
 from agent_blocks.agent import McpServer
 from tasks.agents.errors import ToolCallError, mask
@@ -45,23 +46,29 @@ CONNECT_TIMEOUT_SECONDS = 60.0
 
 
 def server_identity(server: McpServer) -> str:
-    """A stable id of a server's configuration; environment values only as a hash."""
-    described = {
-        "name": server.name,
-        "command": server.command,
-        "args": server.args,
-        "url": server.url,
-        "env": {
-            name: hashlib.sha256(value.get_secret_value().encode()).hexdigest()[:16]
-            for name, value in sorted(server.env.items())
-        },
-    }
+    """A stable id of a server's configuration (secret block names, never values)."""
+    described = server.model_dump(mode="json")
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
-def server_secrets(server: McpServer) -> list[str]:
-    """The secret values in a server's environment, to mask in errors."""
-    return [value.get_secret_value() for value in server.env.values()]
+async def server_environment(server: McpServer) -> dict[str, str]:
+    """The server's environment with its ``secret_env`` read from Prefect Secret blocks.
+
+    Raises:
+        ValueError: a named Secret block does not exist (naming the variable and block).
+    """
+    environment = dict(server.env)
+    for variable, block in server.secret_env.items():
+        try:
+            secret = cast(Secret[str], await Secret.aload(block))
+        except ValueError:
+            raise ValueError(
+                f"mcp_servers[{server.name!r}].secret_env[{variable!r}]: there is no Secret "
+                f"block named {block!r}; create it with "
+                f"Secret(value=...).save({block!r})"
+            ) from None
+        environment[variable] = str(secret.get())
+    return environment
 
 
 class McpConnections:
@@ -77,14 +84,20 @@ class McpConnections:
         self._owners: list[asyncio.Task[None]] = []
         self._closing = asyncio.Event()
 
-    async def session(self, server: McpServer) -> tuple[ClientSession, list[Tool]]:
-        """The server's open session and its tools, connecting on first use."""
+    async def session(
+        self, server: McpServer, environment: dict[str, str]
+    ) -> tuple[ClientSession, list[Tool]]:
+        """The server's open session and its tools, connecting on first use.
+
+        ``environment`` is :func:`server_environment` (read in the calling task, where
+        Prefect's context can load Secret blocks).
+        """
         identity = server_identity(server)
         pending = self._sessions.get(identity)
         if pending is None or (pending.done() and pending.exception() is not None):
             pending = asyncio.get_running_loop().create_future()
             self._sessions[identity] = pending
-            self._owners.append(asyncio.create_task(self._own(server, pending)))
+            self._owners.append(asyncio.create_task(self._own(server, environment, pending)))
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
                 return await asyncio.shield(pending)
@@ -94,7 +107,10 @@ class McpConnections:
             ) from None
 
     async def _own(
-        self, server: McpServer, ready: asyncio.Future[tuple[ClientSession, list[Tool]]]
+        self,
+        server: McpServer,
+        environment: dict[str, str],
+        ready: asyncio.Future[tuple[ClientSession, list[Tool]]],
     ) -> None:
         try:
             async with AsyncExitStack() as stack:
@@ -102,7 +118,7 @@ class McpConnections:
                     parameters = StdioServerParameters(
                         command=server.command,
                         args=server.args,
-                        env={k: v.get_secret_value() for k, v in server.env.items()} or None,
+                        env=environment or None,
                     )
                     streams = await stack.enter_async_context(stdio_client(parameters))
                 else:
@@ -115,12 +131,10 @@ class McpConnections:
                 await self._closing.wait()
         except Exception as error:  # a server that fails to start must fail the call
             if not ready.done():
-                ready.set_exception(
-                    ToolCallError(
-                        f"MCP server {server.name!r} failed: "
-                        f"{mask(str(error) or type(error).__name__, server_secrets(server))}"
-                    )
+                reason = mask(
+                    str(error) or type(error).__name__, _secret_values(server, environment)
                 )
+                ready.set_exception(ToolCallError(f"MCP server {server.name!r} failed: {reason}"))
 
     async def close(self) -> None:
         """Close every session (and stop stdio servers)."""
@@ -130,6 +144,10 @@ class McpConnections:
         self._owners.clear()
         self._sessions.clear()
         self._closing = asyncio.Event()
+
+
+def _secret_values(server: McpServer, environment: dict[str, str]) -> list[str]:
+    return [environment[variable] for variable in server.secret_env if variable in environment]
 
 
 def connections(runtime: AgentRuntime) -> McpConnections:
@@ -157,12 +175,13 @@ async def offered_tools(servers: list[McpServer]) -> list[Tool]:
     if not servers:
         return []
     runtime = AgentRuntime.shared()
+    environments = [await server_environment(server) for server in servers]
 
     async def on_runtime() -> list[Tool]:
         pool = connections(runtime)
         tools: list[Tool] = []
-        for server in servers:
-            _, listed = await pool.session(server)
+        for server, environment in zip(servers, environments, strict=True):
+            _, listed = await pool.session(server, environment)
             tools.extend(
                 tool.model_copy(update={"name": f"{server.name}{TOOL_SEPARATOR}{tool.name}"})
                 for tool in listed
@@ -207,9 +226,10 @@ async def tool_call(
         ToolCallError: the server cannot be reached or the call timed out (retryable).
     """
     runtime = AgentRuntime.shared()
+    environment = await server_environment(server)
 
     async def on_runtime() -> CallToolResult:
-        session, _ = await connections(runtime).session(server)
+        session, _ = await connections(runtime).session(server, environment)
         try:
             async with asyncio.timeout(server.read_timeout_seconds):
                 return await session.call_tool(tool, arguments)

@@ -1,6 +1,7 @@
 """A real MCP stdio server with one tool; it appends each call to AIORCH_TEST_TOOL_LOG.
 
-The log lets a test count how often the tool really ran (a replayed call does not run).
+The log lets a test count how often the tool really ran (a replayed call does not run),
+and shows AIORCH_TEST_TOOL_SECRET when set, proving the secret reached the server.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def add(a: int, b: int) -> int:
     log = os.environ.get("AIORCH_TEST_TOOL_LOG")
     if log:
         with Path(log).open("a") as calls:
-            calls.write(f"add {a} {b}\n")
+            secret = os.environ.get("AIORCH_TEST_TOOL_SECRET")
+            calls.write(f"add {a} {b}{f' {secret}' if secret else ''}\n")
     return a + b
 
 

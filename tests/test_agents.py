@@ -223,3 +223,15 @@ def test_a_malformed_history_is_refused_before_any_model_call(prefect_api: str) 
     agent = Agent(instruction="x", model="passthrough")
     with pytest.raises(ValueError, match="history is not a conversation in FastAgent's JSON"):
         call_in_flow(agent, "hi", history='{"not": "a conversation"}')
+
+
+def test_flow_parameters_can_override_block_fields(prefect_api: str) -> None:
+    Agent(instruction="x", model="slow", temperature=1).save("overridden", overwrite=True)
+    result = call_in_flow(
+        "overridden", "hi", overrides={"model": "passthrough", "fallback_models": []}
+    )
+    assert result.model == "passthrough"
+    with pytest.raises(ValueError, match=r"overrides: \['temprature'\] are not agent fields"):
+        call_in_flow("overridden", "hi", overrides={"temprature": 0})
+    with pytest.raises(ValueError, match=r"overrides: temperature: Input should be less"):
+        call_in_flow("overridden", "hi", overrides={"temperature": 9})

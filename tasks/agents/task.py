@@ -102,10 +102,24 @@ class AgentResult(BaseModel):
     )
 
 
-async def _load(agent: Agent | str) -> Agent:
-    if isinstance(agent, Agent):
-        return agent
-    return cast(Agent, await Agent.aload(agent))
+async def _load(agent: Agent | str, overrides: dict[str, Any] | None) -> Agent:
+    config = agent if isinstance(agent, Agent) else cast(Agent, await Agent.aload(agent))
+    if not overrides:
+        return config
+    unknown = sorted(set(overrides) - set(Agent.model_fields))
+    if unknown:
+        raise ValueError(
+            f"overrides: {unknown} are not agent fields; use some of {sorted(Agent.model_fields)}"
+        )
+    try:
+        return Agent.model_validate({**dict(config), **overrides})
+    except ModelViolation as error:
+        # Described without the input values: an override may carry a secret.
+        problems = "; ".join(
+            f"{'.'.join(map(str, problem['loc'])) or 'agent'}: {problem['msg']}"
+            for problem in error.errors(include_input=False)
+        )
+        raise ValueError(f"overrides: {problems}") from None
 
 
 def _check_credentials(model: str, config: Agent) -> None:
@@ -342,6 +356,7 @@ async def _call(
     history: str | None = None,
     conversation: str | None = None,
     output_type: type[BaseModel] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> AgentResult:
     """Try the model (or the override), then each fallback while failures are retryable."""
     if not prompt:
@@ -352,7 +367,7 @@ async def _call(
         )
     base_messages = parse_history(history)  # refuse a malformed history before any call
     owner = cache_owner(cache_scope, tenant)
-    config = await _load(agent)
+    config = await _load(agent, overrides)
     primary = check_model(model, "model override") if model else config.model
     if model:
         check_provider(primary, config.provider, "model override")
@@ -409,6 +424,7 @@ def run_agent(
     history: str | None = None,
     conversation: str | None = None,
     output_type: type[BaseModel] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> AgentResult:
     """Run an agent on a prompt as a Prefect task.
 
@@ -429,6 +445,9 @@ def run_agent(
         output_type: A pydantic model the reply must fit (structured output); the
             parsed value is the result's ``output``. Overrides the block's
             ``output_schema``.
+        overrides: Agent block fields to change for this call (e.g. from flow
+            parameters): ``{"temperature": 0, "instruction": "..."}``; validated like
+            the block itself.
 
     Raises:
         ValueError: the configuration cannot work (named field and fix), before any
@@ -461,6 +480,7 @@ def run_agent(
             history=history,
             conversation=conversation,
             output_type=output_type,
+            overrides=overrides,
         )
     )
 
@@ -476,6 +496,7 @@ async def arun_agent(
     history: str | None = None,
     conversation: str | None = None,
     output_type: type[BaseModel] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> AgentResult:
     """The async form of :func:`run_agent`, for async flows."""
     return await _call(
@@ -487,4 +508,5 @@ async def arun_agent(
         history=history,
         conversation=conversation,
         output_type=output_type,
+        overrides=overrides,
     )

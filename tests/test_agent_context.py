@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import pytest
@@ -121,3 +121,22 @@ def test_history_and_conversation_together_are_refused(prefect_api: str) -> None
     agent = Agent(instruction="x", model="passthrough")
     with pytest.raises(ValueError, match="pass history= or conversation=, not both"):
         call_in_flow(agent, "hi", history=_long_history(1), conversation="k")
+
+
+@pytest.mark.parametrize(("strategy", "sent"), [("keep", 21), ("truncate", 3)])
+def test_the_model_receives_the_fitted_conversation(
+    prefect_api: str, strategy: Literal["keep", "truncate"], sent: int
+) -> None:
+    # FastAgent's playback model answers a fresh request with how many messages it got.
+    history = _long_history(10)
+    last_turn = estimate_tokens(parse_history(history)[-2:])
+    window = last_turn + 64 + 60  # one turn, the reply's reserve, the prompt and instruction
+    agent = Agent(
+        instruction="x",
+        model="playback",
+        max_tokens=64,
+        history=HistoryPolicy(strategy=strategy, max_context_tokens=window),
+    )
+    result = call_in_flow(agent, "next", history=history)
+    assert result.text == f"HISTORY LOADED ({sent}) messages"
+    assert result.history_dropped_messages == 21 - sent

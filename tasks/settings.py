@@ -19,14 +19,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tasks.errors import ConfigurationError
+
+__all__ = ["AiorchSettings", "ConfigurationError", "load_settings"]
+
 ENV_PREFIX = "AIORCH_"
-
-
-class ConfigurationError(ValueError):
-    """A setting or configuration value is invalid; the message names it and the fix."""
 
 
 class AiorchSettings(BaseSettings):
@@ -109,6 +109,16 @@ class AiorchSettings(BaseSettings):
         default=120.0,
         gt=0,
         description="How long aiorch waits for the local model server to answer its health check.",
+    )
+
+    breaker_store_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the database circuit breakers share, e.g. "
+            "postgresql+psycopg://user:password@host/aiorch (the `postgres` extra); "
+            "empty: an SQLite file in the data directory (one machine). A secret: "
+            "never printed."
+        ),
     )
 
     def resolved_data_dir(self) -> Path:

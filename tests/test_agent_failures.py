@@ -12,9 +12,9 @@ from pydantic import SecretStr
 from agent_blocks import Agent, ModelProvider
 from tasks.agents.errors import AgentCallError, retry_if_retryable
 from tasks.agents.task import AgentResult, run_agent
+from tasks.resilience.fault_proxy import Fault, running_fault_proxy
 from tasks.services import free_port
 from tests.agent_flows import call_in_flow
-from tests.fault_proxy import Fault, running_fault_proxy
 
 CANARY = "sk-failure-canary-0b8e"
 
@@ -35,7 +35,7 @@ def test_a_failing_provider_is_asked_once_per_request(prefect_api: str) -> None:
         with pytest.raises(AgentCallError) as caught:
             call_in_flow(_agent(proxy.base_url))
         assert len(proxy.received) == 1
-    assert (caught.value.status, caught.value.retryable) == (503, True)
+    assert (caught.value.provider_status, caught.value.retryable) == (503, True)
 
 
 def test_a_provider_that_does_not_answer_times_out_as_retryable(prefect_api: str) -> None:

@@ -17,8 +17,8 @@ from tasks.agents.endpoints import credential_fingerprint
 from tasks.agents.errors import AgentCallError
 from tasks.agents.requests import request_cache_key
 from tasks.agents.task import AgentResult, arun_agent, run_agent
+from tasks.resilience.fault_proxy import Fault, running_fault_proxy
 from tests.agent_flows import call_in_flow
-from tests.fault_proxy import Fault, running_fault_proxy
 
 CANARY = "sk-agent-canary-4c2b9e"
 
@@ -139,7 +139,7 @@ def test_non_retryable_failure_does_not_fall_back(prefect_api: str, failing_endp
     )
     with pytest.raises(AgentCallError) as caught:
         call_in_flow(agent, "hi")
-    assert caught.value.status == 401
+    assert caught.value.provider_status == 401
     assert caught.value.retryable is False
 
 

@@ -30,7 +30,8 @@ def test_every_setting_is_documented_with_its_default() -> None:
         variable = f"{ENV_PREFIX}{name.upper()}"
         assert variable in rows, f"{variable} is missing from docs/configuration.md"
         default_cell = rows[variable].split("|")[0]
-        assert f"`{info.default}`" in default_cell, f"{variable}: default not documented"
+        expected = "(empty)" if info.default is None else f"`{info.default}`"
+        assert expected in default_cell, f"{variable}: default not documented"
 
 
 def test_documented_settings_exist() -> None:

@@ -19,7 +19,7 @@ from tasks.agents.capabilities import model_capabilities, probe_capabilities
 from tasks.agents.conversation import parse_history
 from tasks.agents.errors import AgentCallError, retry_if_retryable
 from tasks.agents.task import AgentResult, run_agent
-from tests.fault_proxy import Fault, FaultProxy, running_fault_proxy
+from tasks.resilience.fault_proxy import Fault, FaultProxy, running_fault_proxy
 from tests.prefect_server import flow_run_log_text
 
 CANARY = "sk-local-canary-93ad51"

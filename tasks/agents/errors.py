@@ -16,14 +16,20 @@ from fast_agent.types import PromptMessageExtended
 from fast_agent.types.llm_stop_reason import LlmStopReason
 from prefect.client.schemas.objects import State
 
+from tasks.errors import AiorchError
+
 PROVIDER_ERROR_CHANNEL = "fast-agent-provider-error"
 ERROR_CHANNEL = "fast-agent-error"
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 RETRYABLE_TYPES = frozenset({"APITimeoutError", "APIConnectionError", "RateLimitError"})
 
 
-class AgentError(Exception):
+class AgentError(AiorchError):
     """An agent call could not complete; ``retryable`` says whether trying again may help."""
+
+    kind = "agent-error"
+    title = "Agent call failed"
+    status = 500
 
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
@@ -36,6 +42,10 @@ class AgentCallError(AgentError):
     Retryable failures move an agent call on to its next fallback model.
     """
 
+    kind = "provider-error"
+    title = "The model provider failed"
+    status = 502
+
     def __init__(
         self,
         message: str,
@@ -47,20 +57,38 @@ class AgentCallError(AgentError):
     ) -> None:
         super().__init__(f"model {model!r}: {message}", retryable=retryable)
         self.model = model
-        self.status = status
+        self.provider_status = status
         self.error_type = error_type
+
+    def context(self) -> dict[str, Any]:
+        """The model and what the provider answered."""
+        facts = {"model": self.model, "provider_status": self.provider_status}
+        facts["error_type"] = self.error_type
+        return {key: value for key, value in facts.items() if value is not None}
 
 
 class StructuredOutputError(AgentError):
     """The model's reply does not satisfy the requested output schema."""
 
+    kind = "structured-output-invalid"
+    title = "The reply does not fit the output schema"
+    status = 422
+
     def __init__(self, message: str, *, model: str) -> None:
         super().__init__(f"model {model!r}: {message}", retryable=False)
         self.model = model
 
+    def context(self) -> dict[str, Any]:
+        """The model that answered."""
+        return {"model": self.model}
+
 
 class ToolCallError(AgentError):
     """An MCP server could not be reached, or a tool call did not finish in time."""
+
+    kind = "tool-error"
+    title = "An MCP tool call failed"
+    status = 502
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retryable=True)

@@ -1,9 +1,18 @@
-"""A small real HTTP proxy that injects provider failures in front of a model server.
+"""A model endpoint that fails on purpose: a real HTTP proxy injecting provider faults.
 
-Requests are answered in order from a plan of faults; once the plan is used up they
-go to the upstream server (the real local model), or fail with the default status
-when there is none. Every request is recorded, so a test can count what reached the
-model.
+Requests are answered in order from a plan of faults (a status such as 429 or 500,
+after an optional delay, or a hang); once the plan is used up they go to the upstream
+server (a real model, e.g. the bundled local one), or fail with the default fault when
+there is none. Every request is recorded, so a test or demo can count what reached the
+model. Point a ``ModelProvider(kind="generic", base_url=proxy.base_url)`` at it.
+
+Example:
+    ```python
+    from tasks.resilience.fault_proxy import Fault, running_fault_proxy
+
+    with running_fault_proxy(default=Fault(status=429)) as proxy:
+        print(proxy.base_url.startswith("http://127.0.0.1:"))  # True
+    ```
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from tests.json_http import send_json
+from tasks.resilience.json_http import send_json
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class FaultProxy:
     base_url: str = ""
 
     def next_fault(self, body: dict[str, Any]) -> Fault | None:
+        """Record a request; the fault to answer it with, or None to forward it."""
         with self.lock:
             self.received.append(body)
             self.in_flight += 1

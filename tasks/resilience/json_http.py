@@ -1,4 +1,4 @@
-"""A JSON reply for the small real HTTP servers tests start."""
+"""A JSON reply for small HTTP servers built on the standard library."""
 
 from __future__ import annotations
 

@@ -1,0 +1,47 @@
+"""The one error taxonomy of aiorch: every error it raises on purpose derives from here.
+
+Each class says what went wrong in a way both people and automations can use: a short
+``kind`` (the last part of the problem type URI), a ``title``, an HTTP-like ``status``,
+whether a retry may help (``retryable``) and, when known, how long to wait first
+(``retry_after``). :mod:`tasks.resilience.problems` renders any of them as an RFC 9457
+problem-details document.
+
+| kind | raised as | retryable |
+|---|---|---|
+| configuration-error | ``ConfigurationError`` (bad settings or input) | no |
+| step-failed | ``StepFailed`` (a command exited non-zero) | no |
+| step-timed-out | ``StepTimedOut`` | yes |
+| engine-unavailable | ``EngineUnavailable`` (Dagger or Docker unreachable) | yes |
+| image-unavailable | ``ImageUnavailable`` | no |
+| missing-output | ``MissingOutput`` | no |
+| provider-error | ``AgentCallError`` (model provider failed) | by status |
+| structured-output-invalid | ``StructuredOutputError`` | no |
+| tool-error | ``ToolCallError`` (MCP server) | yes |
+| circuit-open | ``CircuitOpenError`` | yes, after the wait |
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class AiorchError(Exception):
+    """Base of aiorch's errors: a kind, a title, a status and a retry hint."""
+
+    kind: ClassVar[str] = "error"
+    title: ClassVar[str] = "aiorch error"
+    status: ClassVar[int] = 500
+    retryable: bool = False
+    retry_after: float | None = None
+
+    def context(self) -> dict[str, Any]:
+        """Structured facts about this failure (step, runner, model, exit code, ...)."""
+        return {}
+
+
+class ConfigurationError(AiorchError, ValueError):
+    """A setting or configuration value is invalid; the message names it and the fix."""
+
+    kind = "configuration-error"
+    title = "Invalid configuration"
+    status = 400

@@ -1,0 +1,34 @@
+"""Secret values aiorch has handled in this process, and a function that hides them.
+
+Every place that resolves a secret (a provider's API key, a step's secrets, an MCP
+server's secret environment) registers its value, so text that leaves the process
+(problem reports, artifacts, events) can be redacted even when a library quoted the
+secret somewhere unexpected.
+"""
+
+from __future__ import annotations
+
+import threading
+
+MASK = "********"
+# Very short values would mask ordinary words; real secrets are longer.
+MINIMUM_LENGTH = 6
+
+_secrets: set[str] = set()
+_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember ``value`` as a secret for :func:`redact`."""
+    if value and len(value) >= MINIMUM_LENGTH:
+        with _lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by asterisks."""
+    with _lock:
+        known = sorted(_secrets, key=len, reverse=True)
+    for secret in known:
+        text = text.replace(secret, MASK)
+    return text

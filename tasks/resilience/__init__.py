@@ -1,0 +1,1 @@
+"""Resilience: the error report, retry policies, circuit breakers, fault injection."""

@@ -1,0 +1,373 @@
+"""Circuit breakers whose state is shared by every process through a SQL store.
+
+A breaker watches calls to one dependency (a runner's engine, a model endpoint, any
+function) and stops calling it while it is failing:
+
+- ``closed``: calls go through and are recorded in a sliding window (the last N calls,
+  or the calls of the last N seconds). Once the window holds ``minimum_calls``, a
+  failure rate or slow-call rate at or over its threshold opens the breaker.
+- ``open``: calls fail at once with :class:`CircuitOpenError` (``retry_after`` says how
+  long is left) for ``wait_seconds``; then the breaker is half-open.
+- ``half_open``: ``permitted_calls_in_half_open`` probe calls go through, counted
+  across processes; any failure opens the breaker again, all succeeding closes it.
+- ``forced_open`` and ``disabled``: set by an operator (``aiorch breaker``); they stay
+  until reset.
+
+Transitions are emitted as Prefect events (``aiorch.breaker.opened``, ``.half-opened``,
+``.closed``, ...). The clock can be injected for tests.
+
+Example:
+    ```python
+    from tasks.resilience.breaker import BreakerConfig, CircuitBreaker
+
+    breaker = CircuitBreaker("payments-api", BreakerConfig(minimum_calls=5))
+
+    @breaker
+    def charge() -> str:
+        return "ok"
+
+    print(charge())  # ok
+    ```
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Any, Literal, ParamSpec, Self, TypeVar, cast
+
+import anyio
+from prefect.events import emit_event
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tasks.errors import AiorchError
+from tasks.resilience.breaker_store import BreakerStore
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Clock = Callable[[], float]
+
+
+class BreakerState(StrEnum):
+    """Where a breaker is."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+    FORCED_OPEN = "forced_open"
+    DISABLED = "disabled"
+
+
+class BreakerConfig(BaseModel):
+    """How a breaker decides. Defaults follow resilience4j's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: Literal["count", "time"] = Field(
+        default="count", description="Sliding window over the last N calls or N seconds."
+    )
+    window_size: int = Field(default=100, ge=1, description="N calls, or N seconds.")
+    minimum_calls: int = Field(
+        default=10, ge=1, description="Calls the window needs before rates count."
+    )
+    failure_rate_threshold: float = Field(
+        default=50.0, gt=0, le=100, description="Failure rate (%) that opens the breaker."
+    )
+    slow_call_rate_threshold: float = Field(
+        default=100.0, gt=0, le=100, description="Slow-call rate (%) that opens the breaker."
+    )
+    slow_call_seconds: float = Field(
+        default=60.0, gt=0, description="A call slower than this counts as slow."
+    )
+    wait_seconds: float = Field(
+        default=60.0, ge=0, description="How long the breaker stays open before probing."
+    )
+    permitted_calls_in_half_open: int = Field(
+        default=10, ge=1, description="Probe calls allowed while half-open (all processes)."
+    )
+
+    @model_validator(mode="after")
+    def _window_holds_minimum(self) -> Self:
+        if self.window == "count" and self.minimum_calls > self.window_size:
+            raise ValueError(
+                f"minimum_calls ({self.minimum_calls}) is larger than a count window of "
+                f"{self.window_size} calls, so the breaker could never open; lower "
+                "minimum_calls or raise window_size"
+            )
+        return self
+
+
+class CircuitOpenError(AiorchError):
+    """The breaker is open: the call was not made."""
+
+    kind = "circuit-open"
+    title = "Circuit breaker open"
+    status = 503
+    retryable = True
+
+    def __init__(self, breaker: str, state: BreakerState, retry_after: float | None) -> None:
+        wait = f"; retry in {retry_after:.1f} s" if retry_after is not None else ""
+        super().__init__(f"circuit breaker {breaker!r} is {state.value}{wait}")
+        self.breaker = breaker
+        self.state = state
+        self.retry_after = retry_after
+
+    def context(self) -> dict[str, Any]:
+        """The breaker and its state."""
+        return {"breaker": self.breaker, "breaker_state": self.state.value}
+
+
+class Permit(BaseModel):
+    """The answer to "may I call?"."""
+
+    allowed: bool
+    state: BreakerState
+    probe: bool = False
+    retry_after: float | None = None
+
+
+def counts_as_failure(error: BaseException) -> bool:
+    """Default failure rule: errors a retry may fix say the dependency is unhealthy.
+
+    A bad request (non-retryable) says nothing about the dependency, so it does not
+    count; untyped exceptions do.
+    """
+    return bool(getattr(error, "retryable", True))
+
+
+class CircuitBreaker:
+    """A named breaker; its state lives in the store, shared by all processes."""
+
+    def __init__(
+        self,
+        name: str,
+        config: BreakerConfig | None = None,
+        *,
+        store: BreakerStore | None = None,
+        clock: Clock = time.time,
+        is_failure: Callable[[BaseException], bool] = counts_as_failure,
+    ) -> None:
+        if not name or len(name) > 200:
+            raise ValueError("breaker name must be 1 to 200 characters, e.g. 'docker-engine'")
+        self.name = name
+        self.config = config or BreakerConfig()
+        self._store = store
+        self.clock = clock
+        self.is_failure = is_failure
+
+    @property
+    def store(self) -> BreakerStore:
+        """The store (the settings' default unless one was given)."""
+        if self._store is None:
+            self._store = BreakerStore.default()
+        return self._store
+
+    def state(self) -> BreakerState:
+        """The current state, as a caller would see it now."""
+        for row in self.store.states():
+            if row["name"] == self.name:
+                state = BreakerState(row["state"])
+                opened = row["opened_at"] or 0.0
+                if state is BreakerState.OPEN and self.clock() >= opened + self.config.wait_seconds:
+                    return BreakerState.HALF_OPEN
+                return state
+        return BreakerState.CLOSED
+
+    def acquire(self) -> Permit:
+        """Ask to make a call; a half-open probe slot is taken atomically."""
+        return self.store.retrying(self._acquire)
+
+    def _acquire(self) -> Permit:
+        now = self.clock()
+        with self.store.locked(self.name, now) as (connection, row):
+            state = BreakerState(row["state"])
+            if state in {BreakerState.DISABLED, BreakerState.CLOSED}:
+                return Permit(allowed=True, state=state)
+            if state is BreakerState.FORCED_OPEN:
+                return Permit(allowed=False, state=state)
+            if state is BreakerState.OPEN:
+                reopen_at = (row["opened_at"] or now) + self.config.wait_seconds
+                if now < reopen_at:
+                    return Permit(allowed=False, state=state, retry_after=reopen_at - now)
+                self.store.set_state(
+                    connection,
+                    self.name,
+                    state=BreakerState.HALF_OPEN.value,
+                    probes_started=0,
+                    probes_succeeded=0,
+                    updated_at=now,
+                )
+                self._emit(state, BreakerState.HALF_OPEN)
+                row = {**row, "probes_started": 0}
+                state = BreakerState.HALF_OPEN
+            if row["probes_started"] >= self.config.permitted_calls_in_half_open:
+                return Permit(allowed=False, state=state)
+            self.store.set_state(
+                connection, self.name, probes_started=row["probes_started"] + 1, updated_at=now
+            )
+            return Permit(allowed=True, state=state, probe=True)
+
+    def record(self, permit: Permit, *, failed: bool, duration: float) -> BreakerState:
+        """Record a call made under ``permit``; returns the state afterwards."""
+        if permit.state is BreakerState.DISABLED:
+            return permit.state
+        return self.store.retrying(lambda: self._record(permit, failed, duration))
+
+    def _record(self, permit: Permit, failed: bool, duration: float) -> BreakerState:
+        now = self.clock()
+        config = self.config
+        slow = duration >= config.slow_call_seconds
+        with self.store.locked(self.name, now) as (connection, row):
+            state = BreakerState(row["state"])
+            if state is BreakerState.HALF_OPEN and permit.probe:
+                if failed or slow:
+                    return self._open(connection, state, now)
+                succeeded = row["probes_succeeded"] + 1
+                if succeeded >= config.permitted_calls_in_half_open:
+                    self.store.set_state(
+                        connection,
+                        self.name,
+                        state=BreakerState.CLOSED.value,
+                        opened_at=None,
+                        probes_started=0,
+                        probes_succeeded=0,
+                        updated_at=now,
+                    )
+                    self.store.clear_window(connection, self.name)
+                    self._emit(state, BreakerState.CLOSED)
+                    return BreakerState.CLOSED
+                self.store.set_state(
+                    connection, self.name, probes_succeeded=succeeded, updated_at=now
+                )
+                return state
+            if state is not BreakerState.CLOSED:
+                return state  # a call that started before the breaker changed
+            self.store.add_outcome(connection, self.name, now, failed, slow)
+            calls = (
+                self.store.window(connection, self.name, newest=config.window_size)
+                if config.window == "count"
+                else self.store.window(connection, self.name, since=now - config.window_size)
+            )
+            if len(calls) < config.minimum_calls:
+                return state
+            failure_rate = 100.0 * sum(failed for failed, _ in calls) / len(calls)
+            slow_rate = 100.0 * sum(slow for _, slow in calls) / len(calls)
+            if (
+                failure_rate >= config.failure_rate_threshold
+                or slow_rate >= config.slow_call_rate_threshold
+            ):
+                return self._open(connection, state, now)
+            return state
+
+    def _open(self, connection: Any, previous: BreakerState, now: float) -> BreakerState:
+        self.store.set_state(
+            connection,
+            self.name,
+            state=BreakerState.OPEN.value,
+            opened_at=now,
+            probes_started=0,
+            probes_succeeded=0,
+            updated_at=now,
+        )
+        self.store.clear_window(connection, self.name)
+        self._emit(previous, BreakerState.OPEN)
+        return BreakerState.OPEN
+
+    def force(self, state: Literal["forced_open", "disabled", "closed"]) -> None:
+        """Set the state by hand: ``forced_open``, ``disabled``, or ``closed`` (a reset)."""
+        target = BreakerState(state)
+        now = self.clock()
+
+        def change() -> None:
+            with self.store.locked(self.name, now) as (connection, row):
+                self.store.set_state(
+                    connection,
+                    self.name,
+                    state=target.value,
+                    opened_at=None,
+                    probes_started=0,
+                    probes_succeeded=0,
+                    updated_at=now,
+                )
+                self.store.clear_window(connection, self.name)
+                self._emit(BreakerState(row["state"]), target)
+
+        self.store.retrying(change)
+
+    def _emit(self, previous: BreakerState, current: BreakerState) -> None:
+        if previous is current:
+            return
+        # Prefect ships events in the background and drops them without a client
+        # context, so this never blocks or fails the call.
+        emit_event(
+            event=f"aiorch.breaker.{current.value.replace('_', '-')}",
+            resource={
+                "prefect.resource.id": f"aiorch.breaker.{self.name}",
+                "prefect.resource.name": self.name,
+            },
+            payload={"breaker": self.name, "from": previous.value, "to": current.value},
+        )
+
+    def _refuse(self, permit: Permit) -> CircuitOpenError:
+        return CircuitOpenError(self.name, permit.state, permit.retry_after)
+
+    @contextmanager
+    def guard(self) -> Iterator[Permit]:
+        """Make one call under the breaker: ``with breaker.guard(): ...``.
+
+        Raises:
+            CircuitOpenError: the breaker is open, forced open, or out of probes.
+        """
+        permit = self.acquire()
+        if not permit.allowed:
+            raise self._refuse(permit)
+        started = time.perf_counter()
+        try:
+            yield permit
+        except BaseException as error:
+            failed = isinstance(error, Exception) and self.is_failure(error)
+            self.record(permit, failed=failed, duration=time.perf_counter() - started)
+            raise
+        self.record(permit, failed=False, duration=time.perf_counter() - started)
+
+    async def call(self, function: Callable[[], Awaitable[R]]) -> R:
+        """Await ``function()`` under the breaker (store access runs in a worker thread)."""
+        permit = await anyio.to_thread.run_sync(self.acquire)
+        if not permit.allowed:
+            raise self._refuse(permit)
+        started = time.perf_counter()
+        try:
+            result = await function()
+        except BaseException as error:
+            failed = isinstance(error, Exception) and self.is_failure(error)
+            duration = time.perf_counter() - started
+            await anyio.to_thread.run_sync(
+                functools.partial(self.record, permit, failed=failed, duration=duration)
+            )
+            raise
+        duration = time.perf_counter() - started
+        await anyio.to_thread.run_sync(
+            functools.partial(self.record, permit, failed=False, duration=duration)
+        )
+        return result
+
+    def __call__(self, function: Callable[P, R]) -> Callable[P, R]:
+        """Decorate a sync or async function so every call goes through the breaker."""
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await self.call(lambda: function(*args, **kwargs))
+
+            return cast(Callable[P, R], async_wrapper)
+
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            with self.guard():
+                return function(*args, **kwargs)
+
+        return wrapper

@@ -1,0 +1,188 @@
+"""Where circuit breakers keep their state: one SQL database shared by every process.
+
+The embedded default is an SQLite file under ``AIORCH_DATA_DIR`` (processes on one
+machine); ``AIORCH_BREAKER_STORE_URL`` points at PostgreSQL for several machines
+(``postgresql+psycopg://user:password@host/db``; install the ``postgres`` extra). Every
+decision is one transaction that locks the breaker's row (``BEGIN IMMEDIATE`` on
+SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL), so two processes never both take the
+last half-open probe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar, TypeVar
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from tasks.settings import load_settings
+
+T = TypeVar("T")
+
+metadata = MetaData()
+breakers = Table(
+    "aiorch_breakers",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("state", String(20), nullable=False),
+    Column("opened_at", Float, nullable=True),
+    Column("probes_started", Integer, nullable=False, default=0),
+    Column("probes_succeeded", Integer, nullable=False, default=0),
+    Column("updated_at", Float, nullable=False),
+)
+outcomes = Table(
+    "aiorch_breaker_calls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, index=True),
+    Column("at", Float, nullable=False),
+    Column("failed", Boolean, nullable=False),
+    Column("slow", Boolean, nullable=False),
+)
+
+
+class BreakerStore:
+    """An SQL database holding breaker states and their recent calls."""
+
+    _shared: ClassVar[dict[str, BreakerStore]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            _immediate_transactions(self.engine)
+        metadata.create_all(self.engine)
+
+    @classmethod
+    def default(cls) -> BreakerStore:
+        """The store the settings name (created on first use, one per URL and process)."""
+        settings = load_settings()
+        configured = settings.breaker_store_url
+        url = (
+            configured.get_secret_value()
+            if configured is not None
+            else f"sqlite:///{settings.resolved_data_dir() / 'breakers.sqlite'}"
+        )
+        with cls._shared_lock:
+            if url not in cls._shared:
+                cls._shared[url] = cls(url)
+            return cls._shared[url]
+
+    @property
+    def kind(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    @contextmanager
+    def locked(self, name: str, now: float) -> Iterator[tuple[Connection, dict[str, Any]]]:
+        """A transaction holding the breaker's row, created closed if it is new."""
+        with self.engine.begin() as connection:
+            row = self._row(connection, name)
+            if row is None:
+                try:
+                    with connection.begin_nested():
+                        connection.execute(
+                            insert(breakers).values(
+                                name=name,
+                                state="closed",
+                                probes_started=0,
+                                probes_succeeded=0,
+                                updated_at=now,
+                            )
+                        )
+                except IntegrityError:  # another process created it first
+                    pass
+                row = self._row(connection, name)
+            assert row is not None
+            yield connection, row
+
+    def _row(self, connection: Connection, name: str) -> dict[str, Any] | None:
+        query = select(breakers).where(breakers.c.name == name)
+        if self.kind == "postgresql":
+            query = query.with_for_update()
+        found = connection.execute(query).mappings().first()
+        return dict(found) if found is not None else None
+
+    @staticmethod
+    def set_state(connection: Connection, name: str, **values: Any) -> None:
+        """Update the breaker's row."""
+        connection.execute(update(breakers).where(breakers.c.name == name).values(**values))
+
+    @staticmethod
+    def add_outcome(connection: Connection, name: str, at: float, failed: bool, slow: bool) -> None:
+        """Record one call in the breaker's window."""
+        connection.execute(insert(outcomes).values(name=name, at=at, failed=failed, slow=slow))
+
+    @staticmethod
+    def window(
+        connection: Connection, name: str, *, newest: int | None = None, since: float | None = None
+    ) -> list[tuple[bool, bool]]:
+        """(failed, slow) of the newest calls, by count or since a time; older ones go."""
+        query = select(outcomes.c.id, outcomes.c.failed, outcomes.c.slow).where(
+            outcomes.c.name == name
+        )
+        if since is not None:
+            connection.execute(
+                delete(outcomes).where(outcomes.c.name == name, outcomes.c.at < since)
+            )
+        rows = connection.execute(query.order_by(outcomes.c.id.desc())).all()
+        if newest is not None and len(rows) > newest:
+            oldest_kept = rows[newest - 1].id
+            connection.execute(
+                delete(outcomes).where(outcomes.c.name == name, outcomes.c.id < oldest_kept)
+            )
+            rows = rows[:newest]
+        return [(bool(row.failed), bool(row.slow)) for row in rows]
+
+    @staticmethod
+    def clear_window(connection: Connection, name: str) -> None:
+        """Forget the breaker's recent calls (after a state change)."""
+        connection.execute(delete(outcomes).where(outcomes.c.name == name))
+
+    def states(self) -> list[dict[str, Any]]:
+        """Every breaker's row."""
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(select(breakers)).mappings()]
+
+    def retrying(self, action: Callable[[], T], attempts: int = 20) -> T:
+        """Run ``action``, retrying when SQLite reports the database as busy."""
+        for attempt in range(attempts):
+            try:
+                return action()
+            except OperationalError as error:
+                if "locked" not in str(error) or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _immediate_transactions(engine: Engine) -> None:
+    # pysqlite starts transactions lazily (DEFERRED), so two processes could both read
+    # a breaker and then both write; BEGIN IMMEDIATE takes the write lock up front.
+    @event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA busy_timeout = 10000")
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

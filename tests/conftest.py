@@ -139,3 +139,13 @@ def local_model() -> Iterator[str]:
         yield server.base_url()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server (Debian's binaries) for this test session."""
+    from tests.postgres import postgres_bin, running_postgres
+
+    require_service("PostgreSQL", postgres_bin() is not None, "initdb/postgres are not installed")
+    with running_postgres() as url:
+        yield url

@@ -9,8 +9,10 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
@@ -78,4 +80,25 @@ def flow_run_log_text(run_id: UUID, expect: str, deadline_seconds: float = 30.0)
         text = "\n".join(log.message for log in logs)
         if expect in text or time.monotonic() > deadline:
             return text
+        time.sleep(0.2)
+
+
+def poll_events(
+    api_url: str, resource_id: str, count: int, deadline_seconds: float = 30.0
+) -> list[dict[str, Any]]:
+    """Events about ``resource_id``, oldest first, polled until ``count`` arrived.
+
+    Prefect ships events in the background, so they reach the server a little later.
+    """
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        response = httpx.post(
+            f"{api_url}/events/filter",
+            json={"filter": {"resource": {"id": [resource_id]}, "order": "ASC"}, "limit": 50},
+            timeout=10,
+        )
+        response.raise_for_status()
+        events: list[dict[str, Any]] = response.json()["events"]
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
         time.sleep(0.2)

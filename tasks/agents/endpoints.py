@@ -18,6 +18,7 @@ import hashlib
 
 from agent_blocks.provider import LOCAL_MODEL_NAME, ModelProvider, ProviderKind
 from tasks.agents.local_model import LocalModelServer
+from tasks.redaction import register_secret
 
 LOCAL_API_KEY = "local"
 
@@ -37,6 +38,7 @@ def connection_arguments(provider: ModelProvider | None) -> dict[str, str]:
         arguments["base_url"] = str(provider.base_url)
     if provider.api_key is not None:
         arguments["api_key"] = provider.api_key.get_secret_value()
+        register_secret(arguments["api_key"])
     return arguments
 
 
@@ -44,6 +46,7 @@ def secrets_of(provider: ModelProvider | None) -> list[str]:
     """The secret values a provider holds, to mask wherever text may contain them."""
     if provider is None or provider.api_key is None:
         return []
+    register_secret(provider.api_key.get_secret_value())
     return [provider.api_key.get_secret_value()]
 
 

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import time
+from collections.abc import Awaitable
 from typing import Any, Literal
 
 from fast_agent.types import PromptMessageExtended, RequestParams
@@ -33,6 +34,7 @@ from tasks.agents.local_model import LocalModelServer
 from tasks.agents.runtime import AgentRuntime
 from tasks.agents.usage import TokenUsage, reported_usage
 from tasks.caching import PrecomputedKey
+from tasks.resilience.breakers import model_breaker
 
 REQUEST_KEY_VERSION = "aiorch-model-request-v2"
 CacheScope = Literal["flow-run", "tenant"]
@@ -123,6 +125,17 @@ def _structured_params(
     return RequestParams(structured_schema=schema)
 
 
+async def _checked(
+    call: Awaitable[tuple[PromptMessageExtended, float]], model: str, secrets: list[str]
+) -> tuple[PromptMessageExtended, float]:
+    """The reply, or the provider failure it carries raised (so the breaker sees it)."""
+    reply, latency = await call
+    failure = error_from_reply(reply, model, secrets)
+    if failure is not None:
+        raise failure
+    return reply, latency
+
+
 @task(name="model-request", persist_result=True, cache_policy=PrecomputedKey())
 async def model_request(
     config: Agent,
@@ -159,8 +172,11 @@ async def model_request(
                 raise asyncio.CancelledError
             return reply, time.perf_counter() - started
 
+    breaker = model_breaker(credential_fingerprint(provider), model)
     try:
-        reply, latency = await runtime.acall(on_runtime)
+        reply, latency = await breaker.call(
+            lambda: _checked(runtime.acall(on_runtime), model, secrets)
+        )
     except TimeoutError:
         raise AgentCallError(
             f"no reply within {timeout}s (provider.request_timeout_seconds)",
@@ -168,9 +184,6 @@ async def model_request(
             retryable=True,
             error_type="Timeout",
         ) from None
-    failure = error_from_reply(reply, model, secrets)
-    if failure is not None:
-        raise failure
     usage = reported_usage(reply)
     if not usage.total_tokens and provider is not None and provider.kind is ProviderKind.LOCAL:
         usage = await asyncio.to_thread(_counted_usage, config, messages, reply)

@@ -60,6 +60,8 @@ from tasks.agents.requests import (
 from tasks.agents.sync_bridge import run_sync
 from tasks.agents.tools import offered_tools, resolve_tool, tool_call, tool_call_key
 from tasks.agents.usage import TokenUsage, estimated_cost
+from tasks.resilience.breaker import CircuitOpenError
+from tasks.resilience.report import report_task_failure
 
 DEFAULT_CONTEXT_TOKENS = 8192
 DEFAULT_REPLY_RESERVE_TOKENS = 1024
@@ -398,7 +400,7 @@ async def _call(
                 output_type=output_type,
                 schema=schema,
             )
-        except AgentCallError as error:
+        except (AgentCallError, CircuitOpenError) as error:
             if not error.retryable or index == len(chain) - 1:
                 raise
             logger.warning("%s; falling back to %r", error, chain[index + 1])
@@ -413,7 +415,7 @@ async def _call(
     raise AssertionError("the model chain is never empty")
 
 
-@task(name="agent-call")
+@task(name="agent-call", on_failure=[report_task_failure])
 def run_agent(
     agent: Agent | str,
     prompt: str,
@@ -485,7 +487,7 @@ def run_agent(
     )
 
 
-@task(name="agent-call")
+@task(name="agent-call", on_failure=[report_task_failure])
 async def arun_agent(
     agent: Agent | str,
     prompt: str,

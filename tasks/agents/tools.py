@@ -40,6 +40,7 @@ from agent_blocks.agent import McpServer
 from tasks.agents.errors import ToolCallError, mask
 from tasks.agents.runtime import AgentRuntime
 from tasks.caching import PrecomputedKey
+from tasks.redaction import register_secret
 
 TOOL_SEPARATOR = "__"
 CONNECT_TIMEOUT_SECONDS = 60.0
@@ -68,6 +69,7 @@ async def server_environment(server: McpServer) -> dict[str, str]:
                 f"Secret(value=...).save({block!r})"
             ) from None
         environment[variable] = str(secret.get())
+        register_secret(environment[variable])
     return environment
 
 

@@ -34,6 +34,9 @@ from tasks.container.locks import lock_manager
 from tasks.container.logs import StepOutput
 from tasks.container.select import choose_runner, make_runner
 from tasks.container.spec import ContainerStep, RunnerKind, StepResult
+from tasks.redaction import register_secret
+from tasks.resilience.breakers import engine_breaker
+from tasks.resilience.report import report_task_failure
 from tasks.settings import AiorchSettings, load_settings
 
 SLOT_POLL_SECONDS = 0.05
@@ -72,6 +75,8 @@ async def _resolve_secrets(step: ContainerStep) -> dict[str, str]:
             ) from None
         value = block.get()
         values[name] = value if isinstance(value, str) else str(value)
+    for value in values.values():
+        register_secret(value)
     return values
 
 
@@ -118,8 +123,18 @@ async def execute_step(
     secrets = await _resolve_secrets(step)
     output = StepOutput(step.name, get_run_logger(), secrets.values(), settings.log_tail_lines)
     engine = make_runner(runner, settings, docker_host, dagger_engine)
+    breaker = engine_breaker(runner, docker_host, dagger_engine)
     async with _step_slot(settings):
-        execution = await engine.run(step, secrets, output, engine_cache=engine_cache)
+        try:
+            if breaker is None:
+                execution = await engine.run(step, secrets, output, engine_cache=engine_cache)
+            else:
+                execution = await breaker.call(
+                    lambda: engine.run(step, secrets, output, engine_cache=engine_cache)
+                )
+        except StepError as error:
+            error.runner = runner.value
+            raise
     result = StepResult(
         step=step.name,
         runner=runner,
@@ -131,7 +146,9 @@ async def execute_step(
         duration_seconds=execution.duration_seconds,
     )
     if execution.exit_code != 0:
-        raise StepFailed(step.name, execution.exit_code, result.stdout_tail, result.stderr_tail)
+        failure = StepFailed(step.name, execution.exit_code, result.stdout_tail, result.stderr_tail)
+        failure.runner = runner.value
+        raise failure
     return StepRecord(result=result, outputs_archive=execution.outputs_archive)
 
 
@@ -195,7 +212,7 @@ async def _run_step(
     return record.result.model_copy(update={"outputs": outputs, "cache_hit": cache_hit})
 
 
-@task(name="container-step", task_run_name="{step.name}")
+@task(name="container-step", task_run_name="{step.name}", on_failure=[report_task_failure])
 def run_step(
     step: ContainerStep,
     runner: RunnerKind | str = RunnerKind.AUTO,
@@ -257,7 +274,7 @@ def run_step(
     )
 
 
-@task(name="container-step", task_run_name="{step.name}")
+@task(name="container-step", task_run_name="{step.name}", on_failure=[report_task_failure])
 async def arun_step(
     step: ContainerStep,
     runner: RunnerKind | str = RunnerKind.AUTO,

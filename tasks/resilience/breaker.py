@@ -13,8 +13,9 @@ function) and stops calling it while it is failing:
 - ``forced_open`` and ``disabled``: set by an operator (``aiorch breaker``); they stay
   until reset.
 
-Transitions are emitted as Prefect events (``aiorch.breaker.opened``, ``.half-opened``,
-``.closed``, ...). The clock can be injected for tests.
+Transitions are emitted as Prefect events named after the new state
+(``aiorch.breaker.open``, ``.half-open``, ``.closed``, ``.forced-open``, ``.disabled``)
+about the resource ``aiorch.breaker.<name>``. The clock can be injected for tests.
 
 Example:
     ```python

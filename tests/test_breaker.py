@@ -1,0 +1,207 @@
+"""Circuit breakers: states, windows, thresholds, operators, with an injected clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from pydantic import ValidationError
+
+from tasks.resilience.breaker import (
+    BreakerConfig,
+    BreakerState,
+    CircuitBreaker,
+    CircuitOpenError,
+)
+from tasks.resilience.breaker_store import BreakerStore
+from tests.prefect_server import poll_events
+
+# Transitions are emitted as Prefect events: send them to the test server.
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Boom(Exception):
+    """A failure that counts (untyped exceptions do)."""
+
+
+@pytest.fixture
+def store(scratch_dir: Path) -> Iterator[BreakerStore]:
+    store = BreakerStore(f"sqlite:///{scratch_dir / 'breakers.sqlite'}")
+    yield store
+    store.engine.dispose()
+
+
+def _breaker(store: BreakerStore, clock: FakeClock, **config: Any) -> CircuitBreaker:
+    settings = {"window_size": 4, "minimum_calls": 4, "wait_seconds": 30, **config}
+    return CircuitBreaker("dependency", BreakerConfig(**settings), store=store, clock=clock)
+
+
+def _fail(breaker: CircuitBreaker) -> None:
+    with pytest.raises(Boom), breaker.guard():
+        raise Boom
+
+
+def _succeed(breaker: CircuitBreaker) -> None:
+    with breaker.guard():
+        pass
+
+
+def test_opens_at_the_threshold_rejects_half_opens_and_closes(store: BreakerStore) -> None:
+    clock = FakeClock()
+    breaker = _breaker(store, clock, permitted_calls_in_half_open=2)
+    _succeed(breaker)
+    _succeed(breaker)
+    _fail(breaker)
+    assert breaker.state() is BreakerState.CLOSED  # 3 calls: below minimum_calls
+    _fail(breaker)  # 2 of 4 failed: 50 % reaches the threshold
+    assert breaker.state() is BreakerState.OPEN
+
+    with pytest.raises(CircuitOpenError) as refused, breaker.guard():
+        raise AssertionError("an open breaker must not call")
+    assert refused.value.retry_after == pytest.approx(30)
+    assert refused.value.retryable is True
+
+    clock.now += 30
+    assert breaker.state() is BreakerState.HALF_OPEN
+    _succeed(breaker)
+    assert breaker.state() is BreakerState.HALF_OPEN  # one of two probes done
+    _succeed(breaker)
+    assert breaker.state() is BreakerState.CLOSED
+
+
+def test_a_failing_probe_opens_again_and_probes_are_limited(store: BreakerStore) -> None:
+    clock = FakeClock()
+    breaker = _breaker(store, clock, permitted_calls_in_half_open=1)
+    for _ in range(4):
+        _fail(breaker)
+    clock.now += 31
+    permit = breaker.acquire()
+    assert permit.allowed
+    assert permit.probe
+    assert not breaker.acquire().allowed  # the only probe slot is taken
+    breaker.record(permit, failed=True, duration=0.1)
+    assert breaker.state() is BreakerState.OPEN
+
+
+def test_slow_calls_open_the_breaker(store: BreakerStore) -> None:
+    clock = FakeClock()
+    breaker = _breaker(store, clock, slow_call_seconds=2, slow_call_rate_threshold=75)
+    for duration in (3, 3, 0.1, 3):
+        breaker.record(breaker.acquire(), failed=False, duration=duration)
+    assert breaker.state() is BreakerState.OPEN
+
+
+def test_a_time_window_forgets_old_calls(store: BreakerStore) -> None:
+    clock = FakeClock()
+    breaker = _breaker(store, clock, window="time", window_size=10, minimum_calls=3)
+    _fail(breaker)
+    _fail(breaker)
+    clock.now += 11  # both failures fall out of the window
+    _succeed(breaker)
+    _succeed(breaker)
+    _fail(breaker)
+    assert breaker.state() is BreakerState.CLOSED  # 1 of 3 in the window
+
+
+def test_non_retryable_errors_do_not_count(store: BreakerStore) -> None:
+    from tasks.errors import ConfigurationError
+
+    clock = FakeClock()
+    breaker = _breaker(store, clock)
+    for _ in range(4):
+        with pytest.raises(ConfigurationError), breaker.guard():
+            raise ConfigurationError("bad input says nothing about the dependency")
+    assert breaker.state() is BreakerState.CLOSED
+
+
+def test_operators_force_open_disable_and_reset(store: BreakerStore) -> None:
+    clock = FakeClock()
+    breaker = _breaker(store, clock)
+    breaker.force("forced_open")
+    clock.now += 3600
+    with pytest.raises(CircuitOpenError, match="is forced_open"), breaker.guard():
+        pass
+    breaker.force("disabled")
+    for _ in range(8):
+        _fail(breaker)
+    assert breaker.state() is BreakerState.DISABLED
+    breaker.force("closed")
+    _succeed(breaker)
+    assert breaker.state() is BreakerState.CLOSED
+
+
+def test_decorates_sync_and_async_functions(store: BreakerStore) -> None:
+    import anyio
+
+    clock = FakeClock()
+    breaker = _breaker(store, clock)
+
+    @breaker
+    def double(value: int) -> int:
+        return value * 2
+
+    @breaker
+    async def triple(value: int) -> int:
+        return value * 3
+
+    assert double(2) == 4
+    assert anyio.run(triple, 2) == 6
+    breaker.force("forced_open")
+    with pytest.raises(CircuitOpenError):
+        double(2)
+    with pytest.raises(CircuitOpenError):
+        anyio.run(triple, 2)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"failure_rate_threshold": 0}, "failure_rate_threshold"),
+        ({"failure_rate_threshold": 101}, "failure_rate_threshold"),
+        ({"window_size": 0}, "window_size"),
+        ({"window_size": 5, "minimum_calls": 10}, "minimum_calls \\(10\\) is larger than"),
+        ({"window": "sliding"}, "window"),
+        ({"wait_seconds": -1}, "wait_seconds"),
+        ({"permitted_calls_in_half_open": 0}, "permitted_calls_in_half_open"),
+        ({"unknown": 1}, "unknown"),
+    ],
+)
+def test_bad_configuration_names_the_field(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        BreakerConfig(**settings)
+
+
+def test_transitions_are_prefect_events(store: BreakerStore, prefect_api: str) -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(
+        f"events-{uuid4().hex[:8]}",
+        BreakerConfig(window_size=2, minimum_calls=2, wait_seconds=5),
+        store=store,
+        clock=clock,
+    )
+    _fail(breaker)
+    _fail(breaker)
+    clock.now += 5
+    _succeed(breaker)
+    _succeed(breaker)  # default config: 10 probes; this breaker's window is smaller
+    seen = poll_events(prefect_api, f"aiorch.breaker.{breaker.name}", count=2)
+    assert [event["event"] for event in seen] == ["aiorch.breaker.open", "aiorch.breaker.half-open"]
+    assert seen[0]["payload"] == {"breaker": breaker.name, "from": "closed", "to": "open"}
+
+
+def test_a_breaker_needs_a_name() -> None:
+    with pytest.raises(ValueError, match="breaker name must be 1 to 200 characters"):
+        CircuitBreaker("")

@@ -7,11 +7,20 @@ inside the event loop and deadlocks the winner that shares that loop. Identical 
 started together hit both. Here a lock file is written under a temporary name and
 hard-linked into place, which creates it atomically with its content, and async waits
 use ``anyio.sleep``.
+
+A lock also records its holder's process and host. A process killed while it held a
+lock (``kill -9``, a lost machine) never releases it, and Prefect's lock has no expiry
+unless a hold timeout is set, so a rerun would wait forever: a lock whose process is
+gone from this host is stale and is removed, under an ``flock`` so that two waiters
+never remove a lock a third has just taken.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import socket
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -27,7 +36,19 @@ POLL_SECONDS = 0.1
 class AtomicFileSystemLockManager(FileSystemLockManager):
     """FileSystemLockManager with atomic lock creation and non-blocking async waits."""
 
+    def _break_if_stale(self, key: str) -> None:
+        lock_path = self._lock_path_for_key(key)
+        seen = _read(lock_path)
+        if seen is None or not _holder_is_gone(seen):
+            return
+        self._ensure_lock_files_directory_exists()
+        with (self.lock_files_directory / ".stale-guard").open("a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            if _read(lock_path) == seen:
+                lock_path.unlink(missing_ok=True)
+
     def _try_acquire(self, key: str, holder: str, hold_timeout: float | None) -> bool:
+        self._break_if_stale(key)
         if self.is_locked(key) and not self.is_lock_holder(key, holder):
             return False
         if self.is_lock_holder(key, holder):
@@ -35,7 +56,12 @@ class AtomicFileSystemLockManager(FileSystemLockManager):
         self._ensure_lock_files_directory_exists()
         lock_path = self._lock_path_for_key(key)
         expiration = datetime.now(UTC) + timedelta(seconds=hold_timeout) if hold_timeout else None
-        content = {"holder": holder, "expiration": str(expiration) if expiration else None}
+        content = {
+            "holder": holder,
+            "expiration": str(expiration) if expiration else None,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
         descriptor, staged = tempfile.mkstemp(dir=self.lock_files_directory, suffix=".tmp")
         try:
             with os.fdopen(descriptor, "wb") as handle:
@@ -77,6 +103,27 @@ class AtomicFileSystemLockManager(FileSystemLockManager):
                 return False
             await anyio.sleep(POLL_SECONDS)
         return True
+
+
+def _read(path: Path) -> dict[str, object] | None:
+    try:
+        content = json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None
+    return content if isinstance(content, dict) else None
+
+
+def _holder_is_gone(lock: dict[str, object]) -> bool:
+    pid = lock.get("pid")
+    if lock.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False  # another machine's lock: only its expiration can free it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by someone else
+        return False
+    return False
 
 
 def lock_manager(directory: Path) -> AtomicFileSystemLockManager:

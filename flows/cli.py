@@ -1,4 +1,4 @@
-"""The ``aiorch`` command: run workflows, see runners, build images, check models.
+"""The ``aiorch`` command: run workflows, see runners, build images, models, breakers.
 
 Examples:
     ```bash
@@ -8,6 +8,8 @@ Examples:
     aiorch image busybox
     aiorch model capabilities openai.gpt-4.1-mini
     aiorch model probe generic.my-model --provider my-endpoint
+    aiorch breakers --artifact
+    aiorch breaker "engine:docker:default" open
     ```
 """
 
@@ -17,7 +19,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from prefect import Flow
 from prefect.client.schemas.objects import State
@@ -39,6 +41,12 @@ def _data_pipeline() -> Flow[..., Any]:
     return data_pipeline
 
 
+def _breaker_states() -> Flow[..., Any]:
+    from flows.breaker_states import breaker_states
+
+    return breaker_states
+
+
 def _dagger_check() -> Flow[..., Any]:
     from flows.dagger_check import dagger_check
 
@@ -49,6 +57,7 @@ WORKFLOWS: dict[str, Loader] = {
     "demo": _demo,
     "data-pipeline": _data_pipeline,
     "dagger-check": _dagger_check,
+    "breaker-states": _breaker_states,
 }
 
 
@@ -128,6 +137,34 @@ def _model(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _breakers(arguments: argparse.Namespace) -> int:
+    from flows.breaker_states import breaker_states
+    from tasks.resilience.breaker_report import breaker_rows
+
+    rows = breaker_rows()
+    if not rows:
+        print("no circuit breaker has been used yet")
+    for row in rows:
+        print(f"{row['state']:<12} {row['breaker']}  (opened {row['opened at'] or '-'})")
+    if arguments.artifact:
+        print(f"published artifact aiorch-breakers ({breaker_states()})")
+    return 0
+
+
+def _breaker(arguments: argparse.Namespace) -> int:
+    from tasks.resilience.breaker import CircuitBreaker
+
+    targets: dict[str, Literal["forced_open", "closed", "disabled"]] = {
+        "open": "forced_open",
+        "close": "closed",
+        "disable": "disabled",
+    }
+    target = targets[arguments.action]
+    CircuitBreaker(arguments.name).force(target)
+    print(f"breaker {arguments.name!r} is now {target}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     from tasks.container.images import BUSYBOX_IMAGE
@@ -162,6 +199,19 @@ def parser() -> argparse.ArgumentParser:
     model.add_argument("model", help="FastAgent model string, e.g. generic.smollm2")
     model.add_argument("--provider", help="name of a saved ModelProvider block")
     model.set_defaults(handler=_model)
+
+    breakers = commands.add_parser("breakers", help="the state of every circuit breaker")
+    breakers.add_argument("--artifact", action="store_true", help="also publish it")
+    breakers.set_defaults(handler=_breakers)
+
+    breaker = commands.add_parser("breaker", help="force a breaker open, closed or off")
+    breaker.add_argument("name", help="the breaker's name, as `aiorch breakers` lists it")
+    breaker.add_argument(
+        "action",
+        choices=["open", "close", "disable"],
+        help="open: reject calls until closed; close: reset to closed; disable: never trip",
+    )
+    breaker.set_defaults(handler=_breaker)
     return root
 
 

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from agent_blocks import Agent, ModelProvider
 from tasks.agents.errors import AgentCallError, retry_if_retryable
 from tasks.agents.task import AgentResult, run_agent
+from tasks.resilience.breaker import CircuitOpenError
 from tasks.resilience.fault_proxy import Fault, running_fault_proxy
 from tasks.services import free_port
 from tests.agent_flows import call_in_flow
@@ -118,3 +119,35 @@ def test_concurrent_requests_respect_the_providers_limit(
         assert fan_out() == 3
         assert len(proxy.received) == 3
         assert proxy.peak_in_flight == peak
+
+
+def test_an_open_model_breaker_moves_the_call_to_the_next_fallback(prefect_api: str) -> None:
+    from tasks.agents.endpoints import credential_fingerprint
+    from tasks.resilience.breakers import model_breaker
+
+    with running_fault_proxy(default=Fault(status=500)) as proxy:
+        agent = _agent(proxy.base_url)
+        agent = agent.model_copy(update={"fallback_models": ["passthrough"]})
+        model_breaker(credential_fingerprint(agent.provider), "generic.smollm2").force(
+            "forced_open"
+        )
+        result = call_in_flow(agent, "answered by the fallback")
+        assert proxy.received == []  # the open breaker kept the call from the endpoint
+    assert (result.model, result.failed_models) == ("passthrough", ["generic.smollm2"])
+
+
+def test_repeated_provider_failures_open_the_model_breaker(prefect_api: str) -> None:
+    from tasks.agents.endpoints import credential_fingerprint
+    from tasks.resilience.breaker import BreakerState
+    from tasks.resilience.breakers import DEPENDENCY_BREAKER, model_breaker
+
+    with running_fault_proxy(default=Fault(status=503)) as proxy:
+        agent = _agent(proxy.base_url)
+        for _ in range(DEPENDENCY_BREAKER.minimum_calls):
+            with pytest.raises(AgentCallError):
+                call_in_flow(agent)
+        breaker = model_breaker(credential_fingerprint(agent.provider), "generic.smollm2")
+        assert breaker.state() is BreakerState.OPEN
+        with pytest.raises(CircuitOpenError):
+            call_in_flow(agent)
+        assert len(proxy.received) == DEPENDENCY_BREAKER.minimum_calls

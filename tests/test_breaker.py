@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,28 @@ def test_transitions_are_prefect_events(store: BreakerStore, prefect_api: str) -
 def test_a_breaker_needs_a_name() -> None:
     with pytest.raises(ValueError, match="breaker name must be 1 to 200 characters"):
         CircuitBreaker("")
+
+
+def test_operators_use_the_command_line_and_see_an_artifact(
+    prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.cli import main
+
+    name = f"cli-{uuid4().hex[:8]}"
+    assert main(["breaker", name, "open"]) == 0
+    assert f"breaker '{name}' is now forced_open" in capsys.readouterr().out
+    with pytest.raises(CircuitOpenError), CircuitBreaker(name).guard():
+        pass
+    assert main(["breakers", "--artifact"]) == 0
+    assert f"forced_open  {name}" in capsys.readouterr().out
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["aiorch-breakers"])),
+        )
+    assert any(name in json.dumps(artifact.data) for artifact in artifacts)
+    assert main(["breaker", name, "close"]) == 0
+    with CircuitBreaker(name).guard():
+        pass

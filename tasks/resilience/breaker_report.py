@@ -1,0 +1,55 @@
+"""The state of every breaker, as rows and as a Prefect table artifact.
+
+Example:
+    ```python
+    from tasks.resilience.breaker_report import breaker_rows
+
+    print(type(breaker_rows()))  # <class 'list'>
+    ```
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID
+
+from prefect.artifacts import create_table_artifact
+
+from tasks.resilience.breaker_store import BreakerStore
+
+BREAKERS_KEY = "aiorch-breakers"
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def breaker_rows(store: BreakerStore | None = None) -> list[dict[str, str]]:
+    """One row per breaker: name, state, when it opened, when it last changed."""
+    rows = (store or BreakerStore.default()).states()
+    return [
+        {
+            "breaker": str(row["name"]),
+            "state": str(row["state"]),
+            "opened at": _when(row["opened_at"]),
+            "updated at": _when(row["updated_at"]),
+        }
+        for row in sorted(rows, key=lambda row: str(row["name"]))
+    ]
+
+
+def publish_breaker_states(store: BreakerStore | None = None) -> UUID:
+    """Publish the table as the keyed artifact ``aiorch-breakers``; its id.
+
+    Call it inside a flow or task run (``flows/breaker_states.py`` is such a flow).
+    """
+    rows = breaker_rows(store)
+    artifact: UUID = create_table_artifact(  # type: ignore[assignment]
+        key=BREAKERS_KEY,
+        table=rows,
+        description=f"State of {len(rows)} circuit breaker(s)",
+        _sync=True,  # type: ignore[call-arg]
+    )
+    return artifact

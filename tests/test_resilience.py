@@ -14,7 +14,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.runtime import flow_run
 from pydantic import SecretStr, ValidationError
 
-from tasks.container import ContainerStep, run_step
+from tasks.container import ContainerStep, RunnerKind, run_step
 from tasks.container.errors import StepFailed, StepTimedOut
 from tasks.errors import ConfigurationError
 from tasks.resilience.faults import (
@@ -210,3 +210,29 @@ def test_fault_counters_reset() -> None:
     reset_fault(key)
     with pytest.raises(InjectedFault):
         fault()
+
+
+def test_an_engine_that_is_down_opens_its_breaker(prefect_api: str) -> None:
+    from tasks.container.errors import EngineUnavailable
+    from tasks.resilience.breaker import BreakerState, CircuitOpenError
+    from tasks.resilience.breakers import DEPENDENCY_BREAKER, engine_breaker
+    from tasks.resilience.faults import unreachable_docker_host
+
+    host = unreachable_docker_host()
+    step = ContainerStep(name="engine-down", image="busybox", commands=[["true"]])
+
+    @flow
+    def run() -> None:
+        run_step(step, "docker", docker_host=host, cache=False)
+
+    breaker = engine_breaker(RunnerKind.DOCKER, host, None)
+    assert breaker is not None
+    breaker.force("closed")
+    for _ in range(DEPENDENCY_BREAKER.minimum_calls):
+        with pytest.raises(EngineUnavailable):
+            run()
+    assert breaker.state() is BreakerState.OPEN
+    with pytest.raises(CircuitOpenError) as refused:
+        run()
+    assert refused.value.retry_after is not None
+    assert refused.value.retry_after > 0

@@ -179,7 +179,15 @@ class CircuitBreaker:
         return BreakerState.CLOSED
 
     def acquire(self) -> Permit:
-        """Ask to make a call; a half-open probe slot is taken atomically."""
+        """Ask to make a call; a half-open probe slot is taken atomically.
+
+        A closed or disabled breaker answers from a plain read: nothing is written, and
+        a call let through just as another process opens the breaker is only recorded
+        late, as in any breaker shared by concurrent callers.
+        """
+        current = self.store.peek(self.name)
+        if current is None or current in {BreakerState.CLOSED.value, BreakerState.DISABLED.value}:
+            return Permit(allowed=True, state=BreakerState(current or BreakerState.CLOSED.value))
         return self.store.retrying(self._acquire)
 
     def _acquire(self) -> Permit:
@@ -229,18 +237,7 @@ class CircuitBreaker:
                     return self._open(connection, state, now)
                 succeeded = row["probes_succeeded"] + 1
                 if succeeded >= config.permitted_calls_in_half_open:
-                    self.store.set_state(
-                        connection,
-                        self.name,
-                        state=BreakerState.CLOSED.value,
-                        opened_at=None,
-                        probes_started=0,
-                        probes_succeeded=0,
-                        updated_at=now,
-                    )
-                    self.store.clear_window(connection, self.name)
-                    self._emit(state, BreakerState.CLOSED)
-                    return BreakerState.CLOSED
+                    return self._move(connection, state, BreakerState.CLOSED, now)
                 self.store.set_state(
                     connection, self.name, probes_succeeded=succeeded, updated_at=now
                 )
@@ -265,18 +262,24 @@ class CircuitBreaker:
             return state
 
     def _open(self, connection: Any, previous: BreakerState, now: float) -> BreakerState:
+        return self._move(connection, previous, BreakerState.OPEN, now)
+
+    def _move(
+        self, connection: Any, previous: BreakerState, target: BreakerState, now: float
+    ) -> BreakerState:
+        """Change state inside the caller's transaction: fresh probes and window."""
         self.store.set_state(
             connection,
             self.name,
-            state=BreakerState.OPEN.value,
-            opened_at=now,
+            state=target.value,
+            opened_at=now if target is BreakerState.OPEN else None,
             probes_started=0,
             probes_succeeded=0,
             updated_at=now,
         )
         self.store.clear_window(connection, self.name)
-        self._emit(previous, BreakerState.OPEN)
-        return BreakerState.OPEN
+        self._emit(previous, target)
+        return target
 
     def force(self, state: Literal["forced_open", "disabled", "closed"]) -> None:
         """Set the state by hand: ``forced_open``, ``disabled``, or ``closed`` (a reset)."""
@@ -285,17 +288,7 @@ class CircuitBreaker:
 
         def change() -> None:
             with self.store.locked(self.name, now) as (connection, row):
-                self.store.set_state(
-                    connection,
-                    self.name,
-                    state=target.value,
-                    opened_at=None,
-                    probes_started=0,
-                    probes_succeeded=0,
-                    updated_at=now,
-                )
-                self.store.clear_window(connection, self.name)
-                self._emit(BreakerState(row["state"]), target)
+                self._move(connection, BreakerState(row["state"]), target, now)
 
         self.store.retrying(change)
 

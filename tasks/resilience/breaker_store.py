@@ -116,6 +116,14 @@ class BreakerStore:
             assert row is not None
             yield connection, row
 
+    def peek(self, name: str) -> str | None:
+        """The breaker's stored state, read without a lock; None if it has none yet."""
+        with self.engine.connect() as connection:
+            state = connection.execute(
+                select(breakers.c.state).where(breakers.c.name == name)
+            ).scalar_one_or_none()
+        return None if state is None else str(state)
+
     def _row(self, connection: Connection, name: str) -> dict[str, Any] | None:
         query = select(breakers).where(breakers.c.name == name)
         if self.kind == "postgresql":
@@ -182,6 +190,11 @@ def _immediate_transactions(engine: Engine) -> None:
     def _autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         dbapi_connection.execute("PRAGMA busy_timeout = 10000")
+        # WAL lets readers (the lock-free peek) run beside a writer, and NORMAL
+        # synchronisation is durable against process crashes, which is what a
+        # breaker's state needs; a power cut may lose the last transitions.
+        dbapi_connection.execute("PRAGMA journal_mode = WAL")
+        dbapi_connection.execute("PRAGMA synchronous = NORMAL")
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Connection) -> None:

@@ -57,11 +57,11 @@ from tasks.agents.requests import (
     model_request,
     request_cache_key,
 )
-from tasks.agents.sync_bridge import run_sync
 from tasks.agents.tools import offered_tools, resolve_tool, tool_call, tool_call_key
 from tasks.agents.usage import TokenUsage, estimated_cost
 from tasks.resilience.breaker import CircuitOpenError
 from tasks.resilience.report import report_task_failure
+from tasks.sync_bridge import run_sync
 
 DEFAULT_CONTEXT_TOKENS = 8192
 DEFAULT_REPLY_RESERVE_TOKENS = 1024

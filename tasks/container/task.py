@@ -21,7 +21,6 @@ from prefect import get_run_logger, task
 from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.client.schemas.objects import State
-from prefect.utilities.asyncutils import run_coro_as_sync
 from prefect_docker import DockerHost
 from pydantic import BaseModel, SecretStr
 
@@ -38,6 +37,7 @@ from tasks.redaction import register_secret
 from tasks.resilience.breakers import engine_breaker
 from tasks.resilience.report import report_task_failure
 from tasks.settings import AiorchSettings, load_settings
+from tasks.sync_bridge import run_sync
 
 SLOT_POLL_SECONDS = 0.05
 _slots_lock = threading.Lock()
@@ -260,7 +260,7 @@ def run_step(
             return run_step(step, runner="local").stdout_tail
         ```
     """
-    return run_coro_as_sync(
+    return run_sync(
         _run_step(
             step,
             runner,

@@ -84,17 +84,24 @@ def flow_run_log_text(run_id: UUID, expect: str, deadline_seconds: float = 30.0)
 
 
 def poll_events(
-    api_url: str, resource_id: str, count: int, deadline_seconds: float = 30.0
+    api_url: str,
+    resource_id: str,
+    count: int,
+    deadline_seconds: float = 30.0,
+    names: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Events about ``resource_id``, oldest first, polled until ``count`` arrived.
+    """Events about ``resource_id`` (named ``names``), oldest first, until ``count`` came.
 
     Prefect ships events in the background, so they reach the server a little later.
     """
     deadline = time.monotonic() + deadline_seconds
+    event_filter: dict[str, Any] = {"resource": {"id": [resource_id]}, "order": "ASC"}
+    if names:
+        event_filter["event"] = {"name": names}
     while True:
         response = httpx.post(
             f"{api_url}/events/filter",
-            json={"filter": {"resource": {"id": [resource_id]}, "order": "ASC"}, "limit": 50},
+            json={"filter": event_filter, "limit": 50},
             timeout=10,
         )
         response.raise_for_status()

@@ -194,9 +194,13 @@ def test_a_failed_step_publishes_a_report_an_event_and_a_run_summary(prefect_api
     assert all(CANARY not in text for text in by_key.values())
 
     task_run_id = json.loads(report.split("```json", 1)[1].split("```", 1)[0])["task_run_id"]
-    events = poll_events(prefect_api, f"prefect.task-run.{task_run_id}", count=1)
-    reported = [event for event in events if event["event"] == "aiorch.failure.reported"]
-    assert reported
+    reported = poll_events(
+        prefect_api,
+        f"prefect.task-run.{task_run_id}",
+        count=1,
+        names=["aiorch.failure.reported"],
+    )
+    assert len(reported) == 1
     assert reported[0]["payload"]["type"] == "urn:aiorch:problem:step-failed"
     assert CANARY not in json.dumps(reported[0])
 

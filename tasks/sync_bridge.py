@@ -3,8 +3,9 @@
 A sync task that awaits async tasks (each model request, each step execution) goes
 through Prefect's run-sync event loop, where no client context exists, so every call
 would open a new async Prefect client: about 17 ms here, mostly loading the TLS trust
-store, three times the rest of a passthrough agent call. The bridge keeps one client per event loop and API URL
-and puts it in the context of each call, as an async flow's own client context does.
+store, three times the rest of a passthrough agent call. The bridge keeps one client per
+event loop and API URL and puts it in the context of each call, as an async flow's own
+client context does.
 """
 
 from __future__ import annotations

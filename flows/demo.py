@@ -5,7 +5,9 @@ Prefect UI shows as parallel task runs), merges the counts, asks an agent what t
 is about (the bundled local model when the ``model`` extra is installed, otherwise
 FastAgent's passthrough model, with a notice saying so), runs the data pipeline
 (container steps, on the local runner unless told otherwise) as a subflow, and publishes
-a markdown artifact, keyed ``aiorch-demo``, that says what it did.
+a markdown artifact, keyed ``aiorch-demo``, that says what it did. While it counts,
+the progress artifact ``aiorch-demo-progress`` follows the fan-out; when it ends, the
+run report (``aiorch-demo-run-report``: table, dependency graph, timeline) is published.
 
 Example:
     ```python
@@ -43,10 +45,13 @@ from flows.data_pipeline import PipelineResult, data_pipeline
 from tasks.agents.local_model import INSTALL_HINT, local_model_installed
 from tasks.agents.task import AgentResult, run_agent
 from tasks.container import RunnerKind
+from tasks.monitoring.progress import wait_with_progress
+from tasks.monitoring.run_report import publish_run_report
 from tasks.platform import PlatformSurvey, survey_platform
 from tasks.settings import AiorchSettings, load_settings
 
 ARTIFACT_KEY = "aiorch-demo"
+PROGRESS_KEY = "aiorch-demo-progress"
 
 DEFAULT_TEXT = """\
 aiorch runs containerised steps and language model agents as Prefect flows.
@@ -227,7 +232,11 @@ def publish_report(
     )
 
 
-@flow(name="aiorch-demo")
+@flow(
+    name="aiorch-demo",
+    on_completion=[publish_run_report],
+    on_failure=[publish_run_report],
+)
 def demo_flow(
     text: Annotated[str, Field(min_length=1, description="Text to count words in.")] = DEFAULT_TEXT,
     chunk_lines: Annotated[int, Field(ge=1, description="Lines of text per task.")] = 2,
@@ -245,8 +254,10 @@ def demo_flow(
     lines = [line for line in text.splitlines() if line.strip()]
     chunks = ["\n".join(lines[i : i + chunk_lines]) for i in range(0, len(lines), chunk_lines)]
     platform_survey = survey.submit()
-    counts = count_words.map(chunks)
-    stats = merge_counts(counts.result(), top)
+    counts = wait_with_progress(
+        count_words.map(chunks), key=PROGRESS_KEY, description="Chunks counted"
+    )
+    stats = merge_counts(counts, top)
     agent, notice = demo_agent(agent_model)
     if notice:
         get_run_logger().warning("Notice: %s", notice)

@@ -59,6 +59,7 @@ from tasks.agents.requests import (
 )
 from tasks.agents.tools import offered_tools, resolve_tool, tool_call, tool_call_key
 from tasks.agents.usage import TokenUsage, estimated_cost
+from tasks.monitoring.runs import AGENT_TAG, MODEL_REQUEST_TAG, TOOL_CALL_TAG
 from tasks.resilience.breaker import CircuitOpenError
 from tasks.resilience.report import report_task_failure
 from tasks.sync_bridge import run_sync
@@ -204,7 +205,10 @@ class _Turn:
             config = config.model_copy(update={"instruction": instruction})
         mode = self.capabilities.json_mode if schema else None
         key = request_cache_key(config, self.model, messages, self.owner, tools, schema, mode)
-        run = model_request.with_options(task_run_name=f"model-request-{self.model}")
+        run = model_request.with_options(
+            task_run_name=f"model-request-{self.model}",
+            tags={"aiorch", MODEL_REQUEST_TAG, f"model:{self.model}"},
+        )
         state = await cast(
             Awaitable[State[ModelReply]],
             run(
@@ -261,7 +265,9 @@ class _Turn:
                     is_error=True,
                 )
             server, tool = target
-            run = tool_call.with_options(task_run_name=f"tool-call-{name}")
+            run = tool_call.with_options(
+                task_run_name=f"tool-call-{name}", tags={"aiorch", TOOL_CALL_TAG, f"tool:{name}"}
+            )
             key = tool_call_key(request_key, call_id, server, tool)
             return await run(server, tool, arguments, key)
 
@@ -415,7 +421,7 @@ async def _call(
     raise AssertionError("the model chain is never empty")
 
 
-@task(name="agent-call", on_failure=[report_task_failure])
+@task(name="agent-call", tags=["aiorch", AGENT_TAG], on_failure=[report_task_failure])
 def run_agent(
     agent: Agent | str,
     prompt: str,
@@ -487,7 +493,7 @@ def run_agent(
     )
 
 
-@task(name="agent-call", on_failure=[report_task_failure])
+@task(name="agent-call", tags=["aiorch", AGENT_TAG], on_failure=[report_task_failure])
 async def arun_agent(
     agent: Agent | str,
     prompt: str,

@@ -34,7 +34,6 @@ import json
 from typing import Any
 from uuid import UUID
 
-from prefect.artifacts import acreate_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -44,6 +43,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, State, TaskRun
 from prefect.events import emit_event
 
+from tasks.artifacts import publish_artifact
 from tasks.resilience.problems import ProblemDetails, problem_from_exception
 
 FAILURE_KEY = "aiorch-failure"
@@ -91,10 +91,13 @@ def render_problem(problem: ProblemDetails) -> str:
 
 async def publish_problem(problem: ProblemDetails) -> None:
     """Publish ``problem`` as the ``aiorch-failure`` artifact and an event."""
-    await acreate_markdown_artifact(
+    await publish_artifact(
+        "markdown",
         key=FAILURE_KEY,
-        markdown=render_problem(problem),
+        data=render_problem(problem),
         description=f"{problem.title}: {problem.detail}"[:500],
+        flow_run_id=UUID(problem.flow_run_id) if problem.flow_run_id else None,
+        task_run_id=UUID(problem.task_run_id) if problem.task_run_id else None,
     )
     related = (
         [
@@ -180,8 +183,10 @@ def render_summary(flow_run_id: UUID, problems: list[ProblemDetails]) -> str:
 async def summarize_failures(flow: Any, flow_run: FlowRun, state: State[Any]) -> None:
     """A flow hook: publish one summary of the run's failures (``aiorch-run-failures``)."""
     problems = await flow_run_problems(flow_run.id)
-    await acreate_markdown_artifact(
+    await publish_artifact(
+        "markdown",
         key=SUMMARY_KEY,
-        markdown=render_summary(flow_run.id, problems),
+        data=render_summary(flow_run.id, problems),
         description=f"{len(problems)} failure(s) in this flow run",
+        flow_run_id=flow_run.id,
     )

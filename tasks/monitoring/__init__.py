@@ -1,0 +1,1 @@
+"""Monitoring in the Prefect UI: run reports, diagrams, timelines and live progress."""

@@ -1,0 +1,207 @@
+"""The report every flow run gets: a table, a dependency diagram and a timeline.
+
+:func:`publish_run_report` (a flow ``on_completion``/``on_failure`` hook, or called
+with a flow run id) reads the run from the Prefect API and publishes, keyed per flow so
+the Prefect UI versions them run after run:
+
+- ``<flow>-run-report`` (markdown): a summary, one table row per task run (name, kind,
+  runner or model, state, duration, cache hit, attempts), the task dependency graph as
+  a mermaid flowchart coloured by state, the execution timeline as a mermaid gantt
+  chart, and for failed task runs their log tail (from aiorch's failure reports) and a
+  link to their logs;
+- ``<flow>-run-table`` (table): the same rows, for sorting and export.
+
+Example:
+    ```python
+    from prefect import flow
+
+    from tasks.monitoring.run_report import publish_run_report
+
+    @flow(on_completion=[publish_run_report], on_failure=[publish_run_report])
+    def nightly() -> int:
+        return 1
+    ```
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from uuid import UUID
+
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.settings import get_current_settings
+
+from tasks.artifacts import publish_artifact
+from tasks.monitoring.runs import RunView, TaskRunView, read_run
+from tasks.resilience.report import flow_run_problems
+
+STATE_CLASSES = {
+    "Completed": "fill:#d1fadf,stroke:#12b76a",
+    "Cached": "fill:#d1e9ff,stroke:#2e90fa",
+    "Failed": "fill:#fee4e2,stroke:#f04438",
+    "Crashed": "fill:#fee4e2,stroke:#f04438",
+    "Running": "fill:#fef0c7,stroke:#f79009",
+    "Pending": "fill:#f2f4f7,stroke:#98a2b3",
+}
+_FAILED = {"Failed", "Crashed", "TimedOut", "Cancelled"}
+
+
+def artifact_key(flow_name: str, suffix: str) -> str:
+    """A Prefect artifact key (lower-case letters, digits, dashes) for a flow."""
+    slug = re.sub(r"[^a-z0-9]+", "-", flow_name.lower()).strip("-") or "flow"
+    return f"{slug}-{suffix}"
+
+
+def _label(text: str) -> str:
+    return re.sub(r'["<>#:;|`]', " ", text).strip()
+
+
+def _cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def report_rows(run: RunView) -> list[dict[str, Any]]:
+    """One row per task run."""
+    return [
+        {
+            "task": task.name,
+            "kind": task.kind,
+            "runner or model": task.tag_value("runner") or task.tag_value("model") or "",
+            "state": task.state,
+            "duration s": round(task.duration_seconds, 3)
+            if task.duration_seconds is not None
+            else None,
+            "cache hit": task.cache_hit,
+            "attempts": task.attempts,
+        }
+        for task in run.tasks
+    ]
+
+
+def dependency_diagram(run: RunView) -> str:
+    """A mermaid flowchart of the task runs and their data dependencies, by state."""
+    ids = {task.id: f"t{index}" for index, task in enumerate(run.tasks)}
+    lines = ["flowchart LR"]
+    for task in run.tasks:
+        lines.append(f'    {ids[task.id]}["{_label(task.name)}<br/>{task.state}"]')
+    for task in run.tasks:
+        for upstream in task.upstream:
+            if upstream in ids:
+                lines.append(f"    {ids[upstream]} --> {ids[task.id]}")
+    used = sorted({task.state for task in run.tasks} & set(STATE_CLASSES))
+    for state in used:
+        lines.append(f"    classDef {state.lower()} {STATE_CLASSES[state]}")
+    for task in run.tasks:
+        if task.state in STATE_CLASSES:
+            lines.append(f"    class {ids[task.id]} {task.state.lower()}")
+    return "\n".join(lines)
+
+
+def timeline(run: RunView) -> str:
+    """A mermaid gantt chart of the task runs that started, one section per kind."""
+    lines = [
+        "gantt",
+        f"    title {_label(run.flow_name)} / {_label(run.name)}",
+        "    dateFormat x",
+        "    axisFormat %H:%M:%S",
+    ]
+    by_kind: dict[str, list[TaskRunView]] = {}
+    for task in run.tasks:
+        if task.start is not None:
+            by_kind.setdefault(task.kind, []).append(task)
+    for kind, tasks in by_kind.items():
+        lines.append(f"    section {_label(kind)}")
+        for index, task in enumerate(tasks):
+            assert task.start is not None
+            start = int(task.start.timestamp() * 1000)
+            end = int((task.end or task.start).timestamp() * 1000)
+            status = "crit" if task.state in _FAILED else ("active" if task.end is None else "done")
+            span = f"{start}, {max(end, start + 1)}"
+            lines.append(f"    {_label(task.name)} :{status}, {kind[:1]}{index}, {span}")
+    return "\n".join(lines)
+
+
+def _task_link(task_run_id: UUID) -> str | None:
+    ui = get_current_settings().ui_url
+    return f"{ui}/runs/task-run/{task_run_id}" if ui else None
+
+
+async def render_run_report(run: RunView) -> str:
+    """The markdown report of a run."""
+    rows = report_rows(run)
+    table = "\n".join(
+        "| " + " | ".join(_cell("" if value is None else value) for value in row.values()) + " |"
+        for row in rows
+    )
+    header = "| " + " | ".join(rows[0]) + " |" if rows else "| task |"
+    rule = "|" + "---|" * (len(rows[0]) if rows else 1)
+    failed = [task for task in run.tasks if task.state in _FAILED]
+    problems = {problem.task_run_id: problem for problem in await flow_run_problems(run.id)}
+    details = []
+    for task in failed:
+        problem = problems.get(str(task.id))
+        link = _task_link(task.id)
+        lines = [f"### {task.name} ({task.state})"]
+        if problem is not None:
+            lines.append(problem.detail)
+            tail = problem.context.get("log_tail")
+            if tail:
+                lines.append(f"```text\n{tail}\n```")
+        lines.append(f"[Task run logs]({link})" if link else f"Task run id: `{task.id}`")
+        details.append("\n\n".join(lines))
+    duration = (
+        f"{(run.end - run.start).total_seconds():.1f} s" if run.start and run.end else "running"
+    )
+    cached = sum(task.cache_hit for task in run.tasks)
+    failures = "\n\n".join(details) if details else "No task run failed."
+    return f"""# Run report: {run.flow_name} / {run.name}
+
+State **{run.state}** after {duration}: {len(run.tasks)} task runs, {cached} from cache, \
+{len(failed)} failed.
+
+{header}
+{rule}
+{table}
+
+## Task dependencies
+
+```mermaid
+{dependency_diagram(run)}
+```
+
+## Timeline
+
+```mermaid
+{timeline(run)}
+```
+
+## Failed task runs
+
+{failures}
+"""
+
+
+async def publish_report_for(flow_run_id: UUID) -> RunView:
+    """Read the run and publish its report and table artifacts; the run read."""
+    run = await read_run(flow_run_id)
+    await publish_artifact(
+        "markdown",
+        key=artifact_key(run.flow_name, "run-report"),
+        data=await render_run_report(run),
+        description=f"Run report of {run.name}",
+        flow_run_id=run.id,
+    )
+    await publish_artifact(
+        "table",
+        key=artifact_key(run.flow_name, "run-table"),
+        data=report_rows(run),
+        description=f"Task runs of {run.name}",
+        flow_run_id=run.id,
+    )
+    return run
+
+
+async def publish_run_report(flow: Any, flow_run: FlowRun, state: State[Any]) -> None:
+    """A flow hook (``on_completion``, ``on_failure``): publish the run's report."""
+    await publish_report_for(flow_run.id)

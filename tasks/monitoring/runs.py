@@ -1,0 +1,129 @@
+"""A flow run as the monitoring artifacts see it: its task runs, states, times, links.
+
+Read from the Prefect API after (or during) the run. Each task run gets a kind from
+the tags aiorch puts on its tasks (see :data:`KIND_TAGS`), its upstream task runs from
+Prefect's recorded ``task_inputs`` (data dependencies), and whether it was served from
+cache.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import TaskRun
+from pydantic import BaseModel, Field
+
+STEP_TAG = "aiorch-step"
+STEP_EXECUTION_TAG = "aiorch-step-execution"
+AGENT_TAG = "aiorch-agent"
+MODEL_REQUEST_TAG = "aiorch-model-request"
+TOOL_CALL_TAG = "aiorch-tool-call"
+KIND_TAGS = {
+    STEP_TAG: "step",
+    STEP_EXECUTION_TAG: "step execution",
+    AGENT_TAG: "agent call",
+    MODEL_REQUEST_TAG: "model request",
+    TOOL_CALL_TAG: "tool call",
+}
+
+
+class TaskRunView(BaseModel):
+    """One task run of the flow run."""
+
+    id: UUID
+    name: str
+    kind: str = Field(description="step, step execution, agent call, model request, task, ...")
+    state: str
+    start: datetime | None
+    end: datetime | None
+    attempts: int
+    cache_hit: bool
+    tags: list[str]
+    upstream: list[UUID] = Field(description="Task runs whose results this one received.")
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Wall time from start to end, when both are known."""
+        if self.start is None or self.end is None:
+            return None
+        return (self.end - self.start).total_seconds()
+
+    def tag_value(self, prefix: str) -> str | None:
+        """The value of a ``prefix:value`` tag (``runner:docker`` -> ``docker``)."""
+        for tag in self.tags:
+            if tag.startswith(f"{prefix}:"):
+                return tag.split(":", 1)[1]
+        return None
+
+
+class RunView(BaseModel):
+    """A flow run and its task runs, oldest first."""
+
+    id: UUID
+    name: str
+    flow_name: str
+    state: str
+    start: datetime | None
+    end: datetime | None
+    tasks: list[TaskRunView]
+
+
+def _kind(run: TaskRun) -> str:
+    for tag, kind in KIND_TAGS.items():
+        if tag in run.tags:
+            return kind
+    return "task"
+
+
+def _upstream(run: TaskRun) -> list[UUID]:
+    found: list[UUID] = []
+    for inputs in run.task_inputs.values():
+        for item in inputs:
+            identifier = getattr(item, "id", None)
+            is_task = getattr(item, "input_type", None) == "task_run"
+            if is_task and isinstance(identifier, UUID) and identifier not in found:
+                found.append(identifier)
+    return found
+
+
+def _view(run: TaskRun) -> TaskRunView:
+    state = run.state.name if run.state is not None else (run.state_name or "Unknown")
+    return TaskRunView(
+        id=run.id,
+        name=run.name,
+        kind=_kind(run),
+        state=state,
+        start=run.start_time,
+        end=run.end_time,
+        attempts=max(run.run_count, 1),
+        cache_hit=state == "Cached",
+        tags=sorted(run.tags),
+        upstream=_upstream(run),
+    )
+
+
+async def read_run(flow_run_id: UUID) -> RunView:
+    """The flow run and its task runs, from the Prefect API."""
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(flow_run_id)
+        flow = await client.read_flow(flow_run.flow_id)
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            limit=200,
+        )
+    tasks = sorted(
+        (_view(run) for run in task_runs),
+        key=lambda view: (view.start is None, view.start or datetime.max, view.name),
+    )
+    return RunView(
+        id=flow_run.id,
+        name=flow_run.name,
+        flow_name=flow.name,
+        state=flow_run.state.name if flow_run.state else "Unknown",
+        start=flow_run.start_time,
+        end=flow_run.end_time,
+        tasks=tasks,
+    )

@@ -1,0 +1,129 @@
+"""Run reports, dependency diagrams, timelines and live progress, through a real server."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+)
+from prefect.runtime import flow_run
+
+from flows.demo import PROGRESS_KEY, demo_flow
+from tasks.container import ContainerStep, run_step
+from tasks.container.errors import StepFailed
+from tasks.monitoring.run_report import (
+    artifact_key,
+    dependency_diagram,
+    publish_run_report,
+    timeline,
+)
+from tasks.monitoring.runs import RunView, TaskRunView
+
+
+def _artifacts(run_id: UUID) -> dict[str, Any]:
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    decoded: dict[str, Any] = {}
+    for artifact in artifacts:
+        if artifact.key:
+            data = artifact.data
+            # Table and progress data come back JSON-encoded; markdown stays text.
+            if artifact.type != "markdown" and isinstance(data, str):
+                data = json.loads(data)
+            decoded[artifact.key] = data
+    return decoded
+
+
+def _view(name: str, state: str, start: int, end: int, upstream: list[UUID]) -> TaskRunView:
+    origin = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    return TaskRunView(
+        id=uuid4(),
+        name=name,
+        kind="step" if name.startswith("step") else "task",
+        state=state,
+        start=origin + timedelta(seconds=start),
+        end=origin + timedelta(seconds=end),
+        attempts=1,
+        cache_hit=state == "Cached",
+        tags=["runner:docker"],
+        upstream=upstream,
+    )
+
+
+def test_diagrams_show_dependencies_states_and_times() -> None:
+    first = _view("step-a", "Cached", 0, 1, [])
+    second = _view("step-b", "Failed", 1, 3, [first.id])
+    run = RunView(
+        id=uuid4(),
+        name="brisk-otter",
+        flow_name="nightly build",
+        state="Failed",
+        start=first.start,
+        end=second.end,
+        tasks=[first, second],
+    )
+    graph = dependency_diagram(run)
+    assert graph.startswith("flowchart LR")
+    assert 't0["step-a<br/>Cached"]' in graph
+    assert "t0 --> t1" in graph
+    assert "class t1 failed" in graph
+    gantt = timeline(run)
+    assert "dateFormat x" in gantt
+    start = int(first.start.timestamp() * 1000) if first.start else 0
+    assert f"step-a :done, s0, {start}, {start + 1000}" in gantt
+    assert "step-b :crit, s1," in gantt
+    assert artifact_key("Nightly Build!", "run-report") == "nightly-build-run-report"
+
+
+def test_the_demo_publishes_its_report_table_and_progress(prefect_api: str) -> None:
+    state = demo_flow(
+        text="a b\nc d\ne f\n", chunk_lines=1, agent_model="passthrough", return_state=True
+    )
+    assert state.is_completed(), state.message
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    artifacts = _artifacts(run_id)
+    report = str(artifacts["aiorch-demo-run-report"])
+    assert "# Run report: aiorch-demo /" in report
+    assert "State **Completed**" in report
+    assert "```mermaid\nflowchart LR" in report
+    assert "```mermaid\ngantt" in report
+    assert "| count-words-" in report
+    rows = artifacts["aiorch-demo-run-table"]
+    assert sum(1 for row in rows if row["task"].startswith("count-words")) == 3
+    assert any(row["kind"] == "agent call" for row in rows)
+    assert all(row["state"] in {"Completed", "Cached"} for row in rows)
+    assert artifacts[PROGRESS_KEY] == 100.0
+
+
+def test_a_failed_runs_report_shows_the_log_tail(prefect_api: str) -> None:
+    step = ContainerStep(
+        name=f"breaks-{uuid4().hex[:6]}",
+        image="busybox",
+        commands=[["sh", "-c", "echo compiling; echo 'error: missing semicolon' >&2; exit 2"]],
+    )
+    ids: list[UUID] = []
+
+    @flow(name="monitoring-failure-test", on_failure=[publish_run_report])
+    def broken() -> None:
+        ids.append(UUID(flow_run.get_id()))
+        run_step(step, "local", cache=False)
+
+    with pytest.raises(StepFailed):
+        broken()
+    report = str(_artifacts(ids[0])["monitoring-failure-test-run-report"])
+    assert "State **Failed**" in report
+    assert f"### {step.name} (Failed)" in report
+    assert "error: missing semicolon" in report
+    assert "runner:local" not in report  # tags become columns, not raw text
+    assert "| local |" in report

@@ -85,13 +85,13 @@ def test_readme_tour_runs_and_prints_what_it_says(
     assert printed[-1] == promised
 
 
-@pytest.mark.parametrize("page", ["agents.md", "resilience.md"])
+@pytest.mark.parametrize("page", ["agents.md", "resilience.md", "monitoring.md"])
 def test_guide_examples_run_and_print_what_they_say(
     prefect_api: str, capsys: pytest.CaptureFixture[str], page: str
 ) -> None:
     guide = (ROOT / "docs" / page).read_text()
     snippets = re.findall(r"```python\n(.*?)```", guide, flags=re.S)
-    assert len(snippets) >= 4
+    assert snippets
     for index, snippet in enumerate(snippets):
         promised = re.findall(r"^\s*print\(.*\)\s+# (.*)$", snippet, flags=re.M)
         exec(compile(snippet, f"docs/{page} example {index + 1}", "exec"), {})

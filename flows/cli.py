@@ -8,6 +8,7 @@ Examples:
     aiorch image busybox
     aiorch model capabilities openai.gpt-4.1-mini
     aiorch model probe generic.my-model --provider my-endpoint
+    aiorch compare 3f2a... 9c41...
     aiorch breakers --artifact
     aiorch breaker "engine:docker:default" open
     ```
@@ -20,6 +21,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, cast
+from uuid import UUID
 
 from prefect import Flow
 from prefect.client.schemas.objects import State
@@ -137,6 +139,22 @@ def _model(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(arguments: argparse.Namespace) -> int:
+    import anyio
+
+    from flows.compare_runs import compare_runs_flow
+    from tasks.monitoring.compare import render_comparison
+
+    try:
+        before, after = UUID(arguments.before), UUID(arguments.after)
+    except ValueError:
+        print("aiorch compare: give two flow run ids (UUIDs)", file=sys.stderr)
+        return 2
+    comparison = anyio.run(compare_runs_flow, before, after)
+    print(render_comparison(comparison))
+    return 0
+
+
 def _breakers(arguments: argparse.Namespace) -> int:
     from flows.breaker_states import breaker_states
     from tasks.resilience.breaker_report import breaker_rows
@@ -199,6 +217,11 @@ def parser() -> argparse.ArgumentParser:
     model.add_argument("model", help="FastAgent model string, e.g. generic.smollm2")
     model.add_argument("--provider", help="name of a saved ModelProvider block")
     model.set_defaults(handler=_model)
+
+    compare = commands.add_parser("compare", help="compare two flow runs (and publish it)")
+    compare.add_argument("before", help="flow run id of the earlier run")
+    compare.add_argument("after", help="flow run id of the later run")
+    compare.set_defaults(handler=_compare)
 
     breakers = commands.add_parser("breakers", help="the state of every circuit breaker")
     breakers.add_argument("--artifact", action="store_true", help="also publish it")

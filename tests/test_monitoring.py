@@ -49,6 +49,8 @@ def _view(name: str, state: str, start: int, end: int, upstream: list[UUID]) -> 
     return TaskRunView(
         id=uuid4(),
         name=name,
+        task_key=f"key-{name}",
+        dynamic_key="0",
         kind="step" if name.startswith("step") else "task",
         state=state,
         start=origin + timedelta(seconds=start),
@@ -127,3 +129,33 @@ def test_a_failed_runs_report_shows_the_log_tail(prefect_api: str) -> None:
     assert "error: missing semicolon" in report
     assert "runner:local" not in report  # tags become columns, not raw text
     assert "| local |" in report
+
+
+def test_two_runs_are_compared_from_a_flow_and_the_command_line(
+    prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+
+    suffix = uuid4().hex[:6]
+
+    def steps(second: str) -> list[ContainerStep]:
+        return [
+            ContainerStep(name=f"same-{suffix}", image="busybox", commands=[["echo", "a"]]),
+            ContainerStep(name=f"edited-{suffix}", image="busybox", commands=[["echo", second]]),
+        ]
+
+    @flow(name="monitoring-compare-test")
+    def build(second: str) -> UUID:
+        for step in steps(second):
+            run_step(step, "local")
+        return UUID(flow_run.get_id())
+
+    before, after = build("one"), build("two")
+    assert main(["compare", str(before), str(after)]) == 0
+    table = capsys.readouterr().out
+    assert "# Run comparison: monitoring-compare-test" in table
+    assert f"| same-{suffix}-execute | step execution | Completed -> Cached |" in table
+    assert "| no -> yes | same |" in table
+    edited = next(line for line in table.splitlines() if f"| edited-{suffix}-execute |" in line)
+    assert edited.endswith("| no -> no | changed |")
+    assert main(["compare", "not-a-run", str(after)]) == 2

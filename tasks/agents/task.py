@@ -59,7 +59,7 @@ from tasks.agents.requests import (
 )
 from tasks.agents.tools import offered_tools, resolve_tool, tool_call, tool_call_key
 from tasks.agents.usage import TokenUsage, estimated_cost
-from tasks.monitoring.runs import AGENT_TAG, MODEL_REQUEST_TAG, TOOL_CALL_TAG
+from tasks.monitoring.runs import AGENT_TAG, MODEL_REQUEST_TAG, TOOL_CALL_TAG, content_tag
 from tasks.resilience.breaker import CircuitOpenError
 from tasks.resilience.report import report_task_failure
 from tasks.sync_bridge import run_sync
@@ -205,10 +205,10 @@ class _Turn:
             config = config.model_copy(update={"instruction": instruction})
         mode = self.capabilities.json_mode if schema else None
         key = request_cache_key(config, self.model, messages, self.owner, tools, schema, mode)
-        run = model_request.with_options(
-            task_run_name=f"model-request-{self.model}",
-            tags={"aiorch", MODEL_REQUEST_TAG, f"model:{self.model}"},
-        )
+        tags = {"aiorch", MODEL_REQUEST_TAG, f"model:{self.model}"}
+        if key is not None:
+            tags.add(content_tag(key))
+        run = model_request.with_options(task_run_name=f"model-request-{self.model}", tags=tags)
         state = await cast(
             Awaitable[State[ModelReply]],
             run(

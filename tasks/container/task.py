@@ -33,7 +33,7 @@ from tasks.container.locks import lock_manager
 from tasks.container.logs import StepOutput
 from tasks.container.select import choose_runner, make_runner
 from tasks.container.spec import ContainerStep, RunnerKind, StepResult
-from tasks.monitoring.runs import STEP_EXECUTION_TAG, STEP_TAG
+from tasks.monitoring.runs import STEP_EXECUTION_TAG, STEP_TAG, content_tag
 from tasks.redaction import register_secret
 from tasks.resilience.breakers import engine_breaker
 from tasks.resilience.report import report_task_failure
@@ -184,7 +184,7 @@ async def _run_step(
     key = await anyio.to_thread.run_sync(step_cache_key, step, kind, identity)
     executor = execute_step.with_options(
         task_run_name=f"{step.name}-execute",
-        tags={"aiorch", STEP_EXECUTION_TAG, f"runner:{kind.value}"},
+        tags={"aiorch", STEP_EXECUTION_TAG, f"runner:{kind.value}", content_tag(key)},
         cache_policy=_cache_policy(settings) if cache else NO_CACHE,
         cache_expiration=cache_expiration,
         refresh_cache=refresh_cache,

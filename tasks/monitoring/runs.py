@@ -30,11 +30,19 @@ KIND_TAGS = {
 }
 
 
+def content_tag(key: str) -> str:
+    """The tag that records a result's storage key (shortened), for comparisons."""
+    digest = key.rsplit("-", 1)[-1]
+    return f"content:{digest[:16]}"
+
+
 class TaskRunView(BaseModel):
     """One task run of the flow run."""
 
     id: UUID
     name: str
+    task_key: str = Field(description="Which task function (the same in every run).")
+    dynamic_key: str = Field(description="Which call of it within the run (0, 1, ...).")
     kind: str = Field(description="step, step execution, agent call, model request, task, ...")
     state: str
     start: datetime | None
@@ -43,6 +51,10 @@ class TaskRunView(BaseModel):
     cache_hit: bool
     tags: list[str]
     upstream: list[UUID] = Field(description="Task runs whose results this one received.")
+    content: str | None = Field(
+        default=None,
+        description="Identity of its work and inputs (a step's content key, shortened).",
+    )
 
     @property
     def duration_seconds(self) -> float | None:
@@ -94,6 +106,8 @@ def _view(run: TaskRun) -> TaskRunView:
     return TaskRunView(
         id=run.id,
         name=run.name,
+        task_key=run.task_key,
+        dynamic_key=run.dynamic_key,
         kind=_kind(run),
         state=state,
         start=run.start_time,
@@ -102,6 +116,7 @@ def _view(run: TaskRun) -> TaskRunView:
         cache_hit=state == "Cached",
         tags=sorted(run.tags),
         upstream=_upstream(run),
+        content=next((tag[8:] for tag in run.tags if tag.startswith("content:")), None),
     )
 
 

@@ -85,7 +85,7 @@ def flow_run_log_text(run_id: UUID, expect: str, deadline_seconds: float = 30.0)
 
 def poll_events(
     api_url: str,
-    resource_id: str,
+    resource_id: str | None,
     count: int,
     deadline_seconds: float = 30.0,
     names: list[str] | None = None,
@@ -95,7 +95,9 @@ def poll_events(
     Prefect ships events in the background, so they reach the server a little later.
     """
     deadline = time.monotonic() + deadline_seconds
-    event_filter: dict[str, Any] = {"resource": {"id": [resource_id]}, "order": "ASC"}
+    event_filter: dict[str, Any] = {"order": "ASC"}
+    if resource_id is not None:
+        event_filter["resource"] = {"id": [resource_id]}
     if names:
         event_filter["event"] = {"name": names}
     while True:

@@ -15,11 +15,13 @@ import json
 import time
 from collections.abc import Awaitable
 from typing import Any, Literal
+from uuid import UUID
 
 from fast_agent.types import PromptMessageExtended, RequestParams
 from fast_agent.types.llm_stop_reason import LlmStopReason
 from mcp.types import Tool
 from prefect import get_run_logger, task
+from prefect.events import emit_event
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict
 
@@ -54,6 +56,45 @@ class ModelReply(BaseModel):
     def message(self) -> PromptMessageExtended:
         """The reply as a FastAgent message."""
         return parse_history(self.message_json)[0]
+
+
+MODEL_USAGE_EVENT = "aiorch.model.usage"
+
+
+def emit_model_usage(
+    reply: ModelReply, *, cache_hit: bool, cost: float | None, task_run_id: UUID | None
+) -> None:
+    """Emit ``aiorch.model.usage`` for one model request (a replay says so)."""
+    flow_run_id = flow_run.get_id()
+    related = (
+        [
+            {
+                "prefect.resource.id": f"prefect.flow-run.{flow_run_id}",
+                "prefect.resource.role": "flow-run",
+            }
+        ]
+        if flow_run_id
+        else []
+    )
+    emit_event(
+        event=MODEL_USAGE_EVENT,
+        resource={
+            "prefect.resource.id": f"prefect.task-run.{task_run_id}"
+            if task_run_id
+            else "aiorch.model",
+            "aiorch.model": reply.model,
+        },
+        related=related,
+        payload={
+            "model": reply.model,
+            "input_tokens": reply.usage.input_tokens,
+            "output_tokens": reply.usage.output_tokens,
+            "usage_source": reply.usage.source,
+            "latency_seconds": reply.latency_seconds,
+            "cache_hit": cache_hit,
+            "estimated_cost": cost,
+        },
+    )
 
 
 def cache_owner(scope: CacheScope, tenant: str | None) -> str | None:

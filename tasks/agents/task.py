@@ -54,6 +54,7 @@ from tasks.agents.requests import (
     CacheScope,
     ModelReply,
     cache_owner,
+    emit_model_usage,
     model_request,
     request_cache_key,
 )
@@ -225,9 +226,16 @@ class _Turn:
         reply: ModelReply = await state.aresult()
         self.requests += 1
         self.usage = self.usage + reply.usage
-        if state.name == "Cached":
+        hit = state.name == "Cached"
+        if hit:
             self.hits += 1
             self.saved += reply.usage.total_tokens
+        emit_model_usage(
+            reply,
+            cache_hit=hit,
+            cost=estimated_cost(reply.usage, self.model, config.provider),
+            task_run_id=state.state_details.task_run_id,
+        )
         return reply, key
 
     async def fit(

@@ -45,6 +45,7 @@ from flows.data_pipeline import PipelineResult, data_pipeline
 from tasks.agents.local_model import INSTALL_HINT, local_model_installed
 from tasks.agents.task import AgentResult, run_agent
 from tasks.container import RunnerKind
+from tasks.monitoring.alerts import evaluate_alerts
 from tasks.monitoring.progress import wait_with_progress
 from tasks.monitoring.run_report import publish_run_report
 from tasks.platform import PlatformSurvey, survey_platform
@@ -234,8 +235,8 @@ def publish_report(
 
 @flow(
     name="aiorch-demo",
-    on_completion=[publish_run_report],
-    on_failure=[publish_run_report],
+    on_completion=[publish_run_report, evaluate_alerts],
+    on_failure=[publish_run_report, evaluate_alerts],
 )
 def demo_flow(
     text: Annotated[str, Field(min_length=1, description="Text to count words in.")] = DEFAULT_TEXT,

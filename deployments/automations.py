@@ -1,0 +1,77 @@
+"""The alert automations of aiorch, defined as code and created idempotently.
+
+    python deployments/automations.py --webhook-block aiorch-alerts
+
+Each run creates the automations below, or updates them in place (matched by name), so
+it is safe to run on every deploy. Notifications go to a saved
+``CustomWebhookNotificationBlock`` (Prefect's webhook block). The events come from
+aiorch: alert rules evaluated when flow runs end (``tasks.monitoring.alerts``) and
+circuit breakers opening.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import timedelta
+from uuid import UUID
+
+import anyio
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+from tasks.monitoring.alerts import FAILURE_RATE_EVENT, SLOW_STEP_EVENT
+from tasks.monitoring.automations import ensure_automation, notification_action
+
+ALERT_AUTOMATION = "aiorch: alerts to webhook"
+BREAKER_AUTOMATION = "aiorch: circuit breaker opened"
+
+
+async def install(webhook_block: str) -> list[UUID]:
+    """Create or update every aiorch automation; their ids."""
+    notify = await notification_action(webhook_block, CustomWebhookNotificationBlock)
+    automations = [
+        AutomationCore(
+            name=ALERT_AUTOMATION,
+            description="A step slower than its baseline, or a flow failing too often.",
+            trigger=EventTrigger(
+                expect={SLOW_STEP_EVENT, FAILURE_RATE_EVENT},
+                posture=Posture.Reactive,
+                threshold=1,
+                within=timedelta(0),
+            ),
+            actions=[notify],
+        ),
+        AutomationCore(
+            name=BREAKER_AUTOMATION,
+            description="A circuit breaker opened: calls to a dependency are being refused.",
+            trigger=EventTrigger(
+                expect={"aiorch.breaker.open"},
+                posture=Posture.Reactive,
+                threshold=1,
+                within=timedelta(0),
+            ),
+            actions=[notify],
+        ),
+    ]
+    return [await ensure_automation(automation) for automation in automations]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: install the automations against PREFECT_API_URL."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--webhook-block", required=True, help="name of a saved CustomWebhookNotificationBlock"
+    )
+    arguments = parser.parse_args(argv)
+    try:
+        ids = anyio.run(install, arguments.webhook_block)
+    except ValueError as error:
+        print(f"automations: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(ids)} automations in place: {', '.join(map(str, ids))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

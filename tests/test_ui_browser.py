@@ -1,0 +1,84 @@
+"""The demo's artifacts in the default Prefect UI, checked in a real headless browser.
+
+Screenshots go to ``AIORCH_TEST_SCREENSHOTS`` (default: a temp dir of the session).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from uuid import UUID
+
+import anyio
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+from flows.dashboard import performance_dashboard
+from flows.demo import demo_flow
+from tests.browser import chromium_path, opened
+from tests.services import require_service
+
+ROWS = "document.querySelectorAll('table tbody tr').length"
+DIAGRAMS = (
+    "[...document.querySelectorAll('svg[aria-roledescription]')]"
+    ".map(svg => svg.getAttribute('aria-roledescription')).join(',')"
+)
+LOADED_IMAGES = (
+    "[...document.images].filter(image => image.src.startsWith('data:image/png')"
+    " && image.complete && image.naturalWidth > 0).length"
+)
+
+
+def _artifact_ids(run_id: UUID) -> dict[str, UUID]:
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    return {artifact.key: artifact.id for artifact in artifacts if artifact.key}
+
+
+@pytest.fixture
+def screenshots(scratch_dir: Path) -> Path:
+    folder = Path(os.environ.get("AIORCH_TEST_SCREENSHOTS", scratch_dir / "screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_the_demo_artifacts_render_in_the_prefect_ui(prefect_api: str, screenshots: Path) -> None:
+    require_service("Chromium", chromium_path() is not None, "chromium is not installed")
+    state = demo_flow(
+        text="a b\nc d\ne f\n", chunk_lines=1, agent_model="passthrough", return_state=True
+    )
+    assert state.is_completed(), state.message
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    dashboard_state = anyio.run(lambda: performance_dashboard(hours=1, return_state=True))
+    dashboard_run = dashboard_state.state_details.flow_run_id
+    assert dashboard_run is not None
+    ui = prefect_api.removesuffix("/api")
+    demo = _artifact_ids(run_id)
+    pages = {
+        "run-report": demo["aiorch-demo-run-report"],
+        "run-table": demo["aiorch-demo-run-table"],
+        "demo": demo["aiorch-demo"],
+        "dashboard": _artifact_ids(dashboard_run)["aiorch-performance-dashboard"],
+    }
+    found = {}
+    for name, artifact_id in pages.items():
+        with opened(f"{ui}/v2/artifacts/artifact/{artifact_id}") as page:
+            if name == "run-report":
+                found[name] = page.wait_for(f"({DIAGRAMS}).includes('gantt') && {DIAGRAMS}")
+            elif name == "run-table":
+                found[name] = page.wait_for(f"{ROWS} >= 4 && {ROWS}")
+            elif name == "demo":
+                found[name] = page.wait_for(f"({DIAGRAMS}).includes('flowchart') && {DIAGRAMS}")
+            else:
+                found[name] = page.wait_for(f"{LOADED_IMAGES} >= 2 && {LOADED_IMAGES}")
+            page.screenshot(screenshots / f"{name}.png")
+    assert "flowchart-v2" in found["run-report"]
+    assert "gantt" in found["run-report"]
+    assert found["run-table"] >= 7  # 3 count-words, survey, merge, agent call, report, ...
+    assert "flowchart" in found["demo"]
+    assert found["dashboard"] == 2
+    assert all((screenshots / f"{name}.png").stat().st_size > 10_000 for name in pages)

@@ -149,3 +149,13 @@ def postgres_url() -> Iterator[str]:
     require_service("PostgreSQL", postgres_bin() is not None, "initdb/postgres are not installed")
     with running_postgres() as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+def isolated_breakers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh breaker store per test.
+
+    Fault-injection tests trip breakers on purpose, and a local port reused by a later
+    test would otherwise inherit an open breaker (breakers are named by endpoint).
+    """
+    monkeypatch.setenv("AIORCH_BREAKER_STORE_URL", f"sqlite:///{tmp_path / 'breakers.sqlite'}")

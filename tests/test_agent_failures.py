@@ -102,7 +102,8 @@ def test_prefect_retries_only_retryable_failures(prefect_api: str) -> None:
 def test_concurrent_requests_respect_the_providers_limit(
     prefect_api: str, limit: int | None, peak: int
 ) -> None:
-    with running_fault_proxy(default=Fault(status=500, delay=0.5)) as proxy:
+    # Each answer takes 2 s, so unlimited requests overlap even on a loaded machine.
+    with running_fault_proxy(default=Fault(status=500, delay=2.0)) as proxy:
         agent = _agent(proxy.base_url, max_concurrent_requests=limit)
 
         @flow(name="agent-limit-test")

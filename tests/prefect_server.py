@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -89,6 +90,7 @@ def poll_events(
     count: int,
     deadline_seconds: float = 30.0,
     names: list[str] | None = None,
+    since: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Events about ``resource_id`` (named ``names``), oldest first, until ``count`` came.
 
@@ -100,6 +102,8 @@ def poll_events(
         event_filter["resource"] = {"id": [resource_id]}
     if names:
         event_filter["event"] = {"name": names}
+    if since is not None:
+        event_filter["occurred"] = {"since": since.isoformat()}
     while True:
         response = httpx.post(
             f"{api_url}/events/filter",

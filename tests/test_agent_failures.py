@@ -98,9 +98,9 @@ def test_prefect_retries_only_retryable_failures(prefect_api: str) -> None:
         assert len(proxy.received) == 1  # not retryable: no retry
 
 
-@pytest.mark.parametrize(("limit", "peak"), [(1, 1), (None, 3)])
+@pytest.mark.parametrize(("limit", "one_at_a_time"), [(1, True), (None, False)])
 def test_concurrent_requests_respect_the_providers_limit(
-    prefect_api: str, limit: int | None, peak: int
+    prefect_api: str, limit: int | None, one_at_a_time: bool
 ) -> None:
     # Each answer takes 2 s, so unlimited requests overlap even on a loaded machine.
     with running_fault_proxy(default=Fault(status=500, delay=2.0)) as proxy:
@@ -119,7 +119,8 @@ def test_concurrent_requests_respect_the_providers_limit(
 
         assert fan_out() == 3
         assert len(proxy.received) == 3
-        assert proxy.peak_in_flight == peak
+        # Unlimited requests overlap (how many at once depends on the machine's load).
+        assert (proxy.peak_in_flight == 1) is one_at_a_time
 
 
 def test_an_open_model_breaker_moves_the_call_to_the_next_fallback(prefect_api: str) -> None:

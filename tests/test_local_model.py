@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 from uuid import UUID
 
+import anyio
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
@@ -225,3 +226,30 @@ def test_probing_the_live_endpoint_records_its_capabilities(local_model: str) ->
     probed = probe_capabilities("generic.smollm2", provider)
     assert probed.structured_output is True
     assert model_capabilities("generic.smollm2", provider) == probed
+
+
+def test_the_run_report_counts_tokens_and_cost_of_agent_calls(
+    prefect_api: str, local_model: str
+) -> None:
+    from tasks.monitoring.run_report import publish_run_report, report_rows
+    from tasks.monitoring.runs import read_run
+
+    prices = {"smollm2": TokenPrice(input_per_million=1.0, output_per_million=2.0)}
+    agent = Agent(
+        instruction=GEOGRAPHY,
+        model="generic.smollm2",
+        provider=ModelProvider(kind="local", prices=prices),
+        temperature=0,
+        max_tokens=16,
+    )
+
+    @flow(name="local-model-report", on_completion=[publish_run_report])
+    def ask() -> str:
+        run_agent(agent, "What is the capital of Portugal?")
+        return str(flow_run.get_id())
+
+    run = anyio.run(read_run, UUID(ask()))
+    rows = {row["kind"]: row for row in report_rows(run)}
+    assert rows["model request"]["tokens"] > 10
+    assert rows["agent call"]["tokens"] == rows["model request"]["tokens"]
+    assert rows["agent call"]["cost"] > 0

@@ -74,11 +74,11 @@ def test_the_demo_artifacts_render_in_the_prefect_ui(prefect_api: str, screensho
             elif name == "demo":
                 found[name] = page.wait_for(f"({DIAGRAMS}).includes('flowchart') && {DIAGRAMS}")
             else:
-                found[name] = page.wait_for(f"{LOADED_IMAGES} >= 2 && {LOADED_IMAGES}")
+                found[name] = page.wait_for(f"{LOADED_IMAGES} >= 3 && {LOADED_IMAGES}")
             page.screenshot(screenshots / f"{name}.png")
     assert "flowchart-v2" in found["run-report"]
     assert "gantt" in found["run-report"]
     assert found["run-table"] >= 7  # 3 count-words, survey, merge, agent call, report, ...
     assert "flowchart" in found["demo"]
-    assert found["dashboard"] == 2
+    assert found["dashboard"] == 3
     assert all((screenshots / f"{name}.png").stat().st_size > 10_000 for name in pages)

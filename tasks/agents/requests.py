@@ -34,7 +34,7 @@ from tasks.agents.errors import AgentCallError, error_from_reply
 from tasks.agents.llm_agents import agent_factory
 from tasks.agents.local_model import LocalModelServer
 from tasks.agents.runtime import AgentRuntime
-from tasks.agents.usage import TokenUsage, reported_usage
+from tasks.agents.usage import TokenUsage, estimated_cost, reported_usage
 from tasks.caching import PrecomputedKey
 from tasks.resilience.breakers import model_breaker
 
@@ -52,6 +52,7 @@ class ModelReply(BaseModel):
     stop_reason: str
     usage: TokenUsage
     latency_seconds: float
+    estimated_cost: float | None = None
 
     def message(self) -> PromptMessageExtended:
         """The reply as a FastAgent message."""
@@ -61,9 +62,7 @@ class ModelReply(BaseModel):
 MODEL_USAGE_EVENT = "aiorch.model.usage"
 
 
-def emit_model_usage(
-    reply: ModelReply, *, cache_hit: bool, cost: float | None, task_run_id: UUID | None
-) -> None:
+def emit_model_usage(reply: ModelReply, *, cache_hit: bool, task_run_id: UUID | None) -> None:
     """Emit ``aiorch.model.usage`` for one model request (a replay says so)."""
     flow_run_id = flow_run.get_id()
     related = (
@@ -92,7 +91,7 @@ def emit_model_usage(
             "usage_source": reply.usage.source,
             "latency_seconds": reply.latency_seconds,
             "cache_hit": cache_hit,
-            "estimated_cost": cost,
+            "estimated_cost": reply.estimated_cost,
         },
     )
 
@@ -237,4 +236,5 @@ async def model_request(
         stop_reason=str(reply.stop_reason.value if reply.stop_reason else "unknown"),
         usage=usage,
         latency_seconds=latency,
+        estimated_cost=estimated_cost(usage, model, provider),
     )

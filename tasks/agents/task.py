@@ -230,12 +230,7 @@ class _Turn:
         if hit:
             self.hits += 1
             self.saved += reply.usage.total_tokens
-        emit_model_usage(
-            reply,
-            cache_hit=hit,
-            cost=estimated_cost(reply.usage, self.model, config.provider),
-            task_run_id=state.state_details.task_run_id,
-        )
+        emit_model_usage(reply, cache_hit=hit, task_run_id=state.state_details.task_run_id)
         return reply, key
 
     async def fit(

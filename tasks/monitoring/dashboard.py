@@ -9,7 +9,8 @@ Reads the flow runs of a time window from the Prefect API (their task runs, and 
 - agent performance per model: requests, replays, tokens in and out, median latency,
   estimated cost;
 - charts as PNG images in data URLs (the Prefect UI renders those; it strips inline
-  SVG): flow run durations over time, and tokens and latency per model.
+  SVG): flow run durations over time, failure and cache hit rates by task kind, and
+  tokens and latency per model.
 
 Example:
     ```python
@@ -230,6 +231,23 @@ def durations_chart(dashboard: Dashboard) -> str:
     return _png(figure)
 
 
+def rates_chart(dashboard: Dashboard) -> str:
+    """Failure rate and cache hit rate per task kind, as a PNG data URL."""
+    figure = Figure(figsize=(8, 3))
+    axes = figure.subplots()
+    kinds = [stats.kind for stats in dashboard.kinds]
+    positions = list(range(len(kinds)))
+    failure = [100 * s.failed / s.runs if s.runs else 0 for s in dashboard.kinds]
+    cached = [100 * s.cached / s.runs if s.runs else 0 for s in dashboard.kinds]
+    axes.bar([p - 0.2 for p in positions], failure, width=0.4, label="failure rate %")
+    axes.bar([p + 0.2 for p in positions], cached, width=0.4, label="cache hit rate %")
+    axes.set_xticks(positions, kinds, rotation=20, fontsize="small")
+    axes.set_ylim(0, 100)
+    axes.set_title("Task runs by kind")
+    axes.legend(fontsize="small")
+    return _png(figure)
+
+
 def models_chart(dashboard: Dashboard) -> str:
     """Tokens and median latency per model, as a PNG data URL."""
     figure = Figure(figsize=(8, 3))
@@ -278,6 +296,8 @@ Runs that started between {dashboard.since:%Y-%m-%d %H:%M} and {dashboard.until:
 | kind | task runs | failure rate | cache hit rate | median duration s |
 |---|---|---|---|---|
 {kinds}
+
+![Failure and cache hit rates by kind]({rates_chart(dashboard)})
 
 ## Agents: models
 

@@ -61,22 +61,39 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def _usage_of(task: TaskRunView, run: RunView) -> tuple[int | None, float | None]:
+    """A model request's own usage; an agent call's, summed over its model requests."""
+    if task.kind != "agent call":
+        return task.tokens, task.cost
+    requests = [
+        other for other in run.tasks if other.kind == "model request" and task.id in other.upstream
+    ]
+    tokens = [other.tokens for other in requests if other.tokens is not None]
+    costs = [other.cost for other in requests if other.cost is not None]
+    return (sum(tokens) if tokens else None), (sum(costs) if costs else None)
+
+
 def report_rows(run: RunView) -> list[dict[str, Any]]:
     """One row per task run."""
-    return [
-        {
-            "task": task.name,
-            "kind": task.kind,
-            "runner or model": task.tag_value("runner") or task.tag_value("model") or "",
-            "state": task.state,
-            "duration s": round(task.duration_seconds, 3)
-            if task.duration_seconds is not None
-            else None,
-            "cache hit": task.cache_hit,
-            "attempts": task.attempts,
-        }
-        for task in run.tasks
-    ]
+    rows = []
+    for task in run.tasks:
+        tokens, cost = _usage_of(task, run)
+        rows.append(
+            {
+                "task": task.name,
+                "kind": task.kind,
+                "runner or model": task.tag_value("runner") or task.tag_value("model") or "",
+                "state": task.state,
+                "duration s": round(task.duration_seconds, 3)
+                if task.duration_seconds is not None
+                else None,
+                "cache hit": task.cache_hit,
+                "attempts": task.attempts,
+                "tokens": tokens,
+                "cost": None if cost is None else round(cost, 6),
+            }
+        )
+    return rows
 
 
 def dependency_diagram(run: RunView) -> str:

@@ -55,6 +55,8 @@ class TaskRunView(BaseModel):
         default=None,
         description="Identity of its work and inputs (a step's content key, shortened).",
     )
+    tokens: int | None = Field(default=None, description="Tokens of a model request.")
+    cost: float | None = Field(default=None, description="Estimated cost of a model request.")
 
     @property
     def duration_seconds(self) -> float | None:
@@ -101,8 +103,25 @@ def _upstream(run: TaskRun) -> list[UUID]:
     return found
 
 
-def _view(run: TaskRun) -> TaskRunView:
+async def _usage(run: TaskRun) -> tuple[int | None, float | None]:
+    """Tokens and cost of a model request, from its stored reply (replays included)."""
+    if MODEL_REQUEST_TAG not in run.tags or run.state is None or not run.state.is_completed():
+        return None, None
+    try:
+        reply = await run.state.aresult(raise_on_failure=False)
+    except Exception:  # a result that expired or lives elsewhere: report without it
+        return None, None
+    usage = getattr(reply, "usage", None)
+    tokens = getattr(usage, "total_tokens", None)
+    cost = getattr(reply, "estimated_cost", None)
+    return (tokens if isinstance(tokens, int) else None), (
+        float(cost) if isinstance(cost, int | float) else None
+    )
+
+
+async def _view(run: TaskRun) -> TaskRunView:
     state = run.state.name if run.state is not None else (run.state_name or "Unknown")
+    tokens, cost = await _usage(run)
     return TaskRunView(
         id=run.id,
         name=run.name,
@@ -117,6 +136,8 @@ def _view(run: TaskRun) -> TaskRunView:
         tags=sorted(run.tags),
         upstream=_upstream(run),
         content=next((tag[8:] for tag in run.tags if tag.startswith("content:")), None),
+        tokens=tokens,
+        cost=cost,
     )
 
 
@@ -129,8 +150,9 @@ async def read_run(flow_run_id: UUID) -> RunView:
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
             limit=200,
         )
+    views = [await _view(run) for run in task_runs]
     tasks = sorted(
-        (_view(run) for run in task_runs),
+        views,
         key=lambda view: (view.start is None, view.start or datetime.max, view.name),
     )
     return RunView(

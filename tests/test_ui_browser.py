@@ -15,7 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.dashboard import performance_dashboard
-from flows.demo import demo_flow
+from flows.demo import PROGRESS_KEY, demo_flow
 from tests.browser import chromium_path, opened
 from tests.services import require_service
 
@@ -62,6 +62,7 @@ def test_the_demo_artifacts_render_in_the_prefect_ui(prefect_api: str, screensho
         "run-report": demo["aiorch-demo-run-report"],
         "run-table": demo["aiorch-demo-run-table"],
         "demo": demo["aiorch-demo"],
+        "progress": demo[PROGRESS_KEY],
         "dashboard": _artifact_ids(dashboard_run)["aiorch-performance-dashboard"],
     }
     found = {}
@@ -71,6 +72,8 @@ def test_the_demo_artifacts_render_in_the_prefect_ui(prefect_api: str, screensho
                 found[name] = page.wait_for(f"({DIAGRAMS}).includes('gantt') && {DIAGRAMS}")
             elif name == "run-table":
                 found[name] = page.wait_for(f"{ROWS} >= 4 && {ROWS}")
+            elif name == "progress":
+                found[name] = page.wait_for("document.body.innerText.includes('Progress: 100%')")
             elif name == "demo":
                 found[name] = page.wait_for(f"({DIAGRAMS}).includes('flowchart') && {DIAGRAMS}")
             else:
@@ -81,4 +84,5 @@ def test_the_demo_artifacts_render_in_the_prefect_ui(prefect_api: str, screensho
     assert found["run-table"] >= 7  # 3 count-words, survey, merge, agent call, report, ...
     assert "flowchart" in found["demo"]
     assert found["dashboard"] == 3
-    assert all((screenshots / f"{name}.png").stat().st_size > 10_000 for name in pages)
+    assert found["progress"] is True
+    assert all((screenshots / f"{name}.png").stat().st_size > 5_000 for name in pages)

@@ -62,6 +62,18 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         server.server_close()
 
 
+def _install(api_url: str, webhook_block: str) -> subprocess.CompletedProcess[str]:
+    """Run ``deployments/automations.py`` against the test server, as a deploy would."""
+    return subprocess.run(
+        [sys.executable, "deployments/automations.py", "--webhook-block", webhook_block],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PREFECT_API_URL": api_url},
+    )
+
+
 def _wait_for(received: list[dict[str, Any]], text: str) -> dict[str, Any]:
     deadline = time.monotonic() + DEADLINE_SECONDS
     while time.monotonic() < deadline:
@@ -137,20 +149,9 @@ def test_automations_as_code_reach_a_webhook(
         allow_private_urls=True,
     ).save("aiorch-test-alerts", overwrite=True)
 
-    def install() -> str:
-        result = subprocess.run(
-            [sys.executable, "deployments/automations.py", "--webhook-block", "aiorch-test-alerts"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "PREFECT_API_URL": prefect_api},
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip().splitlines()[-1]
-
-    first, second = install(), install()
-    assert first == second  # updated in place, not duplicated
+    first, second = (_install(prefect_api, "aiorch-test-alerts") for _ in range(2))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout  # the same ids: updated in place, not duplicated
 
     name = f"alerting-{uuid4().hex[:8]}"
     breaker = CircuitBreaker(name)
@@ -163,13 +164,6 @@ def test_automations_as_code_reach_a_webhook(
 
 
 def test_missing_webhook_block_is_named(prefect_api: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "deployments/automations.py", "--webhook-block", "no-such-block"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PREFECT_API_URL": prefect_api},
-    )
+    result = _install(prefect_api, "no-such-block")
     assert result.returncode == 2
     assert "no CustomWebhookNotificationBlock block named 'no-such-block'" in result.stderr

@@ -153,3 +153,17 @@ def test_repeated_provider_failures_open_the_model_breaker(prefect_api: str) -> 
         with pytest.raises(CircuitOpenError):
             call_in_flow(agent)
         assert len(proxy.received) == DEPENDENCY_BREAKER.minimum_calls
+
+
+def test_timeouts_count_against_the_model_breaker(prefect_api: str) -> None:
+    from tasks.agents.endpoints import credential_fingerprint
+    from tasks.resilience.breaker import BreakerState
+    from tasks.resilience.breakers import DEPENDENCY_BREAKER, model_breaker
+
+    with running_fault_proxy(default=Fault(hang=True)) as proxy:
+        agent = _agent(proxy.base_url, request_timeout_seconds=0.5)
+        for _ in range(DEPENDENCY_BREAKER.minimum_calls):
+            with pytest.raises(AgentCallError, match=r"no reply within 0\.5s"):
+                call_in_flow(agent)
+        breaker = model_breaker(credential_fingerprint(agent.provider), "generic.smollm2")
+        assert breaker.state() is BreakerState.OPEN

@@ -166,10 +166,21 @@ def _structured_params(
 
 
 async def _checked(
-    call: Awaitable[tuple[PromptMessageExtended, float]], model: str, secrets: list[str]
+    call: Awaitable[tuple[PromptMessageExtended, float]],
+    model: str,
+    secrets: list[str],
+    timeout: float | None,
 ) -> tuple[PromptMessageExtended, float]:
-    """The reply, or the provider failure it carries raised (so the breaker sees it)."""
-    reply, latency = await call
+    """The reply, or its failure raised as an AgentCallError (so the breaker sees it)."""
+    try:
+        reply, latency = await call
+    except TimeoutError:
+        raise AgentCallError(
+            f"no reply within {timeout}s (provider.request_timeout_seconds)",
+            model=model,
+            retryable=True,
+            error_type="Timeout",
+        ) from None
     failure = error_from_reply(reply, model, secrets)
     if failure is not None:
         raise failure
@@ -213,17 +224,9 @@ async def model_request(
             return reply, time.perf_counter() - started
 
     breaker = model_breaker(credential_fingerprint(provider), model)
-    try:
-        reply, latency = await breaker.call(
-            lambda: _checked(runtime.acall(on_runtime), model, secrets)
-        )
-    except TimeoutError:
-        raise AgentCallError(
-            f"no reply within {timeout}s (provider.request_timeout_seconds)",
-            model=model,
-            retryable=True,
-            error_type="Timeout",
-        ) from None
+    reply, latency = await breaker.call(
+        lambda: _checked(runtime.acall(on_runtime), model, secrets, timeout)
+    )
     usage = reported_usage(reply)
     if not usage.total_tokens and provider is not None and provider.kind is ProviderKind.LOCAL:
         usage = await asyncio.to_thread(_counted_usage, config, messages, reply)

@@ -45,6 +45,7 @@ from flows.data_pipeline import PipelineResult, data_pipeline
 from tasks.agents.local_model import INSTALL_HINT, local_model_installed
 from tasks.agents.task import AgentResult, run_agent
 from tasks.container import RunnerKind
+from tasks.markdown import table_cell
 from tasks.monitoring.alerts import evaluate_alerts
 from tasks.monitoring.progress import wait_with_progress
 from tasks.monitoring.run_report import publish_run_report
@@ -143,11 +144,6 @@ def merge_counts(counts: list[dict[str, int]], top: int) -> WordStats:
     )
 
 
-def _cell(value: object) -> str:
-    """Make a value safe inside a markdown table cell."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
 def render_report(
     run_id: UUID,
     survey: PlatformSurvey,
@@ -161,11 +157,11 @@ def render_report(
         for index in range(stats.chunks)
     )
     runners = "\n".join(
-        f"| {runner.kind} | {'yes' if runner.available else 'no'} | {_cell(runner.detail)} |"
+        f"| {runner.kind} | {'yes' if runner.available else 'no'} | {table_cell(runner.detail)} |"
         for runner in survey.runners
     )
     packages = ", ".join(f"{name} {version}" for name, version in survey.packages.items())
-    words = "\n".join(f"| {_cell(word)} | {count} |" for word, count in stats.top)
+    words = "\n".join(f"| {table_cell(word)} | {count} |" for word, count in stats.top)
     runner = pipeline.steps[0].runner.value if pipeline.steps else "none"
     zones = sum(region.zones for region in pipeline.regions)
     pipeline_summary = (
@@ -176,7 +172,7 @@ def render_report(
     answer = agent.result
     agent_summary = (
         f"{answer.model} answered in {answer.latency_seconds:.2f} s "
-        f"({answer.usage.total_tokens} tokens): {_cell(answer.text.strip())}"
+        f"({answer.usage.total_tokens} tokens): {table_cell(answer.text.strip())}"
     )
     notice = f"\n> **Notice:** {agent.notice}\n" if agent.notice else ""
     return f"""# aiorch demo
@@ -185,7 +181,7 @@ Flow run `{run_id}` ran {stats.chunks + 4} tasks.
 {notice}
 | step | what it did |
 |---|---|
-| survey-platform | found Python {survey.python}; Prefect API: {_cell(survey.prefect_api)} |
+| survey-platform | found Python {survey.python}; Prefect API: {table_cell(survey.prefect_api)} |
 | count-words x {stats.chunks} | counted {stats.words} words, one task per chunk |
 | merge-counts | merged them into {stats.distinct} distinct words |
 | agent-call | {agent_summary} |

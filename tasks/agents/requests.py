@@ -36,6 +36,7 @@ from tasks.agents.local_model import LocalModelServer
 from tasks.agents.runtime import AgentRuntime
 from tasks.agents.usage import TokenUsage, estimated_cost, reported_usage
 from tasks.caching import PrecomputedKey
+from tasks.events import MODEL_USAGE_EVENT, related_flow_run
 from tasks.resilience.breakers import model_breaker
 
 REQUEST_KEY_VERSION = "aiorch-model-request-v2"
@@ -59,22 +60,8 @@ class ModelReply(BaseModel):
         return parse_history(self.message_json)[0]
 
 
-MODEL_USAGE_EVENT = "aiorch.model.usage"
-
-
 def emit_model_usage(reply: ModelReply, *, cache_hit: bool, task_run_id: UUID | None) -> None:
     """Emit ``aiorch.model.usage`` for one model request (a replay says so)."""
-    flow_run_id = flow_run.get_id()
-    related = (
-        [
-            {
-                "prefect.resource.id": f"prefect.flow-run.{flow_run_id}",
-                "prefect.resource.role": "flow-run",
-            }
-        ]
-        if flow_run_id
-        else []
-    )
     emit_event(
         event=MODEL_USAGE_EVENT,
         resource={
@@ -83,7 +70,7 @@ def emit_model_usage(reply: ModelReply, *, cache_hit: bool, task_run_id: UUID | 
             else "aiorch.model",
             "aiorch.model": reply.model,
         },
-        related=related,
+        related=related_flow_run(flow_run.get_id()),
         payload={
             "model": reply.model,
             "input_tokens": reply.usage.input_tokens,

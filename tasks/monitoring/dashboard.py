@@ -46,9 +46,9 @@ from prefect.events.filters import (
 )
 from pydantic import BaseModel
 
+from tasks.events import MODEL_USAGE_EVENT
 from tasks.monitoring.runs import TaskRunView, read_run
 
-MODEL_USAGE_EVENT = "aiorch.model.usage"
 EVENTS_PER_PAGE = 50  # the API's largest page
 MAX_EVENT_PAGES = 40
 _FAILED = {"Failed", "Crashed", "TimedOut"}

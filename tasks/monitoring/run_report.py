@@ -33,6 +33,7 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.settings import get_current_settings
 
 from tasks.artifacts import publish_artifact
+from tasks.markdown import table_cell
 from tasks.monitoring.runs import RunView, TaskRunView, read_run
 from tasks.resilience.report import flow_run_problems
 
@@ -55,10 +56,6 @@ def artifact_key(flow_name: str, suffix: str) -> str:
 
 def _label(text: str) -> str:
     return re.sub(r'["<>#:;|`]', " ", text).strip()
-
-
-def _cell(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def _usage_of(task: TaskRunView, run: RunView) -> tuple[int | None, float | None]:
@@ -148,7 +145,9 @@ async def render_run_report(run: RunView) -> str:
     """The markdown report of a run."""
     rows = report_rows(run)
     table = "\n".join(
-        "| " + " | ".join(_cell("" if value is None else value) for value in row.values()) + " |"
+        "| "
+        + " | ".join(table_cell("" if value is None else value) for value in row.values())
+        + " |"
         for row in rows
     )
     header = "| " + " | ".join(rows[0]) + " |" if rows else "| task |"

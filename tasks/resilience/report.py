@@ -44,16 +44,14 @@ from prefect.client.schemas.objects import FlowRun, State, TaskRun
 from prefect.events import emit_event
 
 from tasks.artifacts import publish_artifact
+from tasks.events import related_flow_run
+from tasks.markdown import table_cell
 from tasks.resilience.problems import ProblemDetails, problem_from_exception
 
 FAILURE_KEY = "aiorch-failure"
 SUMMARY_KEY = "aiorch-run-failures"
 FAILURE_EVENT = "aiorch.failure.reported"
 _PROBLEM_MARK = "<!-- aiorch-problem -->"
-
-
-def _cell(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def render_problem(problem: ProblemDetails) -> str:
@@ -68,7 +66,9 @@ def render_problem(problem: ProblemDetails) -> str:
         **{key: value for key, value in problem.context.items() if key != "log_tail"},
     }
     rows = "\n".join(
-        f"| {_cell(key)} | {_cell(value)} |" for key, value in facts.items() if value is not None
+        f"| {table_cell(key)} | {table_cell(value)} |"
+        for key, value in facts.items()
+        if value is not None
     )
     tail = problem.context.get("log_tail")
     log_section = f"\n## Log tail\n\n```text\n{tail}\n```\n" if tail else ""
@@ -99,16 +99,6 @@ async def publish_problem(problem: ProblemDetails) -> None:
         flow_run_id=UUID(problem.flow_run_id) if problem.flow_run_id else None,
         task_run_id=UUID(problem.task_run_id) if problem.task_run_id else None,
     )
-    related = (
-        [
-            {
-                "prefect.resource.id": f"prefect.flow-run.{problem.flow_run_id}",
-                "prefect.resource.role": "flow-run",
-            }
-        ]
-        if problem.flow_run_id
-        else []
-    )
     emit_event(
         event=FAILURE_EVENT,
         resource={
@@ -119,7 +109,7 @@ async def publish_problem(problem: ProblemDetails) -> None:
             ),
             "aiorch.problem.kind": problem.kind,
         },
-        related=related,
+        related=related_flow_run(problem.flow_run_id),
         payload=problem.model_dump(mode="json", exclude_none=True),
     )
 
@@ -166,8 +156,8 @@ def render_summary(flow_run_id: UUID, problems: list[ProblemDetails]) -> str:
     if not problems:
         return f"# Failures of flow run `{flow_run_id}`\n\nNo aiorch task failed in this run.\n"
     rows = "\n".join(
-        f"| {_cell(problem.task)} | {problem.kind} | {problem.status} | "
-        f"{'yes' if problem.retryable else 'no'} | {_cell(problem.detail)[:200]} |"
+        f"| {table_cell(problem.task)} | {problem.kind} | {problem.status} | "
+        f"{'yes' if problem.retryable else 'no'} | {table_cell(problem.detail)[:200]} |"
         for problem in problems
     )
     return f"""# Failures of flow run `{flow_run_id}`

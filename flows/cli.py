@@ -1,4 +1,4 @@
-"""The ``aiorch`` command: run workflows, see runners, build images, models, breakers.
+"""The ``aiorch`` command: run workflows, build images, set up environments and blocks.
 
 Examples:
     ```bash
@@ -6,8 +6,11 @@ Examples:
     aiorch run demo --param top=3
     aiorch runners
     aiorch image busybox
+    aiorch image python-base && aiorch image flows --base aiorch/python-base:trixie
     aiorch model capabilities openai.gpt-4.1-mini
     aiorch model probe generic.my-model --provider my-endpoint
+    aiorch environment apply dev
+    aiorch block create agent aiorch-assistant --model generic.smollm2 --provider aiorch-local
     aiorch compare 3f2a... 9c41...
     aiorch breakers --artifact
     aiorch breaker "engine:docker:default" open
@@ -20,6 +23,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal, cast
 from uuid import UUID
 
@@ -49,6 +53,12 @@ def _breaker_states() -> Flow[..., Any]:
     return breaker_states
 
 
+def _ask_agent() -> Flow[..., Any]:
+    from flows.ask_agent import ask_agent
+
+    return ask_agent
+
+
 def _dagger_check() -> Flow[..., Any]:
     from flows.dagger_check import dagger_check
 
@@ -60,6 +70,7 @@ WORKFLOWS: dict[str, Loader] = {
     "data-pipeline": _data_pipeline,
     "dagger-check": _dagger_check,
     "breaker-states": _breaker_states,
+    "ask-agent": _ask_agent,
 }
 
 
@@ -104,14 +115,77 @@ def _runners(arguments: argparse.Namespace) -> int:
 def _image(arguments: argparse.Namespace) -> int:
     import docker
 
-    from tasks.container.images import build_busybox_image, busybox_binary
+    from tasks.container import images
+    from tasks.errors import ConfigurationError
 
-    busybox = arguments.busybox or busybox_binary()
-    if busybox is None:
-        print("no busybox binary found: install busybox-static or pass --busybox", file=sys.stderr)
-        return 1
-    image_id = build_busybox_image(docker.from_env(), busybox, arguments.tag)
-    print(f"built {arguments.tag} ({image_id})")
+    client = docker.from_env()
+    try:
+        if arguments.kind == "busybox":
+            busybox = arguments.busybox or images.busybox_binary()
+            if busybox is None:
+                raise ConfigurationError(
+                    "no busybox binary found: install busybox-static or pass --busybox"
+                )
+            tag = arguments.tag or images.BUSYBOX_IMAGE
+            image_id = images.build_busybox_image(client, busybox, tag)
+        elif arguments.kind == "python-base":
+            tag = arguments.tag or images.PYTHON_BASE_IMAGE
+            image_id = images.build_python_base_image(client, tag, arguments.suite)
+        else:
+            tag = arguments.tag or images.FLOW_IMAGE
+            image_id = images.build_flow_image(
+                client, Path.cwd(), arguments.base, tag, arguments.extras
+            )
+    except ConfigurationError as error:
+        print(f"aiorch image: {error}", file=sys.stderr)
+        return 2
+    print(f"built {tag} ({image_id})")
+    return 0
+
+
+def _environment(arguments: argparse.Namespace) -> int:
+    from tasks.environments import apply_environment, load_environment
+    from tasks.errors import ConfigurationError
+    from tasks.sync_bridge import run_sync
+
+    try:
+        environment = load_environment(arguments.name)
+        for line in run_sync(apply_environment(environment)):
+            print(line)
+    except ConfigurationError as error:
+        print(f"aiorch environment: {error}", file=sys.stderr)
+        return 2
+    print(f"environment {environment.name} applied")
+    return 0
+
+
+def _block(arguments: argparse.Namespace) -> int:
+    from tasks.environments import AgentSpec, ProviderSpec, agent_block, provider_block
+    from tasks.errors import ConfigurationError
+    from tasks.sync_bridge import run_sync
+
+    name = arguments.name
+    try:
+        if arguments.kind == "agent":
+            fields = {"model": arguments.model, "instruction": arguments.instruction}
+            spec = AgentSpec(provider=arguments.provider, **fields)
+            block: Any = run_sync(agent_block(name, spec))
+        elif arguments.kind == "provider":
+            fields = {"kind": arguments.provider_kind, "base_url": arguments.base_url}
+            provider = ProviderSpec(api_key_env=arguments.api_key_env, **fields)
+            block = provider_block(name, provider)
+        else:
+            from prefect.blocks.system import Secret
+            from pydantic import SecretStr
+
+            from tasks.environments import env_value
+
+            block = Secret(value=SecretStr(env_value(arguments.from_env, "--from-env")))
+    except ConfigurationError as error:
+        print(f"aiorch block create {arguments.kind}: {error}", file=sys.stderr)
+        return 2
+    block.save(name, overwrite=True)
+    print(f"block {block.get_block_type_slug()}/{name} saved")
     return 0
 
 
@@ -185,7 +259,7 @@ def _breaker(arguments: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    from tasks.container.images import BUSYBOX_IMAGE
+    from tasks.container.images import BUSYBOX_IMAGE, FLOW_IMAGE, PYTHON_BASE_IMAGE
 
     root = argparse.ArgumentParser(prog="aiorch", description=__doc__.splitlines()[0])
     commands = root.add_subparsers(dest="command", required=True)
@@ -206,11 +280,54 @@ def parser() -> argparse.ArgumentParser:
     runners = commands.add_parser("runners", help="which runners work here, and why not")
     runners.set_defaults(handler=_runners)
 
-    image = commands.add_parser("image", help="build an image locally, without a registry")
-    image.add_argument("kind", choices=["busybox"])
-    image.add_argument("--tag", default=BUSYBOX_IMAGE)
-    image.add_argument("--busybox", help="a static busybox binary (default: from PATH)")
+    image = commands.add_parser(
+        "image",
+        help="build an image locally, without a registry",
+        description=(
+            "busybox: a tiny image for shell steps; python-base: minimal Debian with "
+            "Python (debootstrap, root); flows: the Docker work pool's image from ./Dockerfile"
+        ),
+    )
+    image.add_argument("kind", choices=["busybox", "python-base", "flows"])
+    image.add_argument(
+        "--tag",
+        help=f"image name (default {BUSYBOX_IMAGE}, {PYTHON_BASE_IMAGE} or {FLOW_IMAGE})",
+    )
+    image.add_argument("--busybox", help="busybox: a static busybox binary (default: from PATH)")
+    image.add_argument("--suite", default="trixie", help="python-base: the Debian release")
+    image.add_argument(
+        "--base",
+        default=PYTHON_BASE_IMAGE,
+        help="flows: the base image (any with Python >= 3.12, venv and zoneinfo)",
+    )
+    image.add_argument("--extras", default="", help="flows: project extras, e.g. model")
     image.set_defaults(handler=_image)
+
+    environment = commands.add_parser(
+        "environment",
+        help="apply deployments/environments/NAME.yaml: work pools, variables, blocks",
+    )
+    environment.add_argument("action", choices=["apply"])
+    environment.add_argument("name", help="dev, staging, prod, or a path to an environment file")
+    environment.set_defaults(handler=_environment)
+
+    block = commands.add_parser("block", help="create the blocks deployments name")
+    block.add_argument("action", choices=["create"])
+    kinds = block.add_subparsers(dest="kind", required=True)
+    agent = kinds.add_parser("agent", help="an Agent block")
+    agent.add_argument("name")
+    agent.add_argument("--model", required=True, help="FastAgent model string")
+    agent.add_argument("--provider", help="name of a ModelProvider block")
+    agent.add_argument("--instruction", default="You are a helpful assistant.")
+    provider = kinds.add_parser("provider", help="a ModelProvider block")
+    provider.add_argument("name")
+    provider.add_argument("--kind", dest="provider_kind", required=True)
+    provider.add_argument("--base-url", help="endpoint of a generic (OpenAI-compatible) server")
+    provider.add_argument("--api-key-env", help="environment variable holding the API key")
+    secret = kinds.add_parser("secret", help="a Secret block")
+    secret.add_argument("name")
+    secret.add_argument("--from-env", required=True, help="environment variable holding the value")
+    block.set_defaults(handler=_block)
 
     model = commands.add_parser("model", help="what a model can do (capabilities)")
     model.add_argument("action", choices=["capabilities", "probe"])

@@ -40,6 +40,14 @@ class AiorchSettings(BaseSettings):
         frozen=True,
     )
 
+    environment: str = Field(
+        default="dev",
+        min_length=1,
+        description=(
+            "Name of the environment this process runs in (dev, staging, prod); the work "
+            "pools of `deployments/environments/*.yaml` set it, run reports show it."
+        ),
+    )
     ui_host: str = Field(
         default="127.0.0.1",
         min_length=1,

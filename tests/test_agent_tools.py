@@ -112,7 +112,7 @@ def test_secret_environment_comes_from_secret_blocks_and_never_shows(
 
     missing = server.model_copy(update={"secret_env": {"TOKEN": "no-such-secret"}})
     with pytest.raises(
-        ValueError, match=r"secret_env\['TOKEN'\]: there is no Secret block named 'no-such-secret'"
+        ValueError, match=r"secret_env\['TOKEN'\]: Secret block 'no-such-secret' does not exist"
     ):
         call_in_flow(Agent(instruction="x", model="passthrough", mcp_servers=[missing]), CALL_ADD)
 

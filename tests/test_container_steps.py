@@ -192,7 +192,10 @@ def test_secret_blocks_are_loaded_when_the_step_runs(prefect_api: str) -> None:
     assert _run(step, "local", cache=False).stdout_tail == "got ********"
 
     missing = step.model_copy(update={"secrets": {"TOKEN": SecretRef(block="no-such-block")}})
-    with pytest.raises(StepError, match="Secret block 'no-such-block', which does not exist"):
+    with pytest.raises(
+        StepError,
+        match=r"Secret block 'no-such-block' does not exist.*block create secret no-such-block",
+    ):
         _run(missing, "local", cache=False)
 
 

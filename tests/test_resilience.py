@@ -217,9 +217,10 @@ def test_fault_counters_reset() -> None:
 
 
 def test_an_engine_that_is_down_opens_its_breaker(prefect_api: str) -> None:
+    from tasks.container.breaker import engine_breaker
     from tasks.container.errors import EngineUnavailable
     from tasks.resilience.breaker import BreakerState, CircuitOpenError
-    from tasks.resilience.breakers import DEPENDENCY_BREAKER, engine_breaker
+    from tasks.resilience.breakers import DEPENDENCY_BREAKER
     from tasks.resilience.faults import unreachable_docker_host
 
     host = unreachable_docker_host()

@@ -60,6 +60,7 @@ from tasks.agents.requests import (
 )
 from tasks.agents.tools import offered_tools, resolve_tool, tool_call, tool_call_key
 from tasks.agents.usage import TokenUsage, estimated_cost
+from tasks.blocks import aload_block
 from tasks.monitoring.runs import AGENT_TAG, MODEL_REQUEST_TAG, TOOL_CALL_TAG, content_tag
 from tasks.resilience.breaker import CircuitOpenError
 from tasks.resilience.report import report_task_failure
@@ -107,7 +108,7 @@ class AgentResult(BaseModel):
 
 
 async def _load(agent: Agent | str, overrides: dict[str, Any] | None) -> Agent:
-    config = agent if isinstance(agent, Agent) else cast(Agent, await Agent.aload(agent))
+    config = agent if isinstance(agent, Agent) else await aload_block(Agent, agent)
     if not overrides:
         return config
     unknown = sorted(set(overrides) - set(Agent.model_fields))

@@ -39,6 +39,7 @@ from prefect.blocks.system import Secret
 from agent_blocks.agent import McpServer
 from tasks.agents.errors import ToolCallError, mask
 from tasks.agents.runtime import AgentRuntime
+from tasks.blocks import MissingBlockError, aload_block
 from tasks.caching import PrecomputedKey
 from tasks.redaction import register_secret
 
@@ -61,12 +62,10 @@ async def server_environment(server: McpServer) -> dict[str, str]:
     environment = dict(server.env)
     for variable, block in server.secret_env.items():
         try:
-            secret = cast(Secret[str], await Secret.aload(block))
-        except ValueError:
+            secret = cast(Secret[str], await aload_block(Secret, block))
+        except MissingBlockError as error:
             raise ValueError(
-                f"mcp_servers[{server.name!r}].secret_env[{variable!r}]: there is no Secret "
-                f"block named {block!r}; create it with "
-                f"Secret(value=...).save({block!r})"
+                f"mcp_servers[{server.name!r}].secret_env[{variable!r}]: {error}"
             ) from None
         environment[variable] = str(secret.get())
         register_secret(environment[variable])

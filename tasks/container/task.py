@@ -25,7 +25,9 @@ from prefect_docker import DockerHost
 from pydantic import BaseModel, SecretStr
 
 from agent_blocks.dagger_engine import DaggerEngine
+from tasks.blocks import MissingBlockError, aload_block
 from tasks.caching import PrecomputedKey
+from tasks.container.breaker import engine_breaker
 from tasks.container.cache_key import step_cache_key
 from tasks.container.errors import StepError, StepFailed
 from tasks.container.files import restore_outputs
@@ -35,7 +37,6 @@ from tasks.container.select import choose_runner, make_runner
 from tasks.container.spec import ContainerStep, RunnerKind, StepResult
 from tasks.monitoring.runs import STEP_EXECUTION_TAG, STEP_TAG, content_tag
 from tasks.redaction import register_secret
-from tasks.resilience.breakers import engine_breaker
 from tasks.resilience.report import report_task_failure
 from tasks.settings import AiorchSettings, load_settings
 from tasks.sync_bridge import run_sync
@@ -67,13 +68,9 @@ async def _resolve_secrets(step: ContainerStep) -> dict[str, str]:
             values[name] = secret.get_secret_value()
             continue
         try:
-            block = cast(Secret[Any], await Secret.aload(secret.block))
-        except ValueError:
-            raise StepError(
-                f"secrets[{name!r}] names Secret block {secret.block!r}, which does not "
-                "exist; create it (prefect block create secret) or fix the name",
-                step=step.name,
-            ) from None
+            block = cast(Secret[Any], await aload_block(Secret, secret.block))
+        except MissingBlockError as error:
+            raise StepError(f"secrets[{name!r}]: {error}", step=step.name) from None
         value = block.get()
         values[name] = value if isinstance(value, str) else str(value)
     for value in values.values():

@@ -36,6 +36,7 @@ from tasks.artifacts import publish_artifact
 from tasks.markdown import table_cell
 from tasks.monitoring.runs import RunView, TaskRunView, read_run
 from tasks.resilience.report import flow_run_problems
+from tasks.settings import load_settings
 
 STATE_CLASSES = {
     "Completed": "fill:#d1fadf,stroke:#12b76a",
@@ -174,7 +175,7 @@ async def render_run_report(run: RunView) -> str:
     return f"""# Run report: {run.flow_name} / {run.name}
 
 State **{run.state}** after {duration}: {len(run.tasks)} task runs, {cached} from cache, \
-{len(failed)} failed.
+{len(failed)} failed. Environment: {table_cell(load_settings().environment)}.
 
 {header}
 {rule}

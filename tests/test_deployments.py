@@ -1,0 +1,375 @@
+"""Deployments end to end: environments applied, `prefect deploy --all`, real workers.
+
+A real Prefect server; `aiorch environment apply` (run twice: idempotent) creates the
+process and Docker pools, variables and blocks; `prefect --no-prompt deploy --all` deploys
+every flow of prefect.yaml from this checkout; a real process worker and a real Docker
+worker (prefect-docker) run deployments to Completed, the Docker one in the flow image
+built from the repository's Dockerfile on a locally built Debian base (nothing pulled).
+Workers are stopped with SIGTERM; the containers they started are gone afterwards.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import docker
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+
+from tasks.container.images import build_flow_image, build_python_base_image
+from tasks.environments import apply_environment, load_environment
+from tasks.errors import ConfigurationError
+from tasks.services import stop_process_group
+from tests.services import require_service
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_BASE_IMAGE = "aiorch-test/python-base:trixie"
+TEST_FLOW_IMAGE = "aiorch-test/flows:latest"
+RUN_DEADLINE_SECONDS = 240.0
+WORKER_STOP_DEADLINE_SECONDS = 30.0
+
+
+def _prefect_yaml() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    return loaded
+
+
+def _flows_in_repository() -> set[str]:
+    """``path:function`` of every ``@flow`` in flows/, read from the source."""
+    found = set()
+    for path in sorted((ROOT / "flows").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                for decorator in node.decorator_list:
+                    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                    if isinstance(target, ast.Name) and target.id == "flow":
+                        found.add(f"flows/{path.name}:{node.name}")
+    return found
+
+
+def test_every_flow_has_a_process_and_a_docker_deployment() -> None:
+    deployments = _prefect_yaml()["deployments"]
+    by_pool: dict[str, set[str]] = {}
+    for deployment in deployments:
+        by_pool.setdefault(deployment["work_pool"]["name"], set()).add(deployment["entrypoint"])
+        if deployment["work_pool"]["name"] == "aiorch-docker":
+            assert deployment["name"].endswith("-docker")
+            assert deployment["pull"][0]["prefect.deployments.steps.set_working_directory"] == {
+                "directory": "/opt/aiorch"
+            }
+            assert "schedules" not in deployment, "schedules run once, on the default pool"
+    flows = _flows_in_repository()
+    assert len(flows) >= 7
+    assert by_pool == {"aiorch-process": flows, "aiorch-docker": flows}
+    scheduled = {d["name"]: d["schedules"] for d in deployments if d.get("schedules")}
+    assert scheduled == {
+        "breaker-states": [{"interval": 300}],
+        "performance-dashboard": [{"interval": 3600}],
+    }
+
+
+def test_every_entrypoint_loads_in_a_fresh_interpreter() -> None:
+    """A worker imports an entrypoint first thing: import cycles show only this way."""
+    entrypoints = sorted(_flows_in_repository())
+    processes = {
+        entrypoint: subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from prefect.flows import load_flow_from_entrypoint; "
+                "print(load_flow_from_entrypoint(sys.argv[1]).name)",
+                entrypoint,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for entrypoint in entrypoints
+    }
+    for entrypoint, process in processes.items():
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, f"{entrypoint}: {err[-2000:]}"
+        assert out.strip().startswith("aiorch-"), entrypoint
+
+
+def test_environments_differ_only_by_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.environments import base_job_template, provider_block
+
+    environments = {name: load_environment(name) for name in ("dev", "staging", "prod")}
+    canary = f"sk-canary-{uuid4().hex}"
+    monkeypatch.setenv("OPENAI_API_KEY", canary)
+    for environment in environments.values():
+        assert set(environment.work_pools) == {"aiorch-process", "aiorch-docker"}
+        assert set(environment.blocks.agents) == {"aiorch-assistant"}
+        for pool, spec in environment.work_pools.items():
+            template = asyncio.run(base_job_template(pool, spec))
+            defaults = {
+                key: value["default"]
+                for key, value in template["variables"]["properties"].items()
+                if key in spec.job_variables
+            }
+            assert defaults == spec.job_variables
+            assert defaults["env"]["AIORCH_ENVIRONMENT"] == environment.name
+        for name, provider in environment.blocks.providers.items():
+            block = provider_block(name, provider)
+            if provider.api_key_env:
+                assert block.api_key is not None
+                assert block.api_key.get_secret_value() == canary
+                assert canary not in repr(block)
+    assert environments["dev"].profile is None
+    assert environments["prod"].profile == "aiorch-prod"
+
+
+def test_bad_environment_files_name_the_field_and_the_fix(tmp_path: Path) -> None:
+    dev = yaml.safe_load((ROOT / "deployments/environments/dev.yaml").read_text())
+    dev["work_pools"]["aiorch-docker"]["job_variables"]["imgae"] = "x"
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump(dev))
+    from tasks.environments import base_job_template
+
+    environment = load_environment(typo)
+    with pytest.raises(ConfigurationError, match=r"aiorch-docker.job_variables: \['imgae'\]"):
+        asyncio.run(base_job_template("aiorch-docker", environment.work_pools["aiorch-docker"]))
+
+    dev["work_pools"]["aiorch-docker"]["type"] = "kubernetes-ish"
+    typo.write_text(yaml.safe_dump(dev))
+    with pytest.raises(ConfigurationError, match=r"work_pools.aiorch-docker.type"):
+        load_environment(typo)
+    with pytest.raises(ConfigurationError, match=r"environments here are \['dev', 'prod'"):
+        load_environment("nowhere")
+
+    keyed = yaml.safe_load((ROOT / "deployments/environments/prod.yaml").read_text())
+    keyed["blocks"]["providers"]["aiorch-openai"]["api_key"] = "sk-in-the-file"
+    leaky = tmp_path / "leaky.yaml"
+    leaky.write_text(yaml.safe_dump(keyed))
+    with pytest.raises(ConfigurationError, match="never write keys in environment files"):
+        asyncio.run(apply_environment(load_environment(leaky).model_copy(update={"profile": None})))
+
+
+# --- against a real server -------------------------------------------------------------
+
+
+def _subprocess_env(api_url: str, scratch: Path) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": api_url,
+        "PWD": str(ROOT),
+        # Workers poll every 10 s by default; the measurements below note this setting.
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "AIORCH_OUTPUT_DIR": str(scratch / "outputs"),
+        "AIORCH_DATA_DIR": str(scratch / "data"),
+    }
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def _aiorch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _environment_file(scratch: Path, image: str, volume: str) -> Path:
+    """The dev environment with the test's image and data volume (users' stay untouched)."""
+    dev = yaml.safe_load((ROOT / "deployments/environments/dev.yaml").read_text())
+    docker_pool = dev["work_pools"]["aiorch-docker"]["job_variables"]
+    docker_pool["image"] = image
+    docker_pool["volumes"] = [f"{volume}:/var/lib/aiorch"]
+    path = scratch / "dev-test.yaml"
+    path.write_text(yaml.safe_dump(dev))
+    return path
+
+
+def _run_deployment(name: str, parameters: dict[str, Any] | None = None) -> FlowRun:
+    """Create a run of deployment ``name`` and poll it to a final state."""
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(name)
+        run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+        deadline = time.monotonic() + RUN_DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(run.id)
+            if run.state is not None and run.state.is_final():
+                return run
+            time.sleep(0.5)
+    raise TimeoutError(f"{name} run {run.id} not final after {RUN_DEADLINE_SECONDS}s")
+
+
+def _creation_to_completion(run: FlowRun) -> float:
+    assert run.end_time is not None
+    return (run.end_time - run.created).total_seconds() if run.created else float("nan")
+
+
+class Worker:
+    """A real ``prefect worker start`` process in its own session, stopped with SIGTERM."""
+
+    def __init__(self, pool: str, kind: str, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("wb") as output:
+            self.process = subprocess.Popen(
+                ["prefect", "worker", "start", "--pool", pool, "--type", kind],
+                cwd=ROOT,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def stop(self) -> int:
+        """SIGTERM (workers started in the background ignore SIGINT); the exit status."""
+        stop_process_group(self.process)
+        return self.process.returncode
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The dev environment applied twice and every deployment of prefect.yaml deployed."""
+    scratch = tmp_path_factory.mktemp("deployments")
+    volume = f"aiorch-test-data-{uuid4().hex[:8]}"
+    environment = _environment_file(scratch, TEST_FLOW_IMAGE, volume)
+    env = _subprocess_env(prefect_api, scratch)
+    first = _aiorch(env, "environment", "apply", str(environment))
+    assert first.returncode == 0, first.stderr
+    assert "work pool aiorch-docker (docker) created" in first.stdout
+    with get_client(sync_client=True) as client:
+        pool_ids = {
+            name: client.read_work_pool(name).id for name in ("aiorch-process", "aiorch-docker")
+        }
+    again = _aiorch(env, "environment", "apply", str(environment))
+    assert again.returncode == 0, again.stderr
+    assert "work pool aiorch-docker (docker) updated" in again.stdout
+    deploy = subprocess.run(
+        ["prefect", "--no-prompt", "deploy", "--all"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+    with get_client(sync_client=True) as client:
+        assert {name: client.read_work_pool(name).id for name in pool_ids} == pool_ids
+        docker_pool = client.read_work_pool("aiorch-docker")
+        image = docker_pool.base_job_template["variables"]["properties"]["image"]["default"]
+        assert image == TEST_FLOW_IMAGE
+    try:
+        yield scratch
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            docker.from_env().volumes.get(volume).remove(force=True)
+
+
+def test_prefect_deploy_all_deploys_every_flow(deployed: Path) -> None:
+    expected = {f"{deployment['name']}" for deployment in _prefect_yaml()["deployments"]}
+    with get_client(sync_client=True) as client:
+        names = {deployment.name for deployment in client.read_deployments()}
+    assert expected <= names
+
+
+def test_process_worker_runs_deployments(deployed: Path, prefect_api: str) -> None:
+    env = _subprocess_env(prefect_api, deployed)
+    worker = Worker("aiorch-process", "process", env, deployed / "process-worker.log")
+    try:
+        run = _run_deployment("aiorch-demo/demo", {"top": 3})
+        assert run.state is not None
+        assert run.state.is_completed(), (run.state.message, worker.log.read_text()[-3000:])
+        quick = _run_deployment("aiorch-breaker-states/breaker-states")
+        assert quick.state is not None and quick.state.is_completed()
+        print(
+            "process pool, creation to completion: demo "
+            f"{_creation_to_completion(run):.1f} s, breaker-states "
+            f"{_creation_to_completion(quick):.1f} s"
+        )
+
+        missing = _run_deployment("aiorch-ask-agent/ask-agent", {"agent": "no-such-agent"})
+        assert missing.state is not None
+        assert missing.state.is_failed()
+        message = missing.state.message or ""
+        assert "aiorch Agent block 'no-such-agent' does not exist" in message
+        assert "aiorch block create agent no-such-agent --model MODEL" in message
+    finally:
+        status = worker.stop()
+    assert status in (0, -15, 143), f"worker did not stop on SIGTERM: {status}"
+
+
+@pytest.fixture(scope="module")
+def flow_image(deployed: Path) -> Iterator[str]:
+    """The flow image from ./Dockerfile on a debootstrapped base; both removed afterwards."""
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except docker.errors.DockerException as error:
+        require_service("Docker engine", False, f"no engine reachable ({error})")
+    base = os.environ.get("AIORCH_TEST_BASE_IMAGE")
+    built: list[str] = []
+    if base is None:
+        require_service(
+            "debootstrap",
+            shutil.which("debootstrap") is not None and os.geteuid() == 0,
+            "building the base image needs root and debootstrap (or AIORCH_TEST_BASE_IMAGE)",
+        )
+        base = TEST_BASE_IMAGE
+        built.append(build_python_base_image(client, base))
+    built.insert(0, build_flow_image(client, ROOT, base, TEST_FLOW_IMAGE, log=lambda _: None))
+    try:
+        yield TEST_FLOW_IMAGE
+    finally:
+        for image_id in built:
+            client.images.remove(image_id, force=True)
+        client.close()
+
+
+def test_docker_worker_runs_deployments_in_the_flow_image(
+    deployed: Path, flow_image: str, prefect_api: str
+) -> None:
+    client = docker.from_env()
+    env = _subprocess_env(prefect_api, deployed)
+    started = int(time.time()) - 1
+    worker = Worker("aiorch-docker", "docker", env, deployed / "docker-worker.log")
+    try:
+        run = _run_deployment("aiorch-demo/demo-docker", {"top": 3})
+        assert run.state is not None
+        assert run.state.is_completed(), (run.state.message, worker.log.read_text()[-3000:])
+        quick = _run_deployment("aiorch-breaker-states/breaker-states-docker")
+        assert quick.state is not None and quick.state.is_completed()
+        print(
+            "docker pool, creation to completion: demo "
+            f"{_creation_to_completion(run):.1f} s, breaker-states "
+            f"{_creation_to_completion(quick):.1f} s"
+        )
+        label = f"io.prefect.flow-run-id={run.id}"
+        deadline = time.monotonic() + 30
+        while client.containers.list(all=True, filters={"label": label}):
+            assert time.monotonic() < deadline, "the flow run's container was not removed"
+            time.sleep(0.5)
+        created = client.events(
+            since=started,
+            until=int(time.time()) + 1,
+            decode=True,
+            filters={"type": "container", "event": "create", "label": label},
+        )
+        images = [event["Actor"]["Attributes"]["image"] for event in created]
+        assert images == [flow_image], "the run did not get exactly one container of the image"
+    finally:
+        status = worker.stop()
+        client.close()
+    assert status in (0, -15, 143), f"worker did not stop on SIGTERM: {status}"

@@ -234,6 +234,13 @@ class Worker:
                 start_new_session=True,
             )
 
+    def complete(self, deployment: str, parameters: dict[str, Any] | None = None) -> FlowRun:
+        """Run ``deployment`` on this worker's pool and check it Completed."""
+        run = _run_deployment(deployment, parameters)
+        assert run.state is not None
+        assert run.state.is_completed(), (run.state.message, self.log.read_text()[-3000:])
+        return run
+
     def stop(self) -> int:
         """SIGTERM (workers started in the background ignore SIGINT); the exit status."""
         stop_process_group(self.process)
@@ -289,11 +296,8 @@ def test_process_worker_runs_deployments(deployed: Path, prefect_api: str) -> No
     env = _subprocess_env(prefect_api, deployed)
     worker = Worker("aiorch-process", "process", env, deployed / "process-worker.log")
     try:
-        run = _run_deployment("aiorch-demo/demo", {"top": 3})
-        assert run.state is not None
-        assert run.state.is_completed(), (run.state.message, worker.log.read_text()[-3000:])
-        quick = _run_deployment("aiorch-breaker-states/breaker-states")
-        assert quick.state is not None and quick.state.is_completed()
+        run = worker.complete("aiorch-demo/demo", {"top": 3})
+        quick = worker.complete("aiorch-breaker-states/breaker-states")
         print(
             "process pool, creation to completion: demo "
             f"{_creation_to_completion(run):.1f} s, breaker-states "
@@ -346,11 +350,8 @@ def test_docker_worker_runs_deployments_in_the_flow_image(
     started = int(time.time()) - 1
     worker = Worker("aiorch-docker", "docker", env, deployed / "docker-worker.log")
     try:
-        run = _run_deployment("aiorch-demo/demo-docker", {"top": 3})
-        assert run.state is not None
-        assert run.state.is_completed(), (run.state.message, worker.log.read_text()[-3000:])
-        quick = _run_deployment("aiorch-breaker-states/breaker-states-docker")
-        assert quick.state is not None and quick.state.is_completed()
+        run = worker.complete("aiorch-demo/demo-docker", {"top": 3})
+        quick = worker.complete("aiorch-breaker-states/breaker-states-docker")
         print(
             "docker pool, creation to completion: demo "
             f"{_creation_to_completion(run):.1f} s, breaker-states "

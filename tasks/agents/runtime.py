@@ -32,17 +32,26 @@ from typing import Any, ClassVar, TypeVar, cast
 from fast_agent.config import LoggerSettings, Settings
 from fast_agent.core.core_app import Core
 
+from tasks.settings import load_settings
+
 T = TypeVar("T")
 SHUTDOWN_TIMEOUT_SECONDS = 30
 
 
 def library_settings() -> Settings:
-    """FastAgent settings for use inside Prefect tasks."""
+    """FastAgent settings for use inside Prefect tasks.
+
+    FastAgent keeps sessions under its home, ``./.fast-agent`` by default: that would
+    litter the worker's working directory and fails where it is read-only (the flow
+    image's /opt/aiorch), so it lives in aiorch's data directory.
+    """
+    home = load_settings().resolved_data_dir() / "fast-agent"
     return Settings(
         logger=LoggerSettings(
             type="none", show_chat=False, show_tools=False, progress_display=False
         ),
         llm_retries=0,
+        home=str(home),
     )
 
 

@@ -30,7 +30,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 
 from tasks.container.images import build_flow_image, build_python_base_image
-from tasks.environments import apply_environment, load_environment
+from tasks.environments import Environment, apply_environment, load_environment
 from tasks.errors import ConfigurationError
 from tasks.services import stop_process_group
 from tests.services import require_service
@@ -374,3 +374,67 @@ def test_docker_worker_runs_deployments_in_the_flow_image(
         status = worker.stop()
         client.close()
     assert status in (0, -15, 143), f"worker did not stop on SIGTERM: {status}"
+
+
+def test_block_create_commands_save_blocks_and_name_what_is_missing(
+    prefect_api: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect.blocks.system import Secret
+
+    from agent_blocks import Agent, ModelProvider
+    from flows.cli import main
+    from tasks.blocks import load_block
+
+    suffix = uuid4().hex[:8]
+    canary = f"canary-{uuid4().hex}"
+    monkeypatch.setenv("AIORCH_TEST_KEY", canary)
+    orphan = ["block", "create", "agent", f"a-{suffix}", "--model", "passthrough"]
+    assert main([*orphan, "--provider", f"p-{suffix}"]) == 2
+    error = capsys.readouterr().err
+    assert f"Model Provider block 'p-{suffix}' does not exist on the Prefect server at" in error
+    assert f"`aiorch block create provider p-{suffix} --kind KIND" in error
+
+    provider = ["block", "create", "provider", f"p-{suffix}", "--kind", "openai"]
+    assert main([*provider, "--api-key-env", "AIORCH_TEST_NOPE"]) == 2
+    assert "AIORCH_TEST_NOPE, which is not set" in capsys.readouterr().err
+    assert main([*provider, "--api-key-env", "AIORCH_TEST_KEY"]) == 0
+    assert main([*orphan, "--provider", f"p-{suffix}"]) == 0
+    secret = ["block", "create", "secret", f"s-{suffix}", "--from-env", "AIORCH_TEST_KEY"]
+    assert main(secret) == 0
+    printed = capsys.readouterr()
+    assert canary not in printed.out + printed.err
+
+    agent = load_block(Agent, f"a-{suffix}")
+    assert isinstance(agent.provider, ModelProvider)
+    assert agent.provider.api_key is not None
+    assert agent.provider.api_key.get_secret_value() == canary
+    assert load_block(Secret, f"s-{suffix}").get() == canary
+
+
+def test_environment_apply_checks_everything_before_writing(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.exceptions import ObjectNotFound
+
+    pool = f"aiorch-untouched-{uuid4().hex[:8]}"
+    monkeypatch.delenv("AIORCH_TEST_UNSET", raising=False)
+    environment = Environment.model_validate(
+        {
+            "name": "check",
+            "work_pools": {pool: {"type": "process"}},
+            "variables": {"aiorch_untouched": True},
+            "blocks": {"secrets": {"token": {"from_env": "AIORCH_TEST_UNSET"}}},
+        }
+    )
+    with pytest.raises(ConfigurationError, match=r"secrets.token.from_env .*AIORCH_TEST_UNSET"):
+        asyncio.run(apply_environment(environment))
+    wrong_profile = environment.model_copy(update={"profile": "aiorch-nowhere"})
+    with pytest.raises(
+        ConfigurationError,
+        match="PREFECT_PROFILE=aiorch-nowhere aiorch environment apply check",
+    ):
+        asyncio.run(apply_environment(wrong_profile))
+    with get_client(sync_client=True) as client:
+        with pytest.raises(ObjectNotFound):
+            client.read_work_pool(pool)
+        assert client.read_variable_by_name("aiorch_untouched") is None

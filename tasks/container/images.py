@@ -182,22 +182,17 @@ def build_wheelhouse(project: Path, python: str, extras: str = "") -> Path:
     for stale in wheelhouse.glob("*.whl"):
         stale.unlink()
     target = f".[{extras}]" if extras else "."
-    subprocess.run(
-        [
-            python,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--wheel-dir",
-            str(wheelhouse),
-            "--constraint",
-            "constraints.txt",
-            target,
-        ],
+    command = [python, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheelhouse)]
+    built = subprocess.run(
+        [*command, "--constraint", "constraints.txt", target],
         cwd=project,
-        check=True,
+        capture_output=True,
+        text=True,
     )
+    if built.returncode != 0:
+        # pip repeats harmless warnings per package (unreachable extra indexes): keep errors.
+        errors = [line for line in built.stderr.splitlines() if not line.startswith("WARNING")]
+        raise RuntimeError(f"pip wheel failed ({built.returncode}):\n" + "\n".join(errors[-40:]))
     return wheelhouse
 
 

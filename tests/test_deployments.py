@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -26,7 +27,8 @@ from uuid import uuid4
 import docker
 import pytest
 import yaml
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun
 
 from tasks.container.images import build_flow_image, build_python_base_image
@@ -247,6 +249,24 @@ class Worker:
         return self.process.returncode
 
 
+def _pause_schedules(client: SyncPrefectClient) -> None:
+    """Deployed schedules are real: pause them (and drop their runs) so the test's workers
+    and the session's other tests see only the runs the tests create."""
+    seen = {}
+    for deployment in client.read_deployments():
+        for schedule in client.read_deployment_schedules(deployment.id):
+            seen[deployment.name] = schedule.schedule.model_dump().get("interval")
+            client.update_deployment_schedule(deployment.id, schedule.id, active=False)
+        for run in client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+        ):
+            client.delete_flow_run(run.id)
+    assert seen == {
+        "breaker-states": timedelta(seconds=300),
+        "performance-dashboard": timedelta(seconds=3600),
+    }
+
+
 @pytest.fixture(scope="module")
 def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The dev environment applied twice and every deployment of prefect.yaml deployed."""
@@ -278,6 +298,7 @@ def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         docker_pool = client.read_work_pool("aiorch-docker")
         image = docker_pool.base_job_template["variables"]["properties"]["image"]["default"]
         assert image == TEST_FLOW_IMAGE
+        _pause_schedules(client)
     try:
         yield scratch
     finally:

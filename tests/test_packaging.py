@@ -52,4 +52,11 @@ def test_prefect_yaml_entrypoints_are_flows() -> None:
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
         flow = getattr(module, name)
         assert isinstance(flow, Flow)
-        flow.validate_parameters(deployment.get("parameters", {}))
+        parameters = deployment.get("parameters", {})
+        assert set(parameters) <= set(flow.parameters.properties), deployment["name"]
+        missing = set(flow.parameters.required or []) - set(parameters)
+        if missing:
+            # Runs must name them (compare-runs: two flow run ids); say so to the user.
+            assert all(name in deployment["description"] for name in missing), missing
+        else:
+            flow.validate_parameters(parameters)

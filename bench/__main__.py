@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "backends": "bench.backends",
     "breakers": "bench.breakers",
     "monitoring": "bench.monitoring",
+    "pools": "bench.pools",
 }
 DOCUMENT = Path("docs/benchmarks.md")
 PREAMBLE = """\

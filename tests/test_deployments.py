@@ -27,20 +27,25 @@ from uuid import uuid4
 import docker
 import pytest
 import yaml
-from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 
+from agent_blocks.provider import LOCAL_MODEL
+from tasks.agents.local_model import local_model_installed
 from tasks.container.images import build_flow_image, build_python_base_image
 from tasks.environments import Environment, apply_environment, load_environment
 from tasks.errors import ConfigurationError
-from tasks.services import stop_process_group
 from tests.services import require_service
+from tests.workers import Worker, creation_to_completion, pause_schedules, run_deployment
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_BASE_IMAGE = "aiorch-test/python-base:trixie"
 TEST_FLOW_IMAGE = "aiorch-test/flows:latest"
-RUN_DEADLINE_SECONDS = 240.0
 WORKER_STOP_DEADLINE_SECONDS = 30.0
 
 
@@ -201,72 +206,6 @@ def _environment_file(scratch: Path, image: str, volume: str) -> Path:
     return path
 
 
-def _run_deployment(name: str, parameters: dict[str, Any] | None = None) -> FlowRun:
-    """Create a run of deployment ``name`` and poll it to a final state."""
-    with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(name)
-        run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
-        deadline = time.monotonic() + RUN_DEADLINE_SECONDS
-        while time.monotonic() < deadline:
-            run = client.read_flow_run(run.id)
-            if run.state is not None and run.state.is_final():
-                return run
-            time.sleep(0.5)
-    raise TimeoutError(f"{name} run {run.id} not final after {RUN_DEADLINE_SECONDS}s")
-
-
-def _creation_to_completion(run: FlowRun) -> float:
-    assert run.end_time is not None
-    return (run.end_time - run.created).total_seconds() if run.created else float("nan")
-
-
-class Worker:
-    """A real ``prefect worker start`` process in its own session, stopped with SIGTERM."""
-
-    def __init__(self, pool: str, kind: str, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with log.open("wb") as output:
-            self.process = subprocess.Popen(
-                ["prefect", "worker", "start", "--pool", pool, "--type", kind],
-                cwd=ROOT,
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def complete(self, deployment: str, parameters: dict[str, Any] | None = None) -> FlowRun:
-        """Run ``deployment`` on this worker's pool and check it Completed."""
-        run = _run_deployment(deployment, parameters)
-        assert run.state is not None
-        assert run.state.is_completed(), (run.state.message, self.log.read_text()[-3000:])
-        return run
-
-    def stop(self) -> int:
-        """SIGTERM (workers started in the background ignore SIGINT); the exit status."""
-        stop_process_group(self.process)
-        return self.process.returncode
-
-
-def _pause_schedules(client: SyncPrefectClient) -> None:
-    """Deployed schedules are real: pause them (and drop their runs) so the test's workers
-    and the session's other tests see only the runs the tests create."""
-    seen = {}
-    for deployment in client.read_deployments():
-        for schedule in client.read_deployment_schedules(deployment.id):
-            seen[deployment.name] = schedule.schedule.model_dump().get("interval")
-            client.update_deployment_schedule(deployment.id, schedule.id, active=False)
-        for run in client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
-        ):
-            client.delete_flow_run(run.id)
-    assert seen == {
-        "breaker-states": timedelta(seconds=300),
-        "performance-dashboard": timedelta(seconds=3600),
-    }
-
-
 @pytest.fixture(scope="module")
 def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The dev environment applied twice and every deployment of prefect.yaml deployed."""
@@ -298,7 +237,10 @@ def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         docker_pool = client.read_work_pool("aiorch-docker")
         image = docker_pool.base_job_template["variables"]["properties"]["image"]["default"]
         assert image == TEST_FLOW_IMAGE
-        _pause_schedules(client)
+        assert pause_schedules(client) == {
+            "breaker-states": timedelta(seconds=300),
+            "performance-dashboard": timedelta(seconds=3600),
+        }
     try:
         yield scratch
     finally:
@@ -321,16 +263,27 @@ def test_process_worker_runs_deployments(deployed: Path, prefect_api: str) -> No
         quick = worker.complete("aiorch-breaker-states/breaker-states")
         print(
             "process pool, creation to completion: demo "
-            f"{_creation_to_completion(run):.1f} s, breaker-states "
-            f"{_creation_to_completion(quick):.1f} s"
+            f"{creation_to_completion(run):.1f} s, breaker-states "
+            f"{creation_to_completion(quick):.1f} s"
         )
 
-        missing = _run_deployment("aiorch-ask-agent/ask-agent", {"agent": "no-such-agent"})
+        missing = run_deployment("aiorch-ask-agent/ask-agent", {"agent": "no-such-agent"})
         assert missing.state is not None
         assert missing.state.is_failed()
         message = missing.state.message or ""
         assert "aiorch Agent block 'no-such-agent' does not exist" in message
         assert "aiorch block create agent no-such-agent --model MODEL" in message
+
+        if local_model_installed():
+            # The block the environment created, on the real local model.
+            asked = worker.complete("aiorch-ask-agent/ask-agent")
+            with get_client(sync_client=True) as client:
+                artifacts = client.read_artifacts(
+                    artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["aiorch-answer"])),
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[asked.id])),
+                )
+            assert len(artifacts) == 1
+            assert f"({LOCAL_MODEL})" in str(artifacts[0].data)
     finally:
         status = worker.stop()
     assert status in (0, -15, 143), f"worker did not stop on SIGTERM: {status}"
@@ -375,8 +328,8 @@ def test_docker_worker_runs_deployments_in_the_flow_image(
         quick = worker.complete("aiorch-breaker-states/breaker-states-docker")
         print(
             "docker pool, creation to completion: demo "
-            f"{_creation_to_completion(run):.1f} s, breaker-states "
-            f"{_creation_to_completion(quick):.1f} s"
+            f"{creation_to_completion(run):.1f} s, breaker-states "
+            f"{creation_to_completion(quick):.1f} s"
         )
         label = f"io.prefect.flow-run-id={run.id}"
         deadline = time.monotonic() + 30

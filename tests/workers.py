@@ -1,0 +1,98 @@
+"""Deployments and workers for tests and benchmarks: real `prefect worker` processes.
+
+Example:
+    ```python
+    from tests.workers import Worker, run_deployment
+
+    worker = Worker("aiorch-process", "process", env, Path("worker.log"))
+    try:
+        run = worker.complete("aiorch-demo/demo")
+    finally:
+        worker.stop()
+    ```
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.objects import FlowRun
+
+from tasks.services import stop_process_group
+
+RUN_DEADLINE_SECONDS = 240.0
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_deployment(name: str, parameters: dict[str, Any] | None = None) -> FlowRun:
+    """Create a run of deployment ``name`` and poll it to a final state."""
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(name)
+        run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+        deadline = time.monotonic() + RUN_DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(run.id)
+            if run.state is not None and run.state.is_final():
+                return run
+            time.sleep(0.5)
+    raise TimeoutError(f"{name} run {run.id} not final after {RUN_DEADLINE_SECONDS}s")
+
+
+def creation_to_completion(run: FlowRun) -> float:
+    """Seconds from the run's creation to its end, both as the server recorded them."""
+    if run.end_time is None:
+        raise ValueError(f"flow run {run.id} has not ended")
+    seconds: float = (run.end_time - run.created).total_seconds() if run.created else 0.0
+    return seconds
+
+
+class Worker:
+    """A real ``prefect worker start`` process in its own session, stopped with SIGTERM."""
+
+    def __init__(self, pool: str, kind: str, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("wb") as output:
+            self.process = subprocess.Popen(
+                ["prefect", "worker", "start", "--pool", pool, "--type", kind],
+                cwd=ROOT,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def complete(self, deployment: str, parameters: dict[str, Any] | None = None) -> FlowRun:
+        """Run ``deployment`` on this worker's pool and check it Completed."""
+        run = run_deployment(deployment, parameters)
+        assert run.state is not None
+        assert run.state.is_completed(), (run.state.message, self.log.read_text()[-3000:])
+        return run
+
+    def stop(self) -> int:
+        """SIGTERM (workers started in the background ignore SIGINT); the exit status."""
+        stop_process_group(self.process)
+        return self.process.returncode
+
+
+def pause_schedules(client: SyncPrefectClient) -> dict[str, Any]:
+    """Pause every deployment's schedules and delete their runs; the intervals paused.
+
+    Deployed schedules are real: paused, the workers (and other tests sharing the server)
+    see only the runs that were asked for.
+    """
+    seen: dict[str, Any] = {}
+    for deployment in client.read_deployments():
+        for schedule in client.read_deployment_schedules(deployment.id):
+            seen[deployment.name] = schedule.schedule.model_dump().get("interval")
+            client.update_deployment_schedule(deployment.id, schedule.id, active=False)
+        for run in client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+        ):
+            client.delete_flow_run(run.id)
+    return seen

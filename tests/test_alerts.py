@@ -103,12 +103,12 @@ def test_a_step_slower_than_its_baseline_raises_an_alert(prefect_api: str) -> No
     slow_run = timed(1.0)
     slow = [alert for alert in found if alert.event == SLOW_STEP_EVENT]
     assert len(slow) == 1
-    assert slow[0].payload["step"] == f"{name}-execute"
+    assert slow[0].payload["step"] == f"{name}-execute-local"
     assert slow[0].payload["factor"] > 2
     events = poll_events(
         prefect_api, f"prefect.flow-run.{slow_run}", count=1, names=[SLOW_STEP_EVENT]
     )
-    assert events[0]["payload"]["step"] == f"{name}-execute"
+    assert events[0]["payload"]["step"] == f"{name}-execute-local"
 
 
 def test_a_flow_failing_too_often_raises_an_alert(prefect_api: str) -> None:

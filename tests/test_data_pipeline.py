@@ -88,9 +88,7 @@ def _execute_states(run_id: str) -> list[str]:
         task_runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)]))
         )
-    return sorted(
-        str(run.state.name) for run in task_runs if run.state and run.name.endswith("-execute")
-    )
+    return sorted(str(run.state.name) for run in task_runs if run.state and "-execute-" in run.name)
 
 
 @pytest.mark.parametrize("runner", ["local", "docker"])

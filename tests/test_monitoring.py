@@ -57,7 +57,8 @@ def _view(name: str, state: str, start: int, end: int, upstream: list[UUID]) -> 
         end=origin + timedelta(seconds=end),
         attempts=1,
         cache_hit=state == "Cached",
-        tags=["runner:docker"],
+        tags=[],
+        detail="docker",
         upstream=upstream,
     )
 
@@ -127,8 +128,7 @@ def test_a_failed_runs_report_shows_the_log_tail(prefect_api: str) -> None:
     assert "State **Failed**" in report
     assert f"### {step.name} (Failed)" in report
     assert "error: missing semicolon" in report
-    assert "runner:local" not in report  # tags become columns, not raw text
-    assert "| local |" in report
+    assert "| local |" in report  # the runner, from the execution's run name
 
 
 def test_two_runs_are_compared_from_a_flow_and_the_command_line(
@@ -154,8 +154,10 @@ def test_two_runs_are_compared_from_a_flow_and_the_command_line(
     assert main(["compare", str(before), str(after)]) == 0
     table = capsys.readouterr().out
     assert "# Run comparison: monitoring-compare-test" in table
-    assert f"| same-{suffix}-execute | step execution | Completed -> Cached |" in table
+    assert f"| same-{suffix}-execute-local | step execution | Completed -> Cached |" in table
     assert "| no -> yes | same |" in table
-    edited = next(line for line in table.splitlines() if f"| edited-{suffix}-execute |" in line)
+    edited = next(
+        line for line in table.splitlines() if f"| edited-{suffix}-execute-local |" in line
+    )
     assert edited.endswith("| no -> no | changed |")
     assert main(["compare", "not-a-run", str(after)]) == 2

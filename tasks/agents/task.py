@@ -61,7 +61,7 @@ from tasks.agents.requests import (
 from tasks.agents.tools import offered_tools, resolve_tool, tool_call, tool_call_key
 from tasks.agents.usage import TokenUsage, estimated_cost
 from tasks.blocks import aload_block
-from tasks.monitoring.runs import AGENT_TAG, MODEL_REQUEST_TAG, TOOL_CALL_TAG, content_tag
+from tasks.monitoring.runs import MODEL_REQUEST_PREFIX, TOOL_CALL_PREFIX
 from tasks.resilience.breaker import CircuitOpenError
 from tasks.resilience.report import report_task_failure
 from tasks.sync_bridge import run_sync
@@ -207,10 +207,7 @@ class _Turn:
             config = config.model_copy(update={"instruction": instruction})
         mode = self.capabilities.json_mode if schema else None
         key = request_cache_key(config, self.model, messages, self.owner, tools, schema, mode)
-        tags = {"aiorch", MODEL_REQUEST_TAG, f"model:{self.model}"}
-        if key is not None:
-            tags.add(content_tag(key))
-        run = model_request.with_options(task_run_name=f"model-request-{self.model}", tags=tags)
+        run = model_request.with_options(task_run_name=f"{MODEL_REQUEST_PREFIX}{self.model}")
         state = await cast(
             Awaitable[State[ModelReply]],
             run(
@@ -269,9 +266,7 @@ class _Turn:
                     is_error=True,
                 )
             server, tool = target
-            run = tool_call.with_options(
-                task_run_name=f"tool-call-{name}", tags={"aiorch", TOOL_CALL_TAG, f"tool:{name}"}
-            )
+            run = tool_call.with_options(task_run_name=f"{TOOL_CALL_PREFIX}{name}")
             key = tool_call_key(request_key, call_id, server, tool)
             return await run(server, tool, arguments, key)
 
@@ -425,7 +420,7 @@ async def _call(
     raise AssertionError("the model chain is never empty")
 
 
-@task(name="agent-call", tags=["aiorch", AGENT_TAG], on_failure=[report_task_failure])
+@task(name="agent-call", on_failure=[report_task_failure])
 def run_agent(
     agent: Agent | str,
     prompt: str,
@@ -497,7 +492,7 @@ def run_agent(
     )
 
 
-@task(name="agent-call", tags=["aiorch", AGENT_TAG], on_failure=[report_task_failure])
+@task(name="agent-call", on_failure=[report_task_failure])
 async def arun_agent(
     agent: Agent | str,
     prompt: str,

@@ -35,7 +35,7 @@ from tasks.container.locks import lock_manager
 from tasks.container.logs import StepOutput
 from tasks.container.select import choose_runner, make_runner
 from tasks.container.spec import ContainerStep, RunnerKind, StepResult
-from tasks.monitoring.runs import STEP_EXECUTION_TAG, STEP_TAG, content_tag
+from tasks.monitoring.runs import EXECUTION_NAME
 from tasks.redaction import register_secret
 from tasks.resilience.report import report_task_failure
 from tasks.settings import AiorchSettings, load_settings
@@ -180,8 +180,7 @@ async def _run_step(
             )
     key = await anyio.to_thread.run_sync(step_cache_key, step, kind, identity)
     executor = execute_step.with_options(
-        task_run_name=f"{step.name}-execute",
-        tags={"aiorch", STEP_EXECUTION_TAG, f"runner:{kind.value}", content_tag(key)},
+        task_run_name=EXECUTION_NAME.format(step=step.name, runner=kind.value),
         cache_policy=_cache_policy(settings) if cache else NO_CACHE,
         cache_expiration=cache_expiration,
         refresh_cache=refresh_cache,
@@ -214,7 +213,6 @@ async def _run_step(
 @task(
     name="container-step",
     task_run_name="{step.name}",
-    tags=["aiorch", STEP_TAG],
     on_failure=[report_task_failure],
 )
 def run_step(
@@ -281,7 +279,6 @@ def run_step(
 @task(
     name="container-step",
     task_run_name="{step.name}",
-    tags=["aiorch", STEP_TAG],
     on_failure=[report_task_failure],
 )
 async def arun_step(

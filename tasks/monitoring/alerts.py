@@ -33,14 +33,13 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
     TaskRunFilter,
     TaskRunFilterName,
-    TaskRunFilterTags,
 )
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.monitoring.runs import STEP_EXECUTION_TAG, read_run
+from tasks.monitoring.runs import read_run, task_kind
 
 SLOW_STEP_EVENT = "aiorch.alert.slow-step"
 FAILURE_RATE_EVENT = "aiorch.alert.failure-rate"
@@ -73,17 +72,16 @@ class Alert(BaseModel):
 async def _baseline(name: str, before: UUID, runs: int) -> list[float]:
     async with get_client() as client:
         earlier = await client.read_task_runs(
-            task_run_filter=TaskRunFilter(
-                name=TaskRunFilterName(any_=[name]),
-                tags=TaskRunFilterTags(all_=[STEP_EXECUTION_TAG]),
-            ),
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[name])),
             sort=TaskRunSort.EXPECTED_START_TIME_DESC,
             limit=runs + 20,
         )
     durations = [
         run.total_run_time.total_seconds()
         for run in earlier
-        if run.flow_run_id != before and run.state_name == "Completed"
+        if run.flow_run_id != before
+        and run.state_name == "Completed"
+        and task_kind(run.task_key) == "step execution"
     ]
     return durations[:runs]
 

@@ -3,7 +3,7 @@
 Task runs are matched by task function and name (aiorch names steps after the step),
 then the rest by task function and order of start (Prefect's generated names carry a
 random suffix). "Content" is the key a task's result is
-stored under, recorded as a ``content:<digest>`` tag: for a container step the content
+stored under (the storage key of its persisted result): for a container step the content
 key of its spec and inputs, for a model request the conversation sent. A different key
 means the work or its inputs changed (and so may its outputs); the same key, the same
 result.

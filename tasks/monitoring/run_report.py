@@ -80,7 +80,7 @@ def report_rows(run: RunView) -> list[dict[str, Any]]:
             {
                 "task": task.name,
                 "kind": task.kind,
-                "runner or model": task.tag_value("runner") or task.tag_value("model") or "",
+                "runner or model": task.detail or "",
                 "state": task.state,
                 "duration s": round(task.duration_seconds, 3)
                 if task.duration_seconds is not None

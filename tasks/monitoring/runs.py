@@ -1,14 +1,22 @@
 """A flow run as the monitoring artifacts see it: its task runs, states, times, links.
 
-Read from the Prefect API after (or during) the run. Each task run gets a kind from
-the tags aiorch puts on its tasks (see :data:`KIND_TAGS`), its upstream task runs from
-Prefect's recorded ``task_inputs`` (data dependencies), and whether it was served from
-cache.
+Read from the Prefect API after (or during) the run. Each task run gets a kind from the
+aiorch task function that made it (its ``task_key``), a detail (runner, model or tool)
+from the run name aiorch gives it, its content identity from the storage key of its
+persisted result, its upstream task runs from Prefect's recorded ``task_inputs``, and
+whether it was served from cache.
+
+aiorch puts no Prefect tags on its tasks on purpose: Prefect acquires a tag-based
+concurrency slot from the server for every tagged task run, a synchronous write that an
+SQLite server answers with 503 under load (measured: ``run_agent`` took a median 1.9 s
+with its tags and 14 ms without, see docs/monitoring.md). Users who want tags (to filter,
+or for tag concurrency limits) add them with ``with_options(tags=...)``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import PurePath
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -16,24 +24,31 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import TaskRun
 from pydantic import BaseModel, Field
 
-STEP_TAG = "aiorch-step"
-STEP_EXECUTION_TAG = "aiorch-step-execution"
-AGENT_TAG = "aiorch-agent"
-MODEL_REQUEST_TAG = "aiorch-model-request"
-TOOL_CALL_TAG = "aiorch-tool-call"
-KIND_TAGS = {
-    STEP_TAG: "step",
-    STEP_EXECUTION_TAG: "step execution",
-    AGENT_TAG: "agent call",
-    MODEL_REQUEST_TAG: "model request",
-    TOOL_CALL_TAG: "tool call",
+# The task functions of aiorch's tasks, by the name Prefect's task_key starts with.
+KIND_BY_FUNCTION = {
+    "run_step": "step",
+    "arun_step": "step",
+    "execute_step": "step execution",
+    "run_agent": "agent call",
+    "arun_agent": "agent call",
+    "model_request": "model request",
+    "tool_call": "tool call",
 }
+# Run names aiorch gives, and where the detail starts: "<step>-execute-<runner>",
+# "model-request-<model>", "tool-call-<server>__<tool>".
+EXECUTION_NAME = "{step}-execute-{runner}"
+MODEL_REQUEST_PREFIX = "model-request-"
+TOOL_CALL_PREFIX = "tool-call-"
 
 
-def content_tag(key: str) -> str:
-    """The tag that records a result's storage key (shortened), for comparisons."""
-    digest = key.rsplit("-", 1)[-1]
-    return f"content:{digest[:16]}"
+def task_kind(task_key: str) -> str:
+    """The kind of an aiorch task run from its task key; ``task`` for anything else."""
+    return KIND_BY_FUNCTION.get(task_key.rsplit("-", 1)[0], "task")
+
+
+def content_digest(key: str) -> str:
+    """A result's storage key shortened to its digest: the identity of work and inputs."""
+    return PurePath(key).name.rsplit("-", 1)[-1][:16]
 
 
 class TaskRunView(BaseModel):
@@ -50,6 +65,9 @@ class TaskRunView(BaseModel):
     attempts: int
     cache_hit: bool
     tags: list[str]
+    detail: str | None = Field(
+        default=None, description="The runner of a step execution, the model or the tool."
+    )
     upstream: list[UUID] = Field(description="Task runs whose results this one received.")
     content: str | None = Field(
         default=None,
@@ -65,13 +83,6 @@ class TaskRunView(BaseModel):
             return None
         return (self.end - self.start).total_seconds()
 
-    def tag_value(self, prefix: str) -> str | None:
-        """The value of a ``prefix:value`` tag (``runner:docker`` -> ``docker``)."""
-        for tag in self.tags:
-            if tag.startswith(f"{prefix}:"):
-                return tag.split(":", 1)[1]
-        return None
-
 
 class RunView(BaseModel):
     """A flow run and its task runs, oldest first."""
@@ -85,11 +96,26 @@ class RunView(BaseModel):
     tasks: list[TaskRunView]
 
 
-def _kind(run: TaskRun) -> str:
-    for tag, kind in KIND_TAGS.items():
-        if tag in run.tags:
-            return kind
-    return "task"
+def _detail(kind: str, name: str) -> str | None:
+    if kind == "step execution" and "-execute-" in name:
+        return name.rsplit("-execute-", 1)[1]
+    if kind == "model request" and name.startswith(MODEL_REQUEST_PREFIX):
+        return name.removeprefix(MODEL_REQUEST_PREFIX)
+    if kind == "tool call" and name.startswith(TOOL_CALL_PREFIX):
+        return name.removeprefix(TOOL_CALL_PREFIX)
+    return None
+
+
+def _content(run: TaskRun) -> str | None:
+    storage_key = getattr(run.state.data if run.state else None, "storage_key", None)
+    if not isinstance(storage_key, str):
+        return None
+    name, separator, digest = PurePath(storage_key).name.rpartition("-")
+    # aiorch's keys are "<what>-<sha256>"; an uncached task's result gets a random key,
+    # which says nothing about its content.
+    if not separator or not name or len(digest) != 64:
+        return None
+    return content_digest(storage_key)
 
 
 def _upstream(run: TaskRun) -> list[UUID]:
@@ -105,7 +131,9 @@ def _upstream(run: TaskRun) -> list[UUID]:
 
 async def _usage(run: TaskRun) -> tuple[int | None, float | None]:
     """Tokens and cost of a model request, from its stored reply (replays included)."""
-    if MODEL_REQUEST_TAG not in run.tags or run.state is None or not run.state.is_completed():
+    if task_kind(run.task_key) != "model request" or run.state is None:
+        return None, None
+    if not run.state.is_completed():
         return None, None
     try:
         reply = await run.state.aresult(raise_on_failure=False)
@@ -122,20 +150,22 @@ async def _usage(run: TaskRun) -> tuple[int | None, float | None]:
 async def _view(run: TaskRun) -> TaskRunView:
     state = run.state.name if run.state is not None else (run.state_name or "Unknown")
     tokens, cost = await _usage(run)
+    kind = task_kind(run.task_key)
     return TaskRunView(
         id=run.id,
         name=run.name,
         task_key=run.task_key,
         dynamic_key=run.dynamic_key,
-        kind=_kind(run),
+        kind=kind,
         state=state,
         start=run.start_time,
         end=run.end_time,
         attempts=max(run.run_count, 1),
         cache_hit=state == "Cached",
         tags=sorted(run.tags),
+        detail=_detail(kind, run.name),
         upstream=_upstream(run),
-        content=next((tag[8:] for tag in run.tags if tag.startswith("content:")), None),
+        content=_content(run),
         tokens=tokens,
         cost=cost,
     )

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from agent_blocks import Agent, ModelProvider
 from tasks.blocks import aload_block
-from tasks.errors import ConfigurationError
+from tasks.errors import ConfigurationError, validation_problems
 
 ENVIRONMENTS_DIR = Path("deployments/environments")
 EXAMPLE_FILE = ENVIRONMENTS_DIR / "dev.yaml"
@@ -144,11 +144,7 @@ def load_environment(name_or_path: str | Path, directory: Path = ENVIRONMENTS_DI
     except yaml.YAMLError as error:
         raise ConfigurationError(f"{path} is not valid YAML: {error}") from None
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}"
-            for issue in error.errors(include_input=False)
-        )
-        raise ConfigurationError(f"{path}: {problems}") from None
+        raise ConfigurationError(f"{path}: {validation_problems(error, 'environment')}") from None
 
 
 def env_value(variable: str, where: str) -> str:
@@ -163,11 +159,7 @@ def env_value(variable: str, where: str) -> str:
 
 
 def _invalid(where: str, error: ValidationError) -> ConfigurationError:
-    problems = "; ".join(
-        f"{'.'.join(str(part) for part in issue['loc']) or where}: {issue['msg']}"
-        for issue in error.errors(include_input=False)
-    )
-    return ConfigurationError(f"{where}: {problems}")
+    return ConfigurationError(f"{where}: {validation_problems(error, where)}")
 
 
 def provider_block(name: str, spec: ProviderSpec) -> ModelProvider:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from pydantic import ValidationError
+
 
 class AiorchError(Exception):
     """Base of aiorch's errors: a kind, a title, a status and a retry hint."""
@@ -45,3 +47,15 @@ class ConfigurationError(AiorchError, ValueError):
     kind = "configuration-error"
     title = "Invalid configuration"
     status = 400
+
+
+def validation_problems(error: ValidationError, where: str) -> str:
+    """Each problem of ``error`` as ``field: message``, without the input values.
+
+    Inputs are left out because a mistyped field may hold a secret; ``where`` names the
+    whole object when a problem has no field.
+    """
+    return "; ".join(
+        f"{'.'.join(map(str, problem['loc'])) or where}: {problem['msg']}"
+        for problem in error.errors(include_input=False)
+    )

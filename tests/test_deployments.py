@@ -34,6 +34,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
 )
+from prefect.client.schemas.objects import FlowRun
 
 from agent_blocks.provider import LOCAL_MODEL
 from tasks.agents.local_model import local_model_installed
@@ -206,6 +207,14 @@ def _environment_file(scratch: Path, image: str, volume: str) -> Path:
     return path
 
 
+def _report_timings(pool: str, demo: FlowRun, quick: FlowRun) -> None:
+    """Printed for the record (pytest -s); bench/pools.py measures it properly."""
+    print(
+        f"{pool} pool, creation to completion: demo {creation_to_completion(demo):.1f} s, "
+        f"breaker-states {creation_to_completion(quick):.1f} s"
+    )
+
+
 @pytest.fixture(scope="module")
 def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The dev environment applied twice and every deployment of prefect.yaml deployed."""
@@ -261,11 +270,7 @@ def test_process_worker_runs_deployments(deployed: Path, prefect_api: str) -> No
     try:
         run = worker.complete("aiorch-demo/demo", {"top": 3})
         quick = worker.complete("aiorch-breaker-states/breaker-states")
-        print(
-            "process pool, creation to completion: demo "
-            f"{creation_to_completion(run):.1f} s, breaker-states "
-            f"{creation_to_completion(quick):.1f} s"
-        )
+        _report_timings("process", run, quick)
 
         missing = run_deployment("aiorch-ask-agent/ask-agent", {"agent": "no-such-agent"})
         assert missing.state is not None
@@ -326,11 +331,7 @@ def test_docker_worker_runs_deployments_in_the_flow_image(
     try:
         run = worker.complete("aiorch-demo/demo-docker", {"top": 3})
         quick = worker.complete("aiorch-breaker-states/breaker-states-docker")
-        print(
-            "docker pool, creation to completion: demo "
-            f"{creation_to_completion(run):.1f} s, breaker-states "
-            f"{creation_to_completion(quick):.1f} s"
-        )
+        _report_timings("docker", run, quick)
         label = f"io.prefect.flow-run-id={run.id}"
         deadline = time.monotonic() + 30
         while client.containers.list(all=True, filters={"label": label}):

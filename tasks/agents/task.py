@@ -61,6 +61,7 @@ from tasks.agents.requests import (
 from tasks.agents.tools import offered_tools, resolve_tool, tool_call, tool_call_key
 from tasks.agents.usage import TokenUsage, estimated_cost
 from tasks.blocks import aload_block
+from tasks.errors import validation_problems
 from tasks.monitoring.runs import MODEL_REQUEST_PREFIX, TOOL_CALL_PREFIX
 from tasks.resilience.breaker import CircuitOpenError
 from tasks.resilience.report import report_task_failure
@@ -119,12 +120,7 @@ async def _load(agent: Agent | str, overrides: dict[str, Any] | None) -> Agent:
     try:
         return Agent.model_validate({**dict(config), **overrides})
     except ModelViolation as error:
-        # Described without the input values: an override may carry a secret.
-        problems = "; ".join(
-            f"{'.'.join(map(str, problem['loc'])) or 'agent'}: {problem['msg']}"
-            for problem in error.errors(include_input=False)
-        )
-        raise ValueError(f"overrides: {problems}") from None
+        raise ValueError(f"overrides: {validation_problems(error, 'agent')}") from None
 
 
 def _check_credentials(model: str, config: Agent) -> None:

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import tarfile
 import tempfile
 import threading
@@ -28,6 +29,7 @@ from uuid import uuid4
 
 import anyio
 import docker.errors
+import requests.exceptions
 from prefect_docker import DockerHost
 
 from tasks.container.errors import (
@@ -53,10 +55,24 @@ TEMP_REPOSITORY = "aiorch-tmp"
 PREPARED_REPOSITORY = "aiorch-prepared"
 PREPARED_LABEL = "io.aiorch.prepared"
 COMMAND_NOT_FOUND = 127
+DOCKER_ENVIRONMENT = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
 PullPolicy = Literal["never", "missing", "always"]
 
 
 _preparing: dict[str, threading.Lock] = {}
+# One client per worker thread and engine: a new client costs a version negotiation and a
+# ping (two round trips), which was most of a short step's overhead; docker-py's client is
+# a requests session, not documented as safe to share between threads.
+_thread_clients = threading.local()
+
+
+class _Created:
+    """What one step run made on the engine, so the normal path removes it by id."""
+
+    def __init__(self) -> None:
+        self.containers: list[Container] = []
+        self.images: list[str] = []
+        self.removed = False
 
 
 class DockerRunner:
@@ -93,12 +109,25 @@ class DockerRunner:
         self._volume_prefix = volume_prefix
 
     def _client(self) -> DockerClient:
-        try:
-            client: DockerClient = self._host.get_client()
-            client.ping()
-        except Exception as error:  # the SDK raises several unrelated types for "down"
-            raise EngineUnavailable(f"Docker engine not reachable: {error}") from None
+        """This thread's client for the host, made (and pinged) on first use."""
+        clients: dict[str, DockerClient] = _thread_clients.__dict__.setdefault("by_host", {})
+        key = _host_key(self._host)
+        client = clients.get(key)
+        if client is None:
+            try:
+                client = self._host.get_client()
+                client.ping()
+            except Exception as error:  # the SDK raises several unrelated types for "down"
+                raise EngineUnavailable(f"Docker engine not reachable: {error}") from None
+            clients[key] = client
         return client
+
+    def _forget_client(self) -> None:
+        """Drop this thread's client after the engine went away; the next step reconnects."""
+        clients: dict[str, DockerClient] = _thread_clients.__dict__.get("by_host", {})
+        client = clients.pop(_host_key(self._host), None)
+        if client is not None:
+            client.close()
 
     async def image_identity(self, image: str) -> str | None:
         """The engine's image id for ``image``, or None if the engine lacks it."""
@@ -110,8 +139,9 @@ class DockerRunner:
             return _image_id(client.images.get(image))
         except docker.errors.ImageNotFound:
             return None
-        finally:
-            client.close()
+        except requests.exceptions.ConnectionError as error:
+            self._forget_client()
+            raise EngineUnavailable(f"Docker engine connection lost: {error}") from None
 
     async def run(
         self,
@@ -124,15 +154,19 @@ class DockerRunner:
         """Run the commands in containers; export outputs if all succeed."""
         run_id = uuid4().hex[:16]
         cancelled = threading.Event()
+        created = _Created()
         try:
             return await anyio.to_thread.run_sync(
-                partial(self._run, step, secrets, output, run_id, cancelled),
+                partial(self._run, step, secrets, output, run_id, cancelled, created),
                 abandon_on_cancel=True,
             )
         finally:
             cancelled.set()
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._remove_leftovers, run_id)
+            if not created.removed:
+                # Cancelled (the thread may still be creating things) or the removal by id
+                # failed: sweep everything labelled with this run.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._remove_leftovers, run_id)
 
     def _run(
         self,
@@ -141,6 +175,7 @@ class DockerRunner:
         output: StepOutput,
         run_id: str,
         cancelled: threading.Event,
+        created: _Created,
     ) -> Execution:
         started = time.monotonic()
         deadline = None if step.timeout_seconds is None else started + step.timeout_seconds
@@ -148,7 +183,9 @@ class DockerRunner:
         try:
             image = self._ensure_image(client, step.image, output)
             if step.setup:
-                prepared = self._prepared(client, step, image, output, run_id, deadline, cancelled)
+                prepared = self._prepared(
+                    client, step, image, output, run_id, deadline, cancelled, created
+                )
                 if isinstance(prepared, int):
                     return Execution(prepared, time.monotonic() - started, None)
                 image = prepared
@@ -162,14 +199,19 @@ class DockerRunner:
                 run_id,
                 deadline,
                 cancelled,
+                created,
                 with_inputs=True,
             )
             if code != 0:
                 return Execution(code, time.monotonic() - started, None)
             archive = self._export(container, step)
             return Execution(0, time.monotonic() - started, archive)
+        except requests.exceptions.ConnectionError as error:
+            self._forget_client()
+            raise EngineUnavailable(f"Docker engine connection lost: {error}") from None
         finally:
-            client.close()
+            # Also after a cancellation: what this thread made after the sweep is its own.
+            _remove_created(client, created)
 
     def _chain(
         self,
@@ -182,6 +224,7 @@ class DockerRunner:
         run_id: str,
         deadline: float | None,
         cancelled: threading.Event,
+        created: _Created,
         *,
         with_inputs: bool,
     ) -> tuple[int, Container]:
@@ -190,7 +233,9 @@ class DockerRunner:
             if cancelled.is_set():  # the caller gave up; leftovers are being removed
                 raise StepError("cancelled", step=step.name)
             container = self._create(client, step, secrets, image, command, run_id)
-            if index == 0 and with_inputs:
+            created.containers.append(container)
+            # Without inputs there is nothing to copy: the engine creates the workdir.
+            if index == 0 and with_inputs and step.inputs:
                 container.put_archive("/", inputs_tar(step))
             code = self._start_and_wait(container, step, output, deadline)
             if code != 0 or index == len(commands) - 1:
@@ -201,7 +246,9 @@ class DockerRunner:
                 conf={"Labels": {RUN_LABEL: run_id}},
             )
             image = _image_id(committed)
+            created.images.append(image)
             container.remove(force=True)
+            created.containers.remove(container)
         raise StepError("a step needs at least one command", step=step.name)
 
     def _prepared(
@@ -213,6 +260,7 @@ class DockerRunner:
         run_id: str,
         deadline: float | None,
         cancelled: threading.Event,
+        created: _Created,
     ) -> str | int:
         """The image after ``step.setup``: reused if prepared before, else built and kept.
 
@@ -240,6 +288,7 @@ class DockerRunner:
                 run_id,
                 deadline,
                 cancelled,
+                created,
                 with_inputs=False,
             )
             if code != 0:
@@ -253,6 +302,7 @@ class DockerRunner:
                 changes=[f"LABEL {RUN_LABEL}=", f"LABEL {PREPARED_LABEL}={key}"],
             )
             container.remove(force=True)
+            created.containers.remove(container)
             return _image_id(committed)
 
     def _ensure_image(self, client: DockerClient, image: str, output: StepOutput) -> str:
@@ -367,14 +417,43 @@ class DockerRunner:
             client = self._client()
         except EngineUnavailable:
             return
+        label: dict[str, str | list[str] | bool] = {"label": f"{RUN_LABEL}={run_id}"}
         try:
-            label: dict[str, str | list[str] | bool] = {"label": f"{RUN_LABEL}={run_id}"}
             for container in client.containers.list(all=True, filters=label):
                 container.remove(force=True)
             for image in client.images.list(filters=label):
                 client.images.remove(_image_id(image), force=True)
-        finally:
-            client.close()
+        except requests.exceptions.ConnectionError:
+            self._forget_client()
+
+
+def _host_key(host: DockerHost) -> str:
+    # Without a base_url the client comes from the environment, which may change.
+    from_env = [os.environ.get(name) for name in DOCKER_ENVIRONMENT] if not host.base_url else []
+    return repr(
+        (
+            host.base_url,
+            host.version,
+            host.timeout,
+            host.max_pool_size,
+            host.client_kwargs,
+            from_env,
+        )
+    )
+
+
+def _remove_created(client: DockerClient, created: _Created) -> None:
+    """Remove the run's containers, then its intermediate images, by id."""
+    try:
+        for container in created.containers:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+        for image in reversed(created.images):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.images.remove(image, force=True)
+    except (docker.errors.APIError, requests.exceptions.ConnectionError):
+        return  # the label sweep after the run tries again
+    created.removed = True
 
 
 def _kill(container: Container, timed_out: threading.Event) -> None:

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -149,8 +150,30 @@ def _explain(error: ValidationError) -> str:
     return "invalid aiorch settings:\n  " + "\n  ".join(lines)
 
 
+_last: tuple[object, AiorchSettings] | None = None
+
+
+def _sources_fingerprint() -> object:
+    """What the settings are read from: AIORCH_ variables and the working .env file."""
+    variables = sorted(
+        (name.upper(), value)
+        for name, value in os.environ.items()
+        if name.upper().startswith(ENV_PREFIX)
+    )
+    try:
+        # The content, not the mtime: two writes within one clock tick share an mtime.
+        dotenv: bytes | None = Path(".env").read_bytes()
+    except OSError:
+        dotenv = None
+    return (tuple(variables), dotenv)
+
+
 def load_settings() -> AiorchSettings:
     """Read the settings from the environment.
+
+    Settings are read again only when an ``AIORCH_`` variable or the ``.env`` file
+    changed: every step and model request reads them, and pydantic-settings takes about a
+    millisecond to build them.
 
     The input values are left out of error messages on purpose: a mistyped variable may
     hold a secret.
@@ -159,7 +182,14 @@ def load_settings() -> AiorchSettings:
         ConfigurationError: a variable has an invalid value; the message names the
             variable and how to fix it.
     """
+    global _last
+    fingerprint = _sources_fingerprint()
+    last = _last
+    if last is not None and last[0] == fingerprint:
+        return last[1]
     try:
-        return AiorchSettings()
+        settings = AiorchSettings()
     except ValidationError as error:
         raise ConfigurationError(_explain(error)) from None
+    _last = (fingerprint, settings)
+    return settings

@@ -31,6 +31,28 @@ def test_dotenv_file_in_working_directory(
     assert load_settings().ui_port == 4999
 
 
+def test_settings_are_read_again_only_when_their_sources_change(
+    monkeypatch: pytest.MonkeyPatch, scratch_dir: Path
+) -> None:
+    monkeypatch.chdir(scratch_dir)
+    monkeypatch.delenv("AIORCH_UI_PORT", raising=False)
+    first = load_settings()
+    assert load_settings() is first, "unchanged sources must not rebuild the settings"
+
+    monkeypatch.setenv("aiorch_ui_port", "4312")  # pydantic-settings ignores the case
+    assert load_settings().ui_port == 4312
+    monkeypatch.delenv("aiorch_ui_port")
+
+    dotenv = scratch_dir / ".env"
+    dotenv.write_text("AIORCH_UI_PORT=4313\n")
+    assert load_settings().ui_port == 4313
+    dotenv.write_text("AIORCH_UI_PORT=70000\n")  # same size, at once
+    with pytest.raises(ConfigurationError, match="AIORCH_UI_PORT"):
+        load_settings()
+    dotenv.unlink()
+    assert load_settings().ui_port == first.ui_port
+
+
 @pytest.mark.parametrize("value", ["not-a-port", "0", "70000"])
 def test_invalid_value_names_the_variable_and_the_fix(
     monkeypatch: pytest.MonkeyPatch, value: str

@@ -66,6 +66,7 @@ from tasks.monitoring.runs import MODEL_REQUEST_PREFIX, TOOL_CALL_PREFIX
 from tasks.resilience.breaker import CircuitOpenError
 from tasks.resilience.report import report_task_failure
 from tasks.sync_bridge import run_sync
+from tasks.task_variants import named
 
 DEFAULT_CONTEXT_TOKENS = 8192
 DEFAULT_REPLY_RESERVE_TOKENS = 1024
@@ -203,7 +204,7 @@ class _Turn:
             config = config.model_copy(update={"instruction": instruction})
         mode = self.capabilities.json_mode if schema else None
         key = request_cache_key(config, self.model, messages, self.owner, tools, schema, mode)
-        run = model_request.with_options(task_run_name=f"{MODEL_REQUEST_PREFIX}{self.model}")
+        run = named(model_request, f"{MODEL_REQUEST_PREFIX}{self.model}")
         state = await cast(
             Awaitable[State[ModelReply]],
             run(
@@ -262,7 +263,7 @@ class _Turn:
                     is_error=True,
                 )
             server, tool = target
-            run = tool_call.with_options(task_run_name=f"{TOOL_CALL_PREFIX}{name}")
+            run = named(tool_call, f"{TOOL_CALL_PREFIX}{name}")
             key = tool_call_key(request_key, call_id, server, tool)
             return await run(server, tool, arguments, key)
 

@@ -10,14 +10,15 @@ once: the inner task's cache uses SERIALIZABLE isolation with a file lock manage
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
 import anyio
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.client.schemas.objects import State
@@ -40,6 +41,7 @@ from tasks.redaction import register_secret
 from tasks.resilience.report import report_task_failure
 from tasks.settings import AiorchSettings, load_settings
 from tasks.sync_bridge import run_sync
+from tasks.task_variants import VARIANTS
 
 SLOT_POLL_SECONDS = 0.05
 _slots_lock = threading.Lock()
@@ -95,10 +97,27 @@ async def _step_slot(settings: AiorchSettings) -> AsyncIterator[None]:
         slots.release()
 
 
-def _cache_policy(settings: AiorchSettings) -> CachePolicy:
-    return PrecomputedKey().configure(
-        isolation_level="SERIALIZABLE",
-        lock_manager=lock_manager(settings.resolved_data_dir() / "locks"),
+@lru_cache(maxsize=VARIANTS)
+def _executor(
+    run_name: str,
+    locks: Path | None,
+    cache_expiration: timedelta | None,
+    refresh_cache: bool,
+) -> Task[..., Coroutine[Any, Any, StepRecord]]:
+    """execute_step with these options, made once (``with_options`` costs ~1 ms).
+
+    ``locks`` is the lock directory of the cache; None turns caching off.
+    """
+    cache_policy: CachePolicy = NO_CACHE
+    if locks is not None:
+        cache_policy = PrecomputedKey().configure(
+            isolation_level="SERIALIZABLE", lock_manager=lock_manager(locks)
+        )
+    return execute_step.with_options(
+        task_run_name=run_name,
+        cache_policy=cache_policy,
+        cache_expiration=cache_expiration,
+        refresh_cache=refresh_cache,
     )
 
 
@@ -162,10 +181,13 @@ async def _run_step(
 ) -> StepResult:
     settings = load_settings()
     logger = get_run_logger()
-    kind, reason = await anyio.to_thread.run_sync(
-        choose_runner, _parse_runner(runner), docker_host, dagger_engine
-    )
-    logger.info("step %s runs on %s: %s", step.name, kind.value, reason)
+    kind = _parse_runner(runner)
+    if kind is RunnerKind.AUTO:
+        # Only auto's choice needs telling: an explicit runner is in the execution's name.
+        kind, reason = await anyio.to_thread.run_sync(
+            choose_runner, kind, docker_host, dagger_engine
+        )
+        logger.info("step %s runs on %s: %s", step.name, kind.value, reason)
     identity = None
     if cache:
         identity = await make_runner(kind, settings, docker_host, dagger_engine).image_identity(
@@ -179,11 +201,11 @@ async def _run_step(
                 step.image,
             )
     key = await anyio.to_thread.run_sync(step_cache_key, step, kind, identity)
-    executor = execute_step.with_options(
-        task_run_name=EXECUTION_NAME.format(step=step.name, runner=kind.value),
-        cache_policy=_cache_policy(settings) if cache else NO_CACHE,
-        cache_expiration=cache_expiration,
-        refresh_cache=refresh_cache,
+    executor = _executor(
+        EXECUTION_NAME.format(step=step.name, runner=kind.value),
+        settings.resolved_data_dir() / "locks" if cache else None,
+        cache_expiration,
+        refresh_cache,
     )
     state = await cast(
         Awaitable[State[StepRecord]],

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
@@ -53,19 +53,29 @@ def interleave(
     warmup: int = 1,
 ) -> tuple[list[float], list[float]]:
     """``repeat`` samples of each, alternating which goes first; warm-up rounds dropped."""
+    first, second = rotate([baseline, candidate], repeat, warmup)
+    return first, second
+
+
+def rotate(
+    samplers: Sequence[Callable[[], float]], repeat: int, warmup: int = 1
+) -> list[list[float]]:
+    """``repeat`` samples of each sampler, the order rotated every round (ABC, BCA, CAB).
+
+    Every sampler goes first, second, ... equally often, so warm caches and drift favour
+    none of them. Warm-up rounds are run and dropped.
+    """
     if repeat < 1:
         raise ValueError(f"repeat must be at least 1 (got {repeat})")
-    first: list[float] = []
-    second: list[float] = []
+    samples: list[list[float]] = [[] for _ in samplers]
     for round_number in range(warmup + repeat):
-        if round_number % 2 == 0:
-            a, b = baseline(), candidate()
-        else:
-            b, a = candidate(), baseline()
+        shift = round_number % len(samplers)
+        order = list(range(len(samplers)))[shift:] + list(range(len(samplers)))[:shift]
+        measured = {index: samplers[index]() for index in order}
         if round_number >= warmup:
-            first.append(a)
-            second.append(b)
-    return first, second
+            for index, value in measured.items():
+                samples[index].append(value)
+    return samples
 
 
 class Side(BaseModel):

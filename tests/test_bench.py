@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from bench.harness import Comparison, NotRun, Section, Side, interleave, markdown_table
+from bench.harness import (
+    Comparison,
+    NotRun,
+    Section,
+    Side,
+    interleave,
+    markdown_table,
+    rotate,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +42,21 @@ def test_interleave_alternates_which_side_goes_first_and_drops_warmup() -> None:
     assert candidate == [2.0, 2.0, 2.0]
     with pytest.raises(ValueError, match="repeat must be at least 1"):
         interleave(lambda: 0.0, lambda: 0.0, repeat=0)
+
+
+def test_rotate_puts_every_sampler_first_in_turn() -> None:
+    calls: list[str] = []
+
+    def sampler(name: str) -> Callable[[], float]:
+        def sample() -> float:
+            calls.append(name)
+            return float(len(calls))
+
+        return sample
+
+    samples = rotate([sampler("a"), sampler("b"), sampler("c")], repeat=3, warmup=0)
+    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert samples == [[1.0, 6.0, 8.0], [2.0, 4.0, 9.0], [3.0, 5.0, 7.0]]
 
 
 def test_comparisons_report_medians_ratios_and_missed_targets() -> None:

@@ -1,11 +1,13 @@
 """6. Prefect backend: sustained task runs per second, server on SQLite vs PostgreSQL.
 
 Two real Prefect servers run side by side, one on its default SQLite database, one on a
-PostgreSQL server started from Debian's binaries. Each round, a client process (a new
-interpreter, so no client state is shared) runs a flow that submits ``TASKS`` trivial
-tasks on 8 threads against one server; the rate is the number of task runs the server
-has recorded as Completed divided by the time from the flow's start until the last of
-them is recorded (polled through the API). Rounds alternate between the servers.
+PostgreSQL server started from Debian's binaries. Each round, client processes (new
+interpreters, so no client state is shared) each run a flow that submits ``TASKS``
+trivial tasks on 8 threads against one server; the rate is the number of task runs the
+server has recorded as Completed divided by the time from the first flow's start until
+the last of them is recorded (polled through the API). Rounds alternate between the
+servers. One client is one busy flow; several clients are what a busy work pool sends,
+where SQLite's single writer is expected to give out first.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -29,6 +32,7 @@ from tasks.services import free_port
 
 TASKS = 200
 THREADS = 8
+CLIENTS = (1, 4)
 RECORD_DEADLINE_SECONDS = 300.0
 
 
@@ -46,11 +50,11 @@ def task_load(count: int) -> str:
     return str(flow_run.get_id())
 
 
-def _completed(api_url: str, run_id: str) -> int:
+def _completed(api_url: str, run_ids: list[str]) -> int:
     response = httpx.post(
         f"{api_url}/task_runs/count",
         json={
-            "flow_runs": {"id": {"any_": [run_id]}},
+            "flow_runs": {"id": {"any_": run_ids}},
             "task_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
         },
         timeout=30,
@@ -60,26 +64,33 @@ def _completed(api_url: str, run_id: str) -> int:
     return count
 
 
-def task_runs_per_second(api_url: str, count: int = TASKS) -> float:
-    """Run the load against ``api_url`` in a new interpreter; the sustained rate."""
+def task_runs_per_second(api_url: str, clients: int = 1, count: int = TASKS) -> float:
+    """Run the load against ``api_url`` from ``clients`` new interpreters; the rate."""
     env = {**os.environ, "PREFECT_API_URL": api_url}
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.backends", str(count)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RECORD_DEADLINE_SECONDS,
-        check=True,
-    )
-    lines = done.stdout.splitlines()
-    started = float(next(line for line in lines if line.startswith("started ")).split()[1])
-    run_id = next(line for line in lines if line.startswith("run ")).split()[1]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.backends", str(count)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(clients)
+    ]
+    starts, run_ids = [], []
+    for process in processes:
+        out, _ = process.communicate(timeout=RECORD_DEADLINE_SECONDS)
+        if process.returncode != 0:
+            raise RuntimeError(f"{api_url}: a load client exited with {process.returncode}")
+        lines = out.splitlines()
+        starts.append(float(next(line for line in lines if line.startswith("started ")).split()[1]))
+        run_ids.append(next(line for line in lines if line.startswith("run ")).split()[1])
     deadline = time.monotonic() + RECORD_DEADLINE_SECONDS
-    while _completed(api_url, run_id) < count:
+    while _completed(api_url, run_ids) < count * clients:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{api_url}: {count} task runs not recorded in time")
+            raise TimeoutError(f"{api_url}: {count * clients} task runs not recorded in time")
         time.sleep(0.2)
-    return count / (time.time() - started)
+    return count * clients / (time.time() - min(starts))
 
 
 @contextmanager
@@ -98,26 +109,29 @@ def run(repeat: int) -> list[Row]:
     name = "Prefect server: task runs per second"
     if postgres_bin() is None:
         return [NotRun(benchmark=name, reason="PostgreSQL is not installed")]
+    rows: list[Row] = []
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aiorch-bench-")))
         postgres = stack.enter_context(running_postgres()).replace("+psycopg", "+asyncpg")
         sqlite_api = stack.enter_context(_server(scratch / "sqlite", None))
         postgres_api = stack.enter_context(_server(scratch / "postgres", postgres))
-        sqlite, postgresql = interleave(
-            lambda: task_runs_per_second(sqlite_api),
-            lambda: task_runs_per_second(postgres_api),
-            max(2, repeat // 3),
-        )
-    return [
-        Comparison(
-            benchmark=name,
-            baseline=Side(label="SQLite", samples=sqlite),
-            candidate=Side(label="PostgreSQL", samples=postgresql),
-            unit="per s",
-            note=f"{TASKS} trivial tasks on {THREADS} threads per round, counted when "
-            "the server has recorded them Completed",
-        )
-    ]
+        for clients in CLIENTS:
+            sqlite, postgresql = interleave(
+                partial(task_runs_per_second, sqlite_api, clients),
+                partial(task_runs_per_second, postgres_api, clients),
+                max(2, repeat // 3),
+            )
+            rows.append(
+                Comparison(
+                    benchmark=f"{name}, {clients} flow{'s' if clients > 1 else ''} at once",
+                    baseline=Side(label="SQLite", samples=sqlite),
+                    candidate=Side(label="PostgreSQL", samples=postgresql),
+                    unit="per s",
+                    note=f"{clients} client process(es), each a flow of {TASKS} trivial tasks "
+                    f"on {THREADS} threads, counted when the server has recorded them Completed",
+                )
+            )
+    return rows
 
 
 if __name__ == "__main__":

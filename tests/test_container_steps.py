@@ -18,6 +18,7 @@ import docker
 import pytest
 from prefect import flow
 from prefect.blocks.system import Secret
+from prefect_docker import DockerHost
 from pydantic import SecretStr, ValidationError
 
 from tasks.container import (
@@ -33,13 +34,14 @@ from tasks.container import (
     arun_step,
     run_step,
 )
-from tasks.container.errors import ImageUnavailable, MissingOutput
+from tasks.container.errors import EngineUnavailable, ImageUnavailable, MissingOutput
 from tasks.container.logs import StepOutput
 from tasks.container.runners.docker import RUN_LABEL, DockerRunner
 from tasks.container.select import choose_runner
 from tasks.services import free_port
 from tests.prefect_server import flow_run_log_text
 from tests.services import TEST_BUSYBOX_IMAGE as BUSYBOX_IMAGE
+from tests.socket_relay import SocketRelay
 
 CANARY = "sk-step-canary-93a1f0"
 
@@ -315,6 +317,34 @@ def test_docker_removes_its_containers_when_cancelled(
 
     assert anyio.run(cancel_midway)
     assert _containers_left(docker_client) == []
+
+
+def test_docker_reconnects_after_the_engine_went_away(
+    busybox_image: str, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """The runner keeps a client per thread: a vanished engine must not leave it stuck."""
+    step = ContainerStep(
+        name="relayed", image=busybox_image, commands=[["touch", "made"], ["ls", "made"]]
+    )
+    output = StepOutput("relayed", logging.getLogger("test"))
+    with SocketRelay(tmp_path / "docker.sock", "/var/run/docker.sock") as relay:
+        runner = DockerRunner(DockerHost(base_url=f"unix://{relay.path}"), pull="never")
+
+        async def scenario() -> tuple[int, type[BaseException] | None, int]:
+            first = await runner.run(step, {}, output)
+            relay.cut()
+            try:
+                await runner.run(step, {}, output)
+                failure = None
+            except Exception as error:
+                failure = type(error)
+            relay.restore()
+            again = await runner.run(step, {}, output)
+            return first.exit_code, failure, again.exit_code
+
+        assert anyio.run(scenario) == (0, EngineUnavailable, 0)
+    assert _containers_left(docker_client) == []
+    assert docker_client.images.list(name="aiorch-tmp") == [], "intermediate images left"
 
 
 def test_docker_without_the_image_says_how_to_fix_it(docker_client: docker.DockerClient) -> None:

@@ -7,7 +7,8 @@ named by a hash of image, setup and env, which later steps reuse instead of runn
 again (remove them with ``docker image prune -a --filter label=io.aiorch.prepared``).
 Inputs are copied in (so remote engines work too), outputs copied out, and every
 container and intermediate image the step made is removed at the end, also on timeout,
-failure and cancellation (found by label, not by remembering ids).
+failure and cancellation: by id as the run made them, and, when the run was cancelled
+while its thread was still at work or a removal failed, by the run's label.
 """
 
 from __future__ import annotations

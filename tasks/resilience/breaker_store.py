@@ -10,7 +10,9 @@ last half-open probe.
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
@@ -35,6 +37,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tasks.settings import load_settings
+
+RETRY_CAP_SECONDS = 0.5
 
 T = TypeVar("T")
 
@@ -71,7 +75,8 @@ class BreakerStore:
         self.engine: Engine = create_engine(url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             _immediate_transactions(self.engine)
-        metadata.create_all(self.engine)
+        # Several processes may open a new store at once (workers starting together).
+        self.retrying(lambda: metadata.create_all(self.engine))
 
     @classmethod
     def default(cls) -> BreakerStore:
@@ -180,6 +185,10 @@ class BreakerStore:
             except OperationalError as error:
                 if "locked" not in str(error) or attempt == attempts - 1:
                     raise
+            # SQLite answers "locked" at once, without waiting its busy timeout, while
+            # another connection recovers or checkpoints the write-ahead log (seen when
+            # four processes opened a store together): back off, with jitter.
+            time.sleep(random.uniform(0, min(RETRY_CAP_SECONDS, 0.01 * 2**attempt)))
         raise AssertionError("unreachable")
 
 

@@ -6,9 +6,11 @@ import json
 import re
 from collections.abc import Iterator
 from typing import Any
+from uuid import uuid4
 
 import pytest
-from prefect import flow, unmapped
+from prefect import flow, task, unmapped
+from prefect.settings import get_current_settings
 from pydantic import SecretStr, ValidationError
 
 from agent_blocks import Agent, ModelProvider
@@ -235,3 +237,23 @@ def test_flow_parameters_can_override_block_fields(prefect_api: str) -> None:
         call_in_flow("overridden", "hi", overrides={"temprature": 0})
     with pytest.raises(ValueError, match=r"overrides: temperature: Input should be less"):
         call_in_flow("overridden", "hi", overrides={"temperature": 9})
+
+
+def test_a_model_reply_is_stored_before_the_enclosing_task_ends(prefect_api: str) -> None:
+    """A later failure or a killed process must not lose a reply that already came back."""
+    storage = get_current_settings().results.local_storage_path
+
+    def stored() -> set[str]:
+        return {path.name for path in storage.glob("model-request-*")}
+
+    @task(name="encloses-an-agent-call")
+    def enclosing(before: set[str]) -> set[str]:
+        run_agent(Agent(instruction="x", model="passthrough"), f"stored {uuid4().hex}")
+        # Still inside this task's transaction: nothing enclosing has committed yet.
+        return stored() - before
+
+    @flow(name="stored-reply-test")
+    def one_call() -> set[str]:
+        return enclosing(stored())
+
+    assert len(one_call()) == 1, "the reply was not stored until its caller committed"

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 import docker
 import pytest
-from prefect import flow
+from prefect import flow, task
 from prefect.blocks.system import Secret
+from prefect.results import get_result_store
 from prefect_docker import DockerHost
 from pydantic import SecretStr, ValidationError
 
@@ -34,6 +36,7 @@ from tasks.container import (
     arun_step,
     run_step,
 )
+from tasks.container.cache_key import step_cache_key
 from tasks.container.errors import EngineUnavailable, ImageUnavailable, MissingOutput
 from tasks.container.logs import StepOutput
 from tasks.container.runners.docker import RUN_LABEL, DockerRunner
@@ -278,6 +281,33 @@ def test_identical_concurrent_async_steps_run_once(prefect_api: str, scratch_dir
     results = anyio.run(twice)
     assert ledger.read_text() == "ran\n"
     assert sorted(result.cache_hit for result in results) == [False, True]
+
+
+def test_a_finished_step_is_stored_before_the_enclosing_task_ends(prefect_api: str) -> None:
+    """A process killed after a step returned must still find the step in the cache.
+
+    The execution's transaction would otherwise be a child of the caller's and be
+    written only when the caller's task (or the user's ``transaction()``) commits.
+    """
+    step = ContainerStep(
+        name=f"stored-{os.getpid()}-{time.monotonic_ns()}",
+        image=BUSYBOX_IMAGE,
+        commands=[["sh", "-c", "mkdir -p out && echo done > out/value"]],
+        outputs=("out",),
+    )
+    key = step_cache_key(step, RunnerKind.LOCAL, None)
+
+    @task(name="encloses-a-step")
+    def enclosing() -> bool:
+        run_step(step, "local")
+        # Still inside this task's transaction: nothing enclosing has committed yet.
+        return get_result_store().exists(key)
+
+    @flow(name="stored-step-test")
+    def one_step() -> bool:
+        return enclosing()
+
+    assert one_step(), "the finished step was not stored until its caller committed"
 
 
 def test_cache_volumes_persist_between_runs(prefect_api: str, runner: str) -> None:

@@ -61,6 +61,7 @@ from tasks.agents.requests import (
 from tasks.agents.tools import offered_tools, resolve_tool, tool_call, tool_call_key
 from tasks.agents.usage import TokenUsage, estimated_cost
 from tasks.blocks import aload_block
+from tasks.caching import stored_as_it_ends
 from tasks.errors import validation_problems
 from tasks.monitoring.runs import MODEL_REQUEST_PREFIX, TOOL_CALL_PREFIX
 from tasks.resilience.breaker import CircuitOpenError
@@ -205,19 +206,20 @@ class _Turn:
         mode = self.capabilities.json_mode if schema else None
         key = request_cache_key(config, self.model, messages, self.owner, tools, schema, mode)
         run = named(model_request, f"{MODEL_REQUEST_PREFIX}{self.model}")
-        state = await cast(
-            Awaitable[State[ModelReply]],
-            run(
-                config,
-                self.model,
-                dump_history(messages),
-                key,
-                tools,
-                schema,
-                mode,
-                return_state=True,
-            ),
-        )
+        async with stored_as_it_ends():
+            state = await cast(
+                Awaitable[State[ModelReply]],
+                run(
+                    config,
+                    self.model,
+                    dump_history(messages),
+                    key,
+                    tools,
+                    schema,
+                    mode,
+                    return_state=True,
+                ),
+            )
         reply: ModelReply = await state.aresult()
         self.requests += 1
         self.usage = self.usage + reply.usage
@@ -265,7 +267,8 @@ class _Turn:
             server, tool = target
             run = named(tool_call, f"{TOOL_CALL_PREFIX}{name}")
             key = tool_call_key(request_key, call_id, server, tool)
-            return await run(server, tool, arguments, key)
+            async with stored_as_it_ends():
+                return await run(server, tool, arguments, key)
 
         results = await asyncio.gather(
             *(

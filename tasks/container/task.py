@@ -27,7 +27,7 @@ from pydantic import BaseModel, SecretStr
 
 from agent_blocks.dagger_engine import DaggerEngine
 from tasks.blocks import MissingBlockError, aload_block
-from tasks.caching import PrecomputedKey
+from tasks.caching import PrecomputedKey, stored_as_it_ends
 from tasks.container.breaker import engine_breaker
 from tasks.container.cache_key import step_cache_key
 from tasks.container.errors import StepError, StepFailed
@@ -207,18 +207,19 @@ async def _run_step(
         cache_expiration,
         refresh_cache,
     )
-    state = await cast(
-        Awaitable[State[StepRecord]],
-        executor(
-            step,
-            kind,
-            key,
-            docker_host,
-            dagger_engine,
-            engine_cache=cache and not refresh_cache,
-            return_state=True,
-        ),
-    )
+    async with stored_as_it_ends():
+        state = await cast(
+            Awaitable[State[StepRecord]],
+            executor(
+                step,
+                kind,
+                key,
+                docker_host,
+                dagger_engine,
+                engine_cache=cache and not refresh_cache,
+                return_state=True,
+            ),
+        )
     record: StepRecord = await state.aresult()
     cache_hit = state.name == "Cached"
     outputs: dict[str, Path] = {}

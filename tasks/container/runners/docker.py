@@ -22,7 +22,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
@@ -134,15 +134,22 @@ class DockerRunner:
         """The engine's image id for ``image``, or None if the engine lacks it."""
         return await anyio.to_thread.run_sync(self._image_identity, image)
 
-    def _image_identity(self, image: str) -> str | None:
-        client = self._client()
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[None]:
+        """A lost engine connection becomes EngineUnavailable; this thread's client goes."""
         try:
-            return _image_id(client.images.get(image))
-        except docker.errors.ImageNotFound:
-            return None
+            yield
         except requests.exceptions.ConnectionError as error:
             self._forget_client()
             raise EngineUnavailable(f"Docker engine connection lost: {error}") from None
+
+    def _image_identity(self, image: str) -> str | None:
+        client = self._client()
+        with self._connection():
+            try:
+                return _image_id(client.images.get(image))
+            except docker.errors.ImageNotFound:
+                return None
 
     async def run(
         self,
@@ -181,38 +188,36 @@ class DockerRunner:
         started = time.monotonic()
         deadline = None if step.timeout_seconds is None else started + step.timeout_seconds
         client = self._client()
-        try:
-            image = self._ensure_image(client, step.image, output)
-            if step.setup:
-                prepared = self._prepared(
-                    client, step, image, output, run_id, deadline, cancelled, created
+        with self._connection():
+            try:
+                image = self._ensure_image(client, step.image, output)
+                if step.setup:
+                    prepared = self._prepared(
+                        client, step, image, output, run_id, deadline, cancelled, created
+                    )
+                    if isinstance(prepared, int):
+                        return Execution(prepared, time.monotonic() - started, None)
+                    image = prepared
+                code, container = self._chain(
+                    client,
+                    step,
+                    step.commands,
+                    secrets,
+                    image,
+                    output,
+                    run_id,
+                    deadline,
+                    cancelled,
+                    created,
+                    with_inputs=True,
                 )
-                if isinstance(prepared, int):
-                    return Execution(prepared, time.monotonic() - started, None)
-                image = prepared
-            code, container = self._chain(
-                client,
-                step,
-                step.commands,
-                secrets,
-                image,
-                output,
-                run_id,
-                deadline,
-                cancelled,
-                created,
-                with_inputs=True,
-            )
-            if code != 0:
-                return Execution(code, time.monotonic() - started, None)
-            archive = self._export(container, step)
-            return Execution(0, time.monotonic() - started, archive)
-        except requests.exceptions.ConnectionError as error:
-            self._forget_client()
-            raise EngineUnavailable(f"Docker engine connection lost: {error}") from None
-        finally:
-            # Also after a cancellation: what this thread made after the sweep is its own.
-            _remove_created(client, created)
+                if code != 0:
+                    return Execution(code, time.monotonic() - started, None)
+                archive = self._export(container, step)
+                return Execution(0, time.monotonic() - started, archive)
+            finally:
+                # Also after a cancellation: what this thread made after the sweep is its own.
+                _remove_created(client, created)
 
     def _chain(
         self,
@@ -419,13 +424,11 @@ class DockerRunner:
         except EngineUnavailable:
             return
         label: dict[str, str | list[str] | bool] = {"label": f"{RUN_LABEL}={run_id}"}
-        try:
+        with contextlib.suppress(EngineUnavailable), self._connection():
             for container in client.containers.list(all=True, filters=label):
                 container.remove(force=True)
             for image in client.images.list(filters=label):
                 client.images.remove(_image_id(image), force=True)
-        except requests.exceptions.ConnectionError:
-            self._forget_client()
 
 
 def _host_key(host: DockerHost) -> str:

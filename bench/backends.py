@@ -72,16 +72,19 @@ def task_runs_per_second(api_url: str, clients: int = 1, count: int = TASKS) -> 
             [sys.executable, "-m", "bench.backends", str(count)],
             env=env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(clients)
     ]
+    # Every client is waited for before any failure is raised: none is left running.
+    outputs = [process.communicate(timeout=RECORD_DEADLINE_SECONDS) for process in processes]
     starts, run_ids = [], []
-    for process in processes:
-        out, _ = process.communicate(timeout=RECORD_DEADLINE_SECONDS)
+    for process, (out, err) in zip(processes, outputs, strict=True):
         if process.returncode != 0:
-            raise RuntimeError(f"{api_url}: a load client exited with {process.returncode}")
+            raise RuntimeError(
+                f"{api_url}: a load client exited with {process.returncode}: {err[-1000:]}"
+            )
         lines = out.splitlines()
         starts.append(float(next(line for line in lines if line.startswith("started ")).split()[1]))
         run_ids.append(next(line for line in lines if line.startswith("run ")).split()[1])

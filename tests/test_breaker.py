@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,21 @@ def test_a_failing_probe_opens_again_and_probes_are_limited(store: BreakerStore)
     assert not breaker.acquire().allowed  # the only probe slot is taken
     breaker.record(permit, failed=True, duration=0.1)
     assert breaker.state() is BreakerState.OPEN
+
+
+def test_reads_do_not_wait_for_a_writer(store: BreakerStore) -> None:
+    breaker = _breaker(store, FakeClock())
+    _succeed(breaker)  # the breaker's row exists, closed
+    writer = BreakerStore(store.url)
+    try:
+        with writer.engine.begin():  # another process holding SQLite's write lock
+            started = time.monotonic()
+            assert breaker.acquire().allowed
+            assert breaker.state() is BreakerState.CLOSED
+            # Well under the 10 s busy timeout a locked read would wait before failing.
+            assert time.monotonic() - started < 5
+    finally:
+        writer.engine.dispose()
 
 
 def test_slow_calls_open_the_breaker(store: BreakerStore) -> None:

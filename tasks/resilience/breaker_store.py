@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from tasks.settings import load_settings
 
 RETRY_CAP_SECONDS = 0.5
+READ_ONLY = "aiorch_read_only"
 
 T = TypeVar("T")
 
@@ -123,11 +124,21 @@ class BreakerStore:
 
     def peek(self, name: str) -> str | None:
         """The breaker's stored state, read without a lock; None if it has none yet."""
-        with self.engine.connect() as connection:
-            state = connection.execute(
-                select(breakers.c.state).where(breakers.c.name == name)
-            ).scalar_one_or_none()
+
+        def read() -> object:
+            with self._reading() as connection:
+                return connection.execute(
+                    select(breakers.c.state).where(breakers.c.name == name)
+                ).scalar_one_or_none()
+
+        state = self.retrying(read)
         return None if state is None else str(state)
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection whose transactions only read, so they take no write lock."""
+        with self.engine.connect() as connection:
+            yield connection.execution_options(**{READ_ONLY: True})
 
     def _row(self, connection: Connection, name: str) -> dict[str, Any] | None:
         query = select(breakers).where(breakers.c.name == name)
@@ -174,8 +185,12 @@ class BreakerStore:
 
     def states(self) -> list[dict[str, Any]]:
         """Every breaker's row."""
-        with self.engine.connect() as connection:
-            return [dict(row) for row in connection.execute(select(breakers)).mappings()]
+
+        def read() -> list[dict[str, Any]]:
+            with self._reading() as connection:
+                return [dict(row) for row in connection.execute(select(breakers)).mappings()]
+
+        return self.retrying(read)
 
     def retrying(self, action: Callable[[], T], attempts: int = 20) -> T:
         """Run ``action``, retrying when SQLite reports the database as busy."""
@@ -207,4 +222,8 @@ def _immediate_transactions(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads stay DEFERRED: under WAL they see a snapshot beside a writer instead of
+        # queueing for the write lock (four processes peeking at once were answered
+        # "locked" when every read took it).
+        reading = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")

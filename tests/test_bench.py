@@ -114,6 +114,7 @@ def test_the_bench_command_runs_and_writes_its_document(tmp_path: Path) -> None:
         "Agent call, passthrough model",
         "Agent call vs pydantic-ai's Prefect wrapper",
         "Closed breaker, SQLite store",
+        "Closed breaker, SQLite store, 4 processes at once",
     ):
         assert f"| {benchmark} |" in document, benchmark
     assert "failed:" not in document

@@ -113,6 +113,27 @@ def test_reads_do_not_wait_for_a_writer(store: BreakerStore) -> None:
         writer.engine.dispose()
 
 
+def test_successes_into_a_full_clean_window_write_nothing_and_change_nothing(
+    store: BreakerStore,
+) -> None:
+    breaker = _breaker(store, FakeClock())
+    for _ in range(4):
+        _succeed(breaker)  # the count window of 4 is full of successes
+    writer = BreakerStore(store.url)
+    try:
+        with writer.engine.begin():  # a write would wait here, then fail as locked
+            started = time.monotonic()
+            for _ in range(3):
+                _succeed(breaker)
+            assert time.monotonic() - started < 5
+    finally:
+        writer.engine.dispose()
+    _fail(breaker)
+    assert breaker.state() is BreakerState.CLOSED  # 1 of the last 4 failed
+    _fail(breaker)
+    assert breaker.state() is BreakerState.OPEN  # 2 of the last 4: as if all were written
+
+
 def test_slow_calls_open_the_breaker(store: BreakerStore) -> None:
     clock = FakeClock()
     breaker = _breaker(store, clock, slow_call_seconds=2, slow_call_rate_threshold=75)

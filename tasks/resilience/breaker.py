@@ -224,6 +224,18 @@ class CircuitBreaker:
         """Record a call made under ``permit``; returns the state afterwards."""
         if permit.state is BreakerState.DISABLED:
             return permit.state
+        config = self.config
+        if (
+            config.window == "count"
+            and not permit.probe
+            and not failed
+            and duration < config.slow_call_seconds
+        ):
+            # A success added to a full window of successes leaves a full window of
+            # successes: skip the write, and the write lock every process queues for.
+            state, clean = self.store.clean_window(self.name, config.window_size)
+            if clean:
+                return BreakerState(state)
         return self.store.retrying(lambda: self._record(permit, failed, duration))
 
     def _record(self, permit: Permit, failed: bool, duration: float) -> BreakerState:

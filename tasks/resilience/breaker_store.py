@@ -38,6 +38,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tasks.settings import load_settings
 
+# How long a caller waits for the write lock, in all, before the store gives up.
+LOCK_WAIT_SECONDS = 10
 RETRY_CAP_SECONDS = 0.5
 READ_ONLY = "aiorch_read_only"
 
@@ -134,6 +136,28 @@ class BreakerStore:
         state = self.retrying(read)
         return None if state is None else str(state)
 
+    def clean_window(self, name: str, size: int) -> tuple[str, bool]:
+        """The breaker's state, and whether its newest ``size`` calls all succeeded in time.
+
+        Read without a lock; a breaker with fewer calls, or none stored, is not clean.
+        """
+
+        def read() -> tuple[str, bool]:
+            with self._reading() as connection:
+                state = connection.execute(
+                    select(breakers.c.state).where(breakers.c.name == name)
+                ).scalar_one_or_none()
+                newest = connection.execute(
+                    select(outcomes.c.failed, outcomes.c.slow)
+                    .where(outcomes.c.name == name)
+                    .order_by(outcomes.c.id.desc())
+                    .limit(size)
+                ).all()
+            clean = len(newest) == size and not any(row.failed or row.slow for row in newest)
+            return str(state or "closed"), state is not None and clean
+
+        return self.retrying(read)
+
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
         """A connection whose transactions only read, so they take no write lock."""
@@ -192,19 +216,22 @@ class BreakerStore:
 
         return self.retrying(read)
 
-    def retrying(self, action: Callable[[], T], attempts: int = 20) -> T:
-        """Run ``action``, retrying when SQLite reports the database as busy."""
-        for attempt in range(attempts):
+    def retrying(self, action: Callable[[], T]) -> T:
+        """Run ``action``, retrying for up to LOCK_WAIT_SECONDS while SQLite is busy."""
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        attempt = 0
+        while True:
             try:
                 return action()
             except OperationalError as error:
-                if "locked" not in str(error) or attempt == attempts - 1:
+                if "locked" not in str(error) or time.monotonic() >= deadline:
                     raise
             # SQLite answers "locked" at once, without waiting its busy timeout, while
             # another connection recovers or checkpoints the write-ahead log (seen when
-            # four processes opened a store together): back off, with jitter.
+            # four processes opened a store together): back off, with jitter. A lock
+            # really held that long has used up the deadline in one busy wait.
             time.sleep(random.uniform(0, min(RETRY_CAP_SECONDS, 0.01 * 2**attempt)))
-        raise AssertionError("unreachable")
+            attempt += 1
 
 
 def _immediate_transactions(engine: Engine) -> None:
@@ -213,7 +240,7 @@ def _immediate_transactions(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
-        dbapi_connection.execute("PRAGMA busy_timeout = 10000")
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_SECONDS * 1000}")
         # WAL lets readers (the lock-free peek) run beside a writer, and NORMAL
         # synchronisation is durable against process crashes, which is what a
         # breaker's state needs; a power cut may lose the last transitions.

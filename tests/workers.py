@@ -18,7 +18,9 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
+import docker
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun
@@ -26,6 +28,8 @@ from prefect.client.schemas.objects import FlowRun
 from tasks.services import stop_process_group
 
 RUN_DEADLINE_SECONDS = 240.0
+IDLE_DEADLINE_SECONDS = 60.0
+RUN_LABEL = "io.prefect.flow-run-id"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,6 +60,8 @@ class Worker:
 
     def __init__(self, pool: str, kind: str, env: dict[str, str], log: Path) -> None:
         self.log = log
+        self.kind = kind
+        self.runs: list[UUID] = []
         with log.open("wb") as output:
             self.process = subprocess.Popen(
                 ["prefect", "worker", "start", "--pool", pool, "--type", kind],
@@ -70,14 +76,49 @@ class Worker:
     def complete(self, deployment: str, parameters: dict[str, Any] | None = None) -> FlowRun:
         """Run ``deployment`` on this worker's pool and check it Completed."""
         run = run_deployment(deployment, parameters)
+        self.runs.append(run.id)
         assert run.state is not None
         assert run.state.is_completed(), (run.state.message, self.log.read_text()[-3000:])
         return run
 
+    def idle(self) -> bool:
+        """Whether the worker is done with its runs: their processes and containers gone.
+
+        A run is final on the server before its process exits or its container is
+        removed, and a worker stopped in between waits for that (seen taking over 20 s
+        on a loaded machine).
+        """
+        if _children(self.process.pid):
+            return False
+        if self.kind != "docker" or not self.runs:
+            return True
+        engine = docker.from_env()
+        try:
+            return not any(
+                engine.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run}"})
+                for run in self.runs
+            )
+        finally:
+            engine.close()
+
     def stop(self) -> int:
-        """SIGTERM (workers started in the background ignore SIGINT); the exit status."""
+        """SIGTERM once idle (background workers ignore SIGINT); the exit status."""
+        deadline = time.monotonic() + IDLE_DEADLINE_SECONDS
+        while self.process.poll() is None and not self.idle() and time.monotonic() < deadline:
+            time.sleep(0.2)
         stop_process_group(self.process)
         return self.process.returncode
+
+
+def _children(pid: int) -> list[int]:
+    """The direct child processes of ``pid`` (none once it has exited)."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found.extend(int(child) for child in children.read_text().split())
+        except OSError:  # the thread or the process ended while being read
+            continue
+    return found
 
 
 def pause_schedules(client: SyncPrefectClient) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 The embedded default is an SQLite file under ``AIORCH_DATA_DIR`` (processes on one
 machine); ``AIORCH_BREAKER_STORE_URL`` points at PostgreSQL for several machines
 (``postgresql+psycopg://user:password@host/db``; install the ``postgres`` extra). Every
-decision is one transaction that locks the breaker's row (``BEGIN IMMEDIATE`` on
-SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL), so two processes never both take the
-last half-open probe.
+decision that may write is one transaction that locks the breaker's row (``BEGIN
+IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL), so two processes never
+both take the last half-open probe; reads (is it closed? is the window all successes?)
+take no lock.
 """
 
 from __future__ import annotations

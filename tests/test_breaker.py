@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,6 +239,45 @@ def test_transitions_are_prefect_events(store: BreakerStore, prefect_api: str) -
     seen = poll_events(prefect_api, f"aiorch.breaker.{breaker.name}", count=2)
     assert [event["event"] for event in seen] == ["aiorch.breaker.open", "aiorch.breaker.half-open"]
     assert seen[0]["payload"] == {"breaker": breaker.name, "from": "closed", "to": "open"}
+
+
+class LockProbingBreaker(CircuitBreaker):
+    """A breaker that checks, as it emits each transition, whether the store is free."""
+
+    lock_free_at_emit: list[bool]
+
+    def _emit(self, previous: BreakerState, current: BreakerState) -> None:
+        database = sqlite3.connect(str(self.store.engine.url.database), timeout=0)
+        try:
+            database.execute("BEGIN IMMEDIATE")  # fails at once if the lock is held
+            database.execute("ROLLBACK")
+            self.lock_free_at_emit.append(True)
+        except sqlite3.OperationalError:
+            self.lock_free_at_emit.append(False)
+        finally:
+            database.close()
+        super()._emit(previous, current)
+
+
+def test_transitions_are_emitted_after_the_store_is_unlocked(store: BreakerStore) -> None:
+    # Prefect's first event in a process can take seconds (it connects, or starts an
+    # ephemeral server): no process may wait for the store's lock meanwhile.
+    clock = FakeClock()
+    breaker = LockProbingBreaker(
+        "emits",
+        BreakerConfig(
+            window_size=2, minimum_calls=2, wait_seconds=5, permitted_calls_in_half_open=1
+        ),
+        store=store,
+        clock=clock,
+    )
+    breaker.lock_free_at_emit = []
+    _fail(breaker)
+    _fail(breaker)  # closed -> open
+    clock.now += 5
+    _succeed(breaker)  # open -> half-open, and the probe's success: half-open -> closed
+    breaker.force("forced_open")
+    assert breaker.lock_free_at_emit == [True, True, True, True]
 
 
 def test_a_breaker_needs_a_name() -> None:

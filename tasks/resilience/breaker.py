@@ -13,7 +13,7 @@ function) and stops calling it while it is failing:
 - ``forced_open`` and ``disabled``: set by an operator (``aiorch breaker``); they stay
   until reset.
 
-Transitions are emitted as Prefect events named after the new state
+Transitions are emitted, once stored, as Prefect events named after the new state
 (``aiorch.breaker.open``, ``.half-open``, ``.closed``, ``.forced-open``, ``.disabled``)
 about the resource ``aiorch.breaker.<name>``. The clock can be injected for tests.
 
@@ -44,13 +44,17 @@ from typing import Any, Literal, ParamSpec, Self, TypeVar, cast
 import anyio
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import Connection
 
 from tasks.errors import AiorchError
 from tasks.resilience.breaker_store import BreakerStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 Clock = Callable[[], float]
+# State changes a decision made, emitted once its transaction has committed.
+Changes = list[tuple["BreakerState", "BreakerState"]]
 
 
 class BreakerState(StrEnum):
@@ -188,37 +192,57 @@ class CircuitBreaker:
         current = self.store.peek(self.name)
         if current is None or current in {BreakerState.CLOSED.value, BreakerState.DISABLED.value}:
             return Permit(allowed=True, state=BreakerState(current or BreakerState.CLOSED.value))
-        return self.store.retrying(self._acquire)
+        return self._decide(self._acquire)
 
-    def _acquire(self) -> Permit:
-        now = self.clock()
-        with self.store.locked(self.name, now) as (connection, row):
-            state = BreakerState(row["state"])
-            if state in {BreakerState.DISABLED, BreakerState.CLOSED}:
-                return Permit(allowed=True, state=state)
-            if state is BreakerState.FORCED_OPEN:
-                return Permit(allowed=False, state=state)
-            if state is BreakerState.OPEN:
-                reopen_at = (row["opened_at"] or now) + self.config.wait_seconds
-                if now < reopen_at:
-                    return Permit(allowed=False, state=state, retry_after=reopen_at - now)
-                self.store.set_state(
-                    connection,
-                    self.name,
-                    state=BreakerState.HALF_OPEN.value,
-                    probes_started=0,
-                    probes_succeeded=0,
-                    updated_at=now,
-                )
-                self._emit(state, BreakerState.HALF_OPEN)
-                row = {**row, "probes_started": 0}
-                state = BreakerState.HALF_OPEN
-            if row["probes_started"] >= self.config.permitted_calls_in_half_open:
-                return Permit(allowed=False, state=state)
+    def _decide(self, decision: Callable[[Connection, dict[str, Any], float, Changes], T]) -> T:
+        """Run ``decision`` in one transaction holding the breaker's row; then emit.
+
+        Transitions are emitted once the transaction has committed: Prefect's first
+        event in a process connects its events client (about 11 s without a configured
+        server, which starts an ephemeral one), and every process waited for the store's
+        write lock meanwhile.
+        """
+
+        def attempt() -> tuple[T, Changes]:
+            now = self.clock()
+            changes: Changes = []
+            with self.store.locked(self.name, now) as (connection, row):
+                return decision(connection, row, now, changes), changes
+
+        result, changes = self.store.retrying(attempt)
+        for previous, current in changes:
+            self._emit(previous, current)
+        return result
+
+    def _acquire(
+        self, connection: Connection, row: dict[str, Any], now: float, changes: Changes
+    ) -> Permit:
+        state = BreakerState(row["state"])
+        if state in {BreakerState.DISABLED, BreakerState.CLOSED}:
+            return Permit(allowed=True, state=state)
+        if state is BreakerState.FORCED_OPEN:
+            return Permit(allowed=False, state=state)
+        if state is BreakerState.OPEN:
+            reopen_at = (row["opened_at"] or now) + self.config.wait_seconds
+            if now < reopen_at:
+                return Permit(allowed=False, state=state, retry_after=reopen_at - now)
             self.store.set_state(
-                connection, self.name, probes_started=row["probes_started"] + 1, updated_at=now
+                connection,
+                self.name,
+                state=BreakerState.HALF_OPEN.value,
+                probes_started=0,
+                probes_succeeded=0,
+                updated_at=now,
             )
-            return Permit(allowed=True, state=state, probe=True)
+            changes.append((state, BreakerState.HALF_OPEN))
+            row = {**row, "probes_started": 0}
+            state = BreakerState.HALF_OPEN
+        if row["probes_started"] >= self.config.permitted_calls_in_half_open:
+            return Permit(allowed=False, state=state)
+        self.store.set_state(
+            connection, self.name, probes_started=row["probes_started"] + 1, updated_at=now
+        )
+        return Permit(allowed=True, state=state, probe=True)
 
     def record(self, permit: Permit, *, failed: bool, duration: float) -> BreakerState:
         """Record a call made under ``permit``; returns the state afterwards."""
@@ -236,48 +260,55 @@ class CircuitBreaker:
             state, clean = self.store.clean_window(self.name, config.window_size)
             if clean:
                 return BreakerState(state)
-        return self.store.retrying(lambda: self._record(permit, failed, duration))
+        return self._decide(functools.partial(self._record, permit, failed, duration))
 
-    def _record(self, permit: Permit, failed: bool, duration: float) -> BreakerState:
-        now = self.clock()
+    def _record(
+        self,
+        permit: Permit,
+        failed: bool,
+        duration: float,
+        connection: Connection,
+        row: dict[str, Any],
+        now: float,
+        changes: Changes,
+    ) -> BreakerState:
         config = self.config
         slow = duration >= config.slow_call_seconds
-        with self.store.locked(self.name, now) as (connection, row):
-            state = BreakerState(row["state"])
-            if state is BreakerState.HALF_OPEN and permit.probe:
-                if failed or slow:
-                    return self._open(connection, state, now)
-                succeeded = row["probes_succeeded"] + 1
-                if succeeded >= config.permitted_calls_in_half_open:
-                    return self._move(connection, state, BreakerState.CLOSED, now)
-                self.store.set_state(
-                    connection, self.name, probes_succeeded=succeeded, updated_at=now
-                )
-                return state
-            if state is not BreakerState.CLOSED:
-                return state  # a call that started before the breaker changed
-            self.store.add_outcome(connection, self.name, now, failed, slow)
-            calls = (
-                self.store.window(connection, self.name, newest=config.window_size)
-                if config.window == "count"
-                else self.store.window(connection, self.name, since=now - config.window_size)
-            )
-            if len(calls) < config.minimum_calls:
-                return state
-            failure_rate = 100.0 * sum(failed for failed, _ in calls) / len(calls)
-            slow_rate = 100.0 * sum(slow for _, slow in calls) / len(calls)
-            if (
-                failure_rate >= config.failure_rate_threshold
-                or slow_rate >= config.slow_call_rate_threshold
-            ):
-                return self._open(connection, state, now)
+        state = BreakerState(row["state"])
+        if state is BreakerState.HALF_OPEN and permit.probe:
+            if failed or slow:
+                return self._move(connection, state, BreakerState.OPEN, now, changes)
+            succeeded = row["probes_succeeded"] + 1
+            if succeeded >= config.permitted_calls_in_half_open:
+                return self._move(connection, state, BreakerState.CLOSED, now, changes)
+            self.store.set_state(connection, self.name, probes_succeeded=succeeded, updated_at=now)
             return state
-
-    def _open(self, connection: Any, previous: BreakerState, now: float) -> BreakerState:
-        return self._move(connection, previous, BreakerState.OPEN, now)
+        if state is not BreakerState.CLOSED:
+            return state  # a call that started before the breaker changed
+        self.store.add_outcome(connection, self.name, now, failed, slow)
+        calls = (
+            self.store.window(connection, self.name, newest=config.window_size)
+            if config.window == "count"
+            else self.store.window(connection, self.name, since=now - config.window_size)
+        )
+        if len(calls) < config.minimum_calls:
+            return state
+        failure_rate = 100.0 * sum(failed for failed, _ in calls) / len(calls)
+        slow_rate = 100.0 * sum(slow for _, slow in calls) / len(calls)
+        if (
+            failure_rate >= config.failure_rate_threshold
+            or slow_rate >= config.slow_call_rate_threshold
+        ):
+            return self._move(connection, state, BreakerState.OPEN, now, changes)
+        return state
 
     def _move(
-        self, connection: Any, previous: BreakerState, target: BreakerState, now: float
+        self,
+        connection: Connection,
+        previous: BreakerState,
+        target: BreakerState,
+        now: float,
+        changes: Changes,
     ) -> BreakerState:
         """Change state inside the caller's transaction: fresh probes and window."""
         self.store.set_state(
@@ -290,19 +321,17 @@ class CircuitBreaker:
             updated_at=now,
         )
         self.store.clear_window(connection, self.name)
-        self._emit(previous, target)
+        changes.append((previous, target))
         return target
 
     def force(self, state: Literal["forced_open", "disabled", "closed"]) -> None:
         """Set the state by hand: ``forced_open``, ``disabled``, or ``closed`` (a reset)."""
         target = BreakerState(state)
-        now = self.clock()
-
-        def change() -> None:
-            with self.store.locked(self.name, now) as (connection, row):
-                self._move(connection, BreakerState(row["state"]), target, now)
-
-        self.store.retrying(change)
+        self._decide(
+            lambda connection, row, now, changes: self._move(
+                connection, BreakerState(row["state"]), target, now, changes
+            )
+        )
 
     def _emit(self, previous: BreakerState, current: BreakerState) -> None:
         if previous is current:

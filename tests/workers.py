@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -25,7 +27,7 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun
 
-from tasks.services import stop_process_group
+from tasks.services import STOP_DEADLINE_SECONDS, stop_process_group
 
 RUN_DEADLINE_SECONDS = 240.0
 IDLE_DEADLINE_SECONDS = 60.0
@@ -102,12 +104,31 @@ class Worker:
             engine.close()
 
     def stop(self) -> int:
-        """SIGTERM once idle (background workers ignore SIGINT); the exit status."""
+        """SIGTERM once idle (background workers ignore SIGINT); the exit status.
+
+        A worker still running ``STOP_DEADLINE_SECONDS`` after SIGTERM gets a second
+        one, which Prefect's handler turns into SIGKILL (what ``docker stop`` and
+        Kubernetes do after their grace period): in full test sessions Prefect 3.9's
+        workers sometimes stayed idle after the first, with no run or child left.
+        """
         deadline = time.monotonic() + IDLE_DEADLINE_SECONDS
         while self.process.poll() is None and not self.idle() and time.monotonic() < deadline:
             time.sleep(0.2)
-        stop_process_group(self.process)
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_DEADLINE_SECONDS)
+            except subprocess.TimeoutExpired:
+                print(f"{self.kind} worker still running after SIGTERM: sent another")
+                stop_process_group(self.process)
         return self.process.returncode
+
+    def stopped_by_its_signal_handler(self) -> bool:
+        """Whether the worker ended on SIGTERM, by its own handling of it."""
+        escalated = "Received SIGTERM. Sending SIGKILL" in self.log.read_text()
+        return self.process.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM) or (
+            escalated and self.process.returncode == -signal.SIGKILL
+        )
 
 
 def _children(pid: int) -> list[int]:

@@ -227,10 +227,9 @@ class BreakerStore:
             except OperationalError as error:
                 if "locked" not in str(error) or time.monotonic() >= deadline:
                     raise
-            # SQLite answers "locked" at once, without waiting its busy timeout, while
-            # another connection recovers or checkpoints the write-ahead log (seen when
-            # four processes opened a store together): back off, with jitter. A lock
-            # really held that long has used up the deadline in one busy wait.
+            # SQLite may answer "locked" without waiting its busy timeout (for one, while
+            # another connection rebuilds the write-ahead log's index): back off, with
+            # jitter. A lock really held that long uses up the deadline in one busy wait.
             time.sleep(random.uniform(0, min(RETRY_CAP_SECONDS, 0.01 * 2**attempt)))
             attempt += 1
 
@@ -251,7 +250,7 @@ def _immediate_transactions(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Connection) -> None:
         # Reads stay DEFERRED: under WAL they see a snapshot beside a writer instead of
-        # queueing for the write lock (four processes peeking at once were answered
-        # "locked" when every read took it).
+        # queueing for the write lock (when every read took it, four processes peeking
+        # at once queued behind one slow writer and failed at the busy timeout).
         reading = connection.get_execution_options().get(READ_ONLY, False)
         connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")

@@ -1,7 +1,7 @@
 # The image the Docker work pool runs aiorch's flows in: the project installed in a
-# virtual environment, the repository's flows at /opt/aiorch (where prefect.yaml's Docker
-# deployments set the working directory), a non-root user and writable state under
-# /var/lib/aiorch.
+# virtual environment (prefect.yaml's entrypoints, aiorch.flows.*, load from it),
+# prefect.yaml and deployments/ at /opt/aiorch (where the Docker deployments set the
+# working directory), a non-root user and writable state under /var/lib/aiorch.
 #
 #   docker build -t aiorch/flows:local .                     # official Python image, PyPI
 #   aiorch image flows --base aiorch/python-base:trixie      # offline: local base + wheels
@@ -28,6 +28,9 @@ ENV VIRTUAL_ENV=/opt/aiorch/venv \
 WORKDIR /opt/aiorch
 COPY wheelhouse/ /tmp/wheelhouse/
 COPY pyproject.toml constraints.txt README.md ./
+# aiorch/ links the card's folders (flows, tasks, agent_blocks) into the one package;
+# the links resolve because the folders sit beside it, as in the repository.
+COPY aiorch aiorch
 COPY agent_blocks agent_blocks
 COPY tasks tasks
 COPY flows flows

@@ -5,7 +5,7 @@ UI changes the next run without a redeploy.
 
 Example:
     ```python
-    from agent_blocks import Agent, ModelProvider
+    from aiorch.agent_blocks import Agent, ModelProvider
 
     Agent(
         instruction="Answer in one sentence.",
@@ -29,7 +29,8 @@ from jsonschema.validators import validator_for
 from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent_blocks.provider import LOCAL_MODEL, ModelProvider, ProviderKind
+from aiorch.agent_blocks.provider import LOCAL_MODEL, ModelProvider, ProviderKind
+from aiorch.core.errors import ConfigurationError
 
 # Test models of FastAgent's own ("fast-agent" provider) need no endpoint or key.
 _NEEDS_NO_PROVIDER = {Provider.FAST_AGENT}
@@ -40,7 +41,7 @@ def check_model(model: str, field: str = "model") -> str:
     try:
         ModelFactory.parse_model_string(model)
     except ModelConfigError:
-        raise ValueError(
+        raise ConfigurationError(
             f"{field} {model!r} is not a model FastAgent knows; use provider.model, e.g. "
             "'openai.gpt-4.1-mini', 'generic.<name>' for an OpenAI-compatible server, or "
             "'passthrough' for tests"
@@ -209,7 +210,7 @@ def check_provider(model: str, provider: ModelProvider | None, field: str = "mod
     if served_by is Provider.GENERIC and (
         provider is None or (not provider.base_url and provider.kind is not ProviderKind.LOCAL)
     ):
-        raise ValueError(
+        raise ConfigurationError(
             f"{field} {model!r} is a generic.* model: set provider to a ModelProvider "
             "with base_url (the OpenAI-compatible endpoint), or kind 'local' for the "
             "bundled model"
@@ -217,12 +218,12 @@ def check_provider(model: str, provider: ModelProvider | None, field: str = "mod
     if served_by in _NEEDS_NO_PROVIDER or provider is None:
         return
     if provider.kind.model_prefix != served_by.value:
-        raise ValueError(
+        raise ConfigurationError(
             f"{field} {model!r} is served by {served_by.value!r} but provider.kind is "
             f"{provider.kind.value!r}; use a matching provider block"
         )
     if provider.kind is ProviderKind.LOCAL and model != LOCAL_MODEL:
-        raise ValueError(
+        raise ConfigurationError(
             f"{field} {model!r}: the local provider serves only {LOCAL_MODEL!r}; use that "
             "model, or kind 'generic' with the base_url of your own server"
         )

@@ -4,7 +4,7 @@ Example:
     ```python
     from pydantic import SecretStr
 
-    from agent_blocks import ModelProvider
+    from aiorch.agent_blocks import ModelProvider
 
     local = ModelProvider(
         kind="generic",

@@ -51,8 +51,8 @@ def run_benchmarks(names: list[str], repeat: int) -> list[Row]:
     """Run the named benchmarks against a dedicated Prefect server; every row."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.services import free_port
-    from tests.prefect_server import running_server
+    from aiorch.core.services import free_port
+    from aiorch.testing.prefect_server import running_server
 
     rows: list[Row] = []
     with ExitStack() as stack:

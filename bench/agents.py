@@ -26,18 +26,18 @@ from fast_agent.agents.llm_agent import LlmAgent
 from fast_agent.llm.model_factory import ModelFactory
 from prefect import flow, task
 
-from agent_blocks import Agent, ModelProvider
-from agent_blocks.provider import LOCAL_MODEL, LOCAL_MODEL_NAME
-from bench.harness import Comparison, NotRun, Row, Side, interleave, rotate, timed
-from bench.task_cost import prefect_task_cost
-from tasks.agents.local_model import (
+from aiorch.agent_blocks import Agent, ModelProvider
+from aiorch.agent_blocks.provider import LOCAL_MODEL, LOCAL_MODEL_NAME
+from aiorch.tasks.agents.local_model import (
     INSTALL_HINT,
     TEMPLATE_TOKENS_PER_MESSAGE,
     LocalModelServer,
     local_model_installed,
 )
-from tasks.agents.runtime import AgentRuntime
-from tasks.agents.task import run_agent
+from aiorch.tasks.agents.runtime import AgentRuntime
+from aiorch.tasks.agents.task import run_agent
+from bench.harness import Comparison, NotRun, Row, Side, interleave, rotate, timed
+from bench.task_cost import prefect_task_cost
 
 STORY = "Tell a long story about a lighthouse keeper and a storm. Story number {n}."
 STORYTELLER = "You are a storyteller."

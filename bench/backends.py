@@ -27,8 +27,8 @@ from prefect import flow, task
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from aiorch.core.services import free_port
 from bench.harness import Comparison, NotRun, Row, Side, interleave
-from tasks.services import free_port
 
 TASKS = 200
 THREADS = 8
@@ -98,7 +98,7 @@ def task_runs_per_second(api_url: str, clients: int = 1, count: int = TASKS) -> 
 
 @contextmanager
 def _server(home: Path, database_url: str | None) -> Iterator[str]:
-    from tests.prefect_server import running_server
+    from aiorch.testing.prefect_server import running_server
 
     env = {"PREFECT_API_DATABASE_CONNECTION_URL": database_url} if database_url else {}
     with running_server(home, free_port(), env=env) as api_url:
@@ -107,7 +107,7 @@ def _server(home: Path, database_url: str | None) -> Iterator[str]:
 
 def run(repeat: int) -> list[Row]:
     """SQLite vs PostgreSQL, interleaved."""
-    from tests.postgres import postgres_bin, running_postgres
+    from aiorch.testing.postgres import postgres_bin, running_postgres
 
     name = "Prefect server: task runs per second"
     if postgres_bin() is None:

@@ -21,14 +21,14 @@ from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import Any
 
+from aiorch.tasks.resilience.breaker import BreakerConfig, CircuitBreaker
+from aiorch.tasks.resilience.breaker_store import BreakerStore
 from bench.harness import Comparison, NotRun, Row, Side, interleave
-from tasks.resilience.breaker import BreakerConfig, CircuitBreaker
-from tasks.resilience.breaker_store import BreakerStore
 
 CALLS = 200
 PROCESSES = 4
 FAIL_EVERY = 10
-# aiorch's own breakers' window (tasks/resilience/breakers.py), opening only at 100 %.
+# aiorch's own breakers' window (DEPENDENCY_BREAKER), opening only at 100 %.
 SHARED_CONFIG = BreakerConfig(window_size=20, minimum_calls=5, failure_rate_threshold=100)
 _worker_stores: dict[str, BreakerStore] = {}
 
@@ -103,7 +103,7 @@ def _shared_sqlite(folder: Path, repeat: int) -> Row:
 
 def run(repeat: int) -> list[Row]:
     """A closed breaker on SQLite and on PostgreSQL, each against a bare call."""
-    from tests.postgres import postgres_bin, running_postgres
+    from aiorch.testing.postgres import postgres_bin, running_postgres
 
     config = BreakerConfig(window_size=100, minimum_calls=10)
     rows: list[Row] = []

@@ -30,7 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from tasks.markdown import table_cell
+from aiorch.core.markdown import table_cell
 
 Unit = Literal["s", "per s", "tokens/s"]
 

@@ -6,8 +6,8 @@ The demo flow (passthrough agent, local runner) with and without its monitoring 
 
 from __future__ import annotations
 
+from aiorch.flows.demo import demo_flow
 from bench.harness import Comparison, Row, Side, interleave, timed
-from flows.demo import demo_flow
 
 TEXT = "a b\nc d\ne f\n"
 

@@ -24,10 +24,10 @@ import docker
 from prefect.client.orchestration import get_client
 from prefect.settings import get_current_settings
 
+from aiorch.deploy.environments import apply_environment, load_environment
+from aiorch.deploy.images import build_flow_image, build_python_base_image
+from aiorch.testing.workers import ROOT, Worker, creation_to_completion, pause_schedules
 from bench.harness import Comparison, NotRun, Row, Side, interleave
-from tasks.container.images import build_flow_image, build_python_base_image
-from tasks.environments import apply_environment, load_environment
-from tests.workers import ROOT, Worker, creation_to_completion, pause_schedules
 
 NAME = "Work pools: run creation to Completed (breaker-states)"
 IMAGE = "aiorch-bench/flows:latest"

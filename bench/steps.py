@@ -25,10 +25,10 @@ from prefect import flow, task
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from aiorch.deploy.images import BUSYBOX_IMAGE, build_busybox_image, busybox_binary
+from aiorch.tasks.container import ContainerStep, RunnerKind, run_step
 from bench.harness import Comparison, NotRun, Row, Section, Side, interleave, timed
 from bench.task_cost import prefect_task_cost
-from tasks.container import ContainerStep, RunnerKind, run_step
-from tasks.container.images import BUSYBOX_IMAGE, build_busybox_image, busybox_binary
 
 FAN_OUT = 8
 CURVE = (1, 2, 4, 8, 12, 16)

@@ -5,7 +5,7 @@
 Each run creates the automations below, or updates them in place (matched by name), so
 it is safe to run on every deploy. Notifications go to a saved
 ``CustomWebhookNotificationBlock`` (Prefect's webhook block). The events come from
-aiorch: alert rules evaluated when flow runs end (``tasks.monitoring.alerts``) and
+aiorch: alert rules evaluated when flow runs end (``aiorch.tasks.monitoring.alerts``) and
 circuit breakers opening.
 """
 
@@ -20,8 +20,8 @@ import anyio
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
-from tasks.monitoring.alerts import FAILURE_RATE_EVENT, SLOW_STEP_EVENT
-from tasks.monitoring.automations import ensure_automation, notification_action
+from aiorch.deploy.automations import ensure_automation, notification_action
+from aiorch.tasks.monitoring.alerts import FAILURE_RATE_EVENT, SLOW_STEP_EVENT
 
 ALERT_AUTOMATION = "aiorch: alerts to webhook"
 BREAKER_AUTOMATION = "aiorch: circuit breaker opened"

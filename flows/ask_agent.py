@@ -8,8 +8,8 @@ that creates it. The answer is published as the markdown artifact ``aiorch-answe
 
 Example:
     ```python
-    from agent_blocks import Agent
-    from flows.ask_agent import ask_agent
+    from aiorch.agent_blocks import Agent
+    from aiorch.flows.ask_agent import ask_agent
 
     Agent(instruction="Answer briefly.", model="passthrough").save("echo", overwrite=True)
     result = ask_agent("What is Prefect?", agent="echo")
@@ -25,11 +25,11 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
-from agent_blocks import Agent
-from tasks.agents.task import AgentResult, run_agent
-from tasks.blocks import load_block
-from tasks.monitoring.alerts import evaluate_alerts
-from tasks.monitoring.run_report import publish_run_report
+from aiorch.agent_blocks import Agent
+from aiorch.tasks.agents.task import AgentResult, run_agent
+from aiorch.tasks.blocks import load_block
+from aiorch.tasks.monitoring.alerts import evaluate_alerts
+from aiorch.tasks.monitoring.run_report import publish_run_report
 
 ANSWER_KEY = "aiorch-answer"
 DEFAULT_AGENT = "aiorch-assistant"

@@ -5,7 +5,7 @@ Prefect UI shows the table under the key ``aiorch-breakers``.
 
 Example:
     ```python
-    from flows.breaker_states import breaker_states
+    from aiorch.flows.breaker_states import breaker_states
 
     print(breaker_states() is not None)  # True
     ```
@@ -17,7 +17,7 @@ from uuid import UUID
 
 from prefect import flow
 
-from tasks.resilience.breaker_report import publish_breaker_states
+from aiorch.tasks.resilience.breaker_report import publish_breaker_states
 
 
 @flow(name="aiorch-breaker-states")

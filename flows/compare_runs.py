@@ -16,9 +16,9 @@ from uuid import UUID
 from prefect import flow
 from prefect.runtime import flow_run
 
-from tasks.artifacts import publish_artifact
-from tasks.monitoring.compare import RunComparison, compare_runs, render_comparison
-from tasks.monitoring.run_report import artifact_key
+from aiorch.tasks.artifacts import publish_artifact
+from aiorch.tasks.monitoring.compare import RunComparison, compare_runs, render_comparison
+from aiorch.tasks.monitoring.run_report import artifact_key
 
 
 @flow(name="aiorch-compare-runs")

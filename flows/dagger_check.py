@@ -6,7 +6,7 @@ task, and runs one container step through the dagger runner. Run it with
 
 Example:
     ```python
-    from flows.dagger_check import dagger_check
+    from aiorch.flows.dagger_check import dagger_check
 
     print(dagger_check(image="alpine:3.20").engine_version)
     ```
@@ -19,9 +19,9 @@ from prefect import flow
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks.container import ContainerStep, run_step
-from tasks.container.dagger_session import close_dagger_session
-from tasks.container.pipeline import dagger_task
+from aiorch.tasks.container import ContainerStep, run_step
+from aiorch.tasks.container.dagger_session import close_dagger_session
+from aiorch.tasks.container.pipeline import dagger_task
 
 
 class DaggerCheck(BaseModel):

@@ -1,13 +1,13 @@
 """The performance dashboard as a schedulable flow (``prefect.yaml``: hourly).
 
 Publishes ``aiorch-performance-dashboard``: workflow statistics, task statistics by
-kind, agent usage per model, and charts (see :mod:`tasks.monitoring.dashboard`).
+kind, agent usage per model, and charts (see :mod:`aiorch.tasks.monitoring.dashboard`).
 
 Example:
     ```python
     import anyio
 
-    from flows.dashboard import performance_dashboard
+    from aiorch.flows.dashboard import performance_dashboard
 
     stats = anyio.run(performance_dashboard, 1)
     print(type(stats.flows))  # <class 'list'>
@@ -24,8 +24,8 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from tasks.artifacts import publish_artifact
-from tasks.monitoring.dashboard import Dashboard, collect, render_dashboard
+from aiorch.tasks.artifacts import publish_artifact
+from aiorch.tasks.monitoring.dashboard import Dashboard, collect, render_dashboard
 
 DASHBOARD_KEY = "aiorch-performance-dashboard"
 

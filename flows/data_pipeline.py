@@ -10,7 +10,7 @@ served from cache with the outputs restored.
 
 Example:
     ```python
-    from flows.data_pipeline import data_pipeline
+    from aiorch.flows.data_pipeline import data_pipeline
 
     result = data_pipeline(runner="local")
     print(result.regions[0])
@@ -30,10 +30,10 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, Field
 
-from tasks.container import ContainerStep, RunnerKind, StepInput, StepResult, run_step
-from tasks.container.dagger_session import close_dagger_session
-from tasks.container.images import BUSYBOX_IMAGE
-from tasks.settings import load_settings
+from aiorch.core.settings import load_settings
+from aiorch.deploy.images import BUSYBOX_IMAGE
+from aiorch.tasks.container import ContainerStep, RunnerKind, StepInput, StepResult, run_step
+from aiorch.tasks.container.dagger_session import close_dagger_session
 
 ARTIFACT_KEY = "aiorch-data-pipeline"
 HEADER = "region,zones,countries,min_latitude,max_latitude"

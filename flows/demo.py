@@ -11,7 +11,7 @@ run report (``aiorch-demo-run-report``: table, dependency graph, timeline) is pu
 
 Example:
     ```python
-    from flows.demo import demo_flow
+    from aiorch.flows.demo import demo_flow
 
     result = demo_flow(top=3)
     print(result.flow_run_id, result.stats.top)
@@ -39,18 +39,18 @@ from prefect.runtime import flow_run
 from prefect.settings import get_current_settings
 from pydantic import BaseModel, Field
 
-from agent_blocks import Agent, ModelProvider
-from agent_blocks.provider import LOCAL_MODEL
-from flows.data_pipeline import PipelineResult, data_pipeline
-from tasks.agents.local_model import INSTALL_HINT, local_model_installed
-from tasks.agents.task import AgentResult, run_agent
-from tasks.container import RunnerKind
-from tasks.markdown import table_cell
-from tasks.monitoring.alerts import evaluate_alerts
-from tasks.monitoring.progress import wait_with_progress
-from tasks.monitoring.run_report import publish_run_report
-from tasks.platform import PlatformSurvey, survey_platform
-from tasks.settings import AiorchSettings, load_settings
+from aiorch.agent_blocks import Agent, ModelProvider
+from aiorch.agent_blocks.provider import LOCAL_MODEL
+from aiorch.core.markdown import table_cell
+from aiorch.core.settings import AiorchSettings, load_settings
+from aiorch.flows.data_pipeline import PipelineResult, data_pipeline
+from aiorch.tasks.agents.local_model import INSTALL_HINT, local_model_installed
+from aiorch.tasks.agents.task import AgentResult, run_agent
+from aiorch.tasks.container import RunnerKind
+from aiorch.tasks.monitoring.alerts import evaluate_alerts
+from aiorch.tasks.monitoring.progress import wait_with_progress
+from aiorch.tasks.monitoring.run_report import publish_run_report
+from aiorch.tasks.platform import PlatformSurvey, survey_platform
 
 ARTIFACT_KEY = "aiorch-demo"
 PROGRESS_KEY = "aiorch-demo-progress"

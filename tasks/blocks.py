@@ -9,7 +9,7 @@ Example:
     ```python
     from prefect.blocks.system import Secret
 
-    from tasks.blocks import MissingBlockError, load_block
+    from aiorch.tasks.blocks import MissingBlockError, load_block
 
     try:
         token = load_block(Secret, "github-token").get()
@@ -25,7 +25,7 @@ from typing import Any, cast
 from prefect.blocks.core import Block
 from prefect.settings import get_current_settings
 
-from tasks.errors import ConfigurationError
+from aiorch.core.errors import ConfigurationError
 
 # How to create each kind of block aiorch loads by name, from the command line.
 CREATE_COMMANDS = {

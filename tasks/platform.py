@@ -5,7 +5,7 @@ the same call answers "why is my step running locally?" on any machine.
 
 Example:
     ```python
-    from tasks.platform import survey_platform
+    from aiorch.tasks.platform import survey_platform
 
     for runner in survey_platform().runners:
         print(runner.kind, runner.available, runner.detail)
@@ -20,7 +20,7 @@ from importlib import metadata
 from prefect.settings import get_current_settings
 from pydantic import BaseModel, Field
 
-from tasks.container.select import RunnerStatus, runner_statuses
+from aiorch.tasks.container.select import RunnerStatus, runner_statuses
 
 SURVEYED_PACKAGES = ("prefect", "prefect-docker", "dagger-io", "fast-agent-mcp", "pydantic")
 

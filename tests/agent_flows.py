@@ -6,8 +6,8 @@ from typing import Any
 
 from prefect import flow
 
-from agent_blocks import Agent
-from tasks.agents.task import AgentResult, run_agent
+from aiorch.agent_blocks import Agent
+from aiorch.tasks.agents.task import AgentResult, run_agent
 
 
 def call_in_flow(agent: Agent | str, prompt: str = "hi", **options: Any) -> AgentResult:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import sys
 
-from tasks.resilience.breaker import BreakerConfig, CircuitBreaker
-from tasks.resilience.breaker_store import BreakerStore
+from aiorch.tasks.resilience.breaker import BreakerConfig, CircuitBreaker
+from aiorch.tasks.resilience.breaker_store import BreakerStore
 
 CONFIG = BreakerConfig(
     window_size=4, minimum_calls=4, wait_seconds=0, permitted_calls_in_half_open=1

@@ -25,7 +25,7 @@ import httpx
 from websockets.sync.client import connect
 from websockets.sync.connection import Connection
 
-from tasks.services import free_port, stop_process_group
+from aiorch.core.services import free_port, stop_process_group
 
 FLAGS = [
     "--headless",

@@ -27,9 +27,9 @@ from prefect.events.worker import EventsWorker  # noqa: E402
 from prefect.logging.handlers import APILogWorker  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
-from tasks.container.images import build_busybox_image, busybox_binary  # noqa: E402
-from tasks.services import free_port  # noqa: E402
-from tests.prefect_server import running_server  # noqa: E402
+from aiorch.core.services import free_port  # noqa: E402
+from aiorch.deploy.images import build_busybox_image, busybox_binary  # noqa: E402
+from aiorch.testing.prefect_server import running_server  # noqa: E402
 from tests.services import TEST_BUSYBOX_IMAGE, require_service  # noqa: E402
 
 
@@ -97,7 +97,7 @@ def dagger_double(scratch_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
 
     Skips when ../shared (with Dagger's published schema) is not beside the checkout.
     """
-    from tasks.container.dagger_session import close_dagger_session
+    from aiorch.tasks.container.dagger_session import close_dagger_session
     from tests.doubles.dagger_cli import schema_path
 
     if schema_path() is None:
@@ -127,7 +127,7 @@ def local_model() -> Iterator[str]:
     The server is the one ``ModelProvider(kind="local")`` uses, so tests of local-kind
     agents and tests that talk to the URL directly share one process.
     """
-    from tasks.agents.local_model import LocalModelServer, local_model_installed
+    from aiorch.tasks.agents.local_model import LocalModelServer, local_model_installed
 
     require_service(
         "local model server",
@@ -144,7 +144,7 @@ def local_model() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A real PostgreSQL server (Debian's binaries) for this test session."""
-    from tests.postgres import postgres_bin, running_postgres
+    from aiorch.testing.postgres import postgres_bin, running_postgres
 
     require_service("PostgreSQL", postgres_bin() is not None, "initdb/postgres are not installed")
     with running_postgres() as url:

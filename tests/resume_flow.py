@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from tasks.container import ContainerStep, run_step
+from aiorch.tasks.container import ContainerStep, run_step
 
 
 def _step(name: str, script: str) -> ContainerStep:

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from agent_blocks import Agent, ModelProvider
-from tasks.agents.capabilities import model_capabilities
-from tasks.agents.errors import StructuredOutputError
+from aiorch.agent_blocks import Agent, ModelProvider
+from aiorch.tasks.agents.capabilities import model_capabilities
+from aiorch.tasks.agents.errors import StructuredOutputError
 from tests.agent_flows import call_in_flow
 
 CANARY = "sk-capability-canary-77d1"
@@ -116,7 +116,7 @@ def test_the_local_provider_serves_only_the_bundled_model() -> None:
 def test_the_command_line_shows_capabilities_and_refuses_bad_input(
     prefect_api: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flows.cli import main
+    from aiorch.cli import main
 
     assert main(["model", "capabilities", "openai.gpt-4.1-mini"]) == 0
     shown = json.loads(capsys.readouterr().out)

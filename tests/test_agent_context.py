@@ -9,15 +9,15 @@ import anyio
 import pytest
 from prefect import flow
 
-from agent_blocks import Agent, HistoryPolicy
-from tasks.agents.conversation import (
+from aiorch.agent_blocks import Agent, HistoryPolicy
+from aiorch.tasks.agents.conversation import (
     SUMMARY_PREFIX,
     estimate_tokens,
     load_conversation,
     parse_history,
     split_to_fit,
 )
-from tasks.agents.task import AgentResult, run_agent
+from aiorch.tasks.agents.task import AgentResult, run_agent
 from tests.agent_flows import call_in_flow
 
 

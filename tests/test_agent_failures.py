@@ -9,12 +9,12 @@ import pytest
 from prefect import flow
 from pydantic import SecretStr
 
-from agent_blocks import Agent, ModelProvider
-from tasks.agents.errors import AgentCallError, retry_if_retryable
-from tasks.agents.task import AgentResult, run_agent
-from tasks.resilience.breaker import CircuitOpenError
-from tasks.resilience.fault_proxy import Fault, running_fault_proxy
-from tasks.services import free_port
+from aiorch.agent_blocks import Agent, ModelProvider
+from aiorch.core.services import free_port
+from aiorch.tasks.agents.errors import AgentCallError, retry_if_retryable
+from aiorch.tasks.agents.task import AgentResult, run_agent
+from aiorch.tasks.resilience.breaker import CircuitOpenError
+from aiorch.testing.fault_proxy import Fault, running_fault_proxy
 from tests.agent_flows import call_in_flow
 
 CANARY = "sk-failure-canary-0b8e"
@@ -124,8 +124,8 @@ def test_concurrent_requests_respect_the_providers_limit(
 
 
 def test_an_open_model_breaker_moves_the_call_to_the_next_fallback(prefect_api: str) -> None:
-    from tasks.agents.endpoints import credential_fingerprint
-    from tasks.resilience.breakers import model_breaker
+    from aiorch.tasks.agents.breaker import model_breaker
+    from aiorch.tasks.agents.endpoints import credential_fingerprint
 
     with running_fault_proxy(default=Fault(status=500)) as proxy:
         agent = _agent(proxy.base_url)
@@ -139,9 +139,9 @@ def test_an_open_model_breaker_moves_the_call_to_the_next_fallback(prefect_api: 
 
 
 def test_repeated_provider_failures_open_the_model_breaker(prefect_api: str) -> None:
-    from tasks.agents.endpoints import credential_fingerprint
-    from tasks.resilience.breaker import BreakerState
-    from tasks.resilience.breakers import DEPENDENCY_BREAKER, model_breaker
+    from aiorch.tasks.agents.breaker import model_breaker
+    from aiorch.tasks.agents.endpoints import credential_fingerprint
+    from aiorch.tasks.resilience.breaker import DEPENDENCY_BREAKER, BreakerState
 
     with running_fault_proxy(default=Fault(status=503)) as proxy:
         agent = _agent(proxy.base_url)
@@ -156,9 +156,9 @@ def test_repeated_provider_failures_open_the_model_breaker(prefect_api: str) -> 
 
 
 def test_timeouts_count_against_the_model_breaker(prefect_api: str) -> None:
-    from tasks.agents.endpoints import credential_fingerprint
-    from tasks.resilience.breaker import BreakerState
-    from tasks.resilience.breakers import DEPENDENCY_BREAKER, model_breaker
+    from aiorch.tasks.agents.breaker import model_breaker
+    from aiorch.tasks.agents.endpoints import credential_fingerprint
+    from aiorch.tasks.resilience.breaker import DEPENDENCY_BREAKER, BreakerState
 
     with running_fault_proxy(default=Fault(hang=True)) as proxy:
         agent = _agent(proxy.base_url, request_timeout_seconds=0.5)

@@ -11,10 +11,10 @@ import pytest
 from prefect import flow
 from prefect.blocks.system import Secret
 
-from agent_blocks import Agent, McpServer
-from tasks.agents.errors import ToolCallError
-from tasks.agents.task import AgentResult, run_agent
-from tasks.agents.tools import close_mcp_connections
+from aiorch.agent_blocks import Agent, McpServer
+from aiorch.tasks.agents.errors import ToolCallError
+from aiorch.tasks.agents.task import AgentResult, run_agent
+from aiorch.tasks.agents.tools import close_mcp_connections
 from tests.agent_flows import call_in_flow
 
 SERVER = Path(__file__).parent / "mcp" / "calculator.py"
@@ -77,7 +77,7 @@ def test_a_server_that_cannot_start_fails_as_a_retryable_tool_error(
 def test_tools_offered_to_a_model_that_cannot_call_them_fail_before_any_call(
     prefect_api: str, tool_log: Path
 ) -> None:
-    from agent_blocks import ModelProvider
+    from aiorch.agent_blocks import ModelProvider
 
     agent = Agent(
         instruction="x",

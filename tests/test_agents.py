@@ -13,13 +13,13 @@ from prefect import flow, task, unmapped
 from prefect.settings import get_current_settings
 from pydantic import SecretStr, ValidationError
 
-from agent_blocks import Agent, ModelProvider
-from tasks.agents.conversation import parse_history
-from tasks.agents.endpoints import credential_fingerprint
-from tasks.agents.errors import AgentCallError
-from tasks.agents.requests import request_cache_key
-from tasks.agents.task import AgentResult, arun_agent, run_agent
-from tasks.resilience.fault_proxy import Fault, running_fault_proxy
+from aiorch.agent_blocks import Agent, ModelProvider
+from aiorch.tasks.agents.conversation import parse_history
+from aiorch.tasks.agents.endpoints import credential_fingerprint
+from aiorch.tasks.agents.errors import AgentCallError
+from aiorch.tasks.agents.requests import request_cache_key
+from aiorch.tasks.agents.task import AgentResult, arun_agent, run_agent
+from aiorch.testing.fault_proxy import Fault, running_fault_proxy
 from tests.agent_flows import call_in_flow
 
 CANARY = "sk-agent-canary-4c2b9e"

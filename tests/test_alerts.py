@@ -19,16 +19,16 @@ from prefect import flow
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.runtime import flow_run
 
-from tasks.container import ContainerStep, run_step
-from tasks.monitoring.alerts import (
+from aiorch.tasks.container import ContainerStep, run_step
+from aiorch.tasks.monitoring.alerts import (
     FAILURE_RATE_EVENT,
     SLOW_STEP_EVENT,
     Alert,
     AlertRules,
     check_alerts,
 )
-from tasks.resilience.breaker import CircuitBreaker
-from tests.prefect_server import poll_events
+from aiorch.tasks.resilience.breaker import CircuitBreaker
+from aiorch.testing.prefect_server import poll_events
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_SECONDS = 60.0

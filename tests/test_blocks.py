@@ -9,14 +9,14 @@ import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from agent_blocks import Agent, HistoryPolicy, McpServer, ModelProvider, ProviderKind
+from aiorch.agent_blocks import Agent, HistoryPolicy, McpServer, ModelProvider, ProviderKind
 
 CANARY = "sk-aiorch-canary-5b1e0d"
 
 
 def test_entry_point_names_the_blocks_module() -> None:
     points = metadata.entry_points(group="prefect.collections")
-    assert {point.name: point.value for point in points}.get("aiorch") == "agent_blocks"
+    assert {point.name: point.value for point in points}.get("aiorch") == "aiorch.blocks"
 
 
 def test_server_registers_block_types_at_start_up(prefect_api: str) -> None:
@@ -31,6 +31,9 @@ def test_server_registers_block_types_at_start_up(prefect_api: str) -> None:
     )
     assert schemas.status_code == 200, schemas.text
     assert "api_key" in schemas.json()[0]["fields"]["secret_fields"]
+    for slug in ("aiorch-agent", "aiorch-dagger-engine"):
+        listed = httpx.get(f"{prefect_api}/block_types/slug/{slug}", timeout=10)
+        assert listed.status_code == 200, f"{slug}: {listed.text}"
 
 
 def test_saved_provider_keeps_its_key_secret(prefect_api: str) -> None:

@@ -13,14 +13,14 @@ from uuid import uuid4
 import pytest
 from pydantic import ValidationError
 
-from tasks.resilience.breaker import (
+from aiorch.tasks.resilience.breaker import (
     BreakerConfig,
     BreakerState,
     CircuitBreaker,
     CircuitOpenError,
 )
-from tasks.resilience.breaker_store import BreakerStore
-from tests.prefect_server import poll_events
+from aiorch.tasks.resilience.breaker_store import BreakerStore
+from aiorch.testing.prefect_server import poll_events
 
 # Transitions are emitted as Prefect events: send them to the test server.
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -156,7 +156,7 @@ def test_a_time_window_forgets_old_calls(store: BreakerStore) -> None:
 
 
 def test_non_retryable_errors_do_not_count(store: BreakerStore) -> None:
-    from tasks.errors import ConfigurationError
+    from aiorch.core.errors import ConfigurationError
 
     clock = FakeClock()
     breaker = _breaker(store, clock)
@@ -291,7 +291,7 @@ def test_operators_use_the_command_line_and_see_an_artifact(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from flows.cli import main
+    from aiorch.cli import main
 
     name = f"cli-{uuid4().hex[:8]}"
     assert main(["breaker", name, "open"]) == 0

@@ -11,8 +11,8 @@ from uuid import uuid4
 
 import pytest
 
-from tasks.resilience.breaker import BreakerState, CircuitBreaker
-from tasks.resilience.breaker_store import BreakerStore
+from aiorch.tasks.resilience.breaker import BreakerState, CircuitBreaker
+from aiorch.tasks.resilience.breaker_store import BreakerStore
 from tests.breaker_worker import CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]

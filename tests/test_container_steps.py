@@ -23,7 +23,8 @@ from prefect.results import get_result_store
 from prefect_docker import DockerHost
 from pydantic import SecretStr, ValidationError
 
-from tasks.container import (
+from aiorch.core.services import free_port
+from aiorch.tasks.container import (
     CacheVolume,
     ContainerStep,
     RunnerKind,
@@ -36,13 +37,12 @@ from tasks.container import (
     arun_step,
     run_step,
 )
-from tasks.container.cache_key import step_cache_key
-from tasks.container.errors import EngineUnavailable, ImageUnavailable, MissingOutput
-from tasks.container.logs import StepOutput
-from tasks.container.runners.docker import RUN_LABEL, DockerRunner
-from tasks.container.select import choose_runner
-from tasks.services import free_port
-from tests.prefect_server import flow_run_log_text
+from aiorch.tasks.container.cache_key import step_cache_key
+from aiorch.tasks.container.errors import EngineUnavailable, ImageUnavailable, MissingOutput
+from aiorch.tasks.container.logs import StepOutput
+from aiorch.tasks.container.runners.docker import RUN_LABEL, DockerRunner
+from aiorch.tasks.container.select import choose_runner
+from aiorch.testing.prefect_server import flow_run_log_text
 from tests.services import TEST_BUSYBOX_IMAGE as BUSYBOX_IMAGE
 from tests.socket_relay import SocketRelay
 

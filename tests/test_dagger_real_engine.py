@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from prefect import flow
 
-from agent_blocks import DaggerEngine
-from tasks.container import ContainerStep, StepFailed, StepInput, StepResult, run_step
-from tasks.container.dagger_session import close_dagger_session
+from aiorch.tasks.container import ContainerStep, StepFailed, StepInput, StepResult, run_step
+from aiorch.tasks.container.dagger_engine import DaggerEngine
+from aiorch.tasks.container.dagger_session import close_dagger_session
 
 IMAGE = "alpine:3.20"
 

@@ -11,11 +11,24 @@ import pytest
 from dagger import dag
 from prefect import flow
 
-from agent_blocks import DaggerEngine
-from tasks.container import ContainerStep, EngineUnavailable, StepFailed, StepResult, run_step
-from tasks.container.dagger_session import close_dagger_session, ensure_session, start_session
-from tasks.container.pipeline import dagger_task
-from tests.prefect_server import flow_run_log_text
+from aiorch.core.errors import ConfigurationError
+from aiorch.core.redaction import register_secret
+from aiorch.tasks.container import (
+    ContainerStep,
+    EngineUnavailable,
+    StepFailed,
+    StepResult,
+    run_step,
+)
+from aiorch.tasks.container.dagger_engine import DaggerEngine
+from aiorch.tasks.container.dagger_session import (
+    EngineLog,
+    close_dagger_session,
+    ensure_session,
+    start_session,
+)
+from aiorch.tasks.container.pipeline import dagger_task
+from aiorch.testing.prefect_server import flow_run_log_text
 
 
 def test_session_start_is_bounded_by_the_timeout(
@@ -44,7 +57,7 @@ def test_a_session_from_the_environment_is_used_as_it_is(dagger_double: Path) ->
     try:
         os.environ["DAGGER_SESSION_PORT"] = str(session.port)
         os.environ["DAGGER_SESSION_TOKEN"] = session.token
-        assert ensure_session(DaggerEngine()) == "session from DAGGER_SESSION_PORT"
+        assert ensure_session(DaggerEngine()).description == "session from DAGGER_SESSION_PORT"
     finally:
         os.environ.pop("DAGGER_SESSION_PORT", None)
         os.environ.pop("DAGGER_SESSION_TOKEN", None)
@@ -136,5 +149,26 @@ def test_code_first_needs_an_async_function() -> None:
     def not_async() -> None:
         return None
 
-    with pytest.raises(TypeError, match="make not_async 'async def'"):
+    with pytest.raises(ConfigurationError, match="make not_async 'async def'"):
         dagger_task(not_async)  # type: ignore[arg-type]
+
+
+def test_engine_lines_reach_every_running_step_masked_with_all_their_secrets() -> None:
+    log = EngineLog()
+    first: list[str] = []
+    second: list[str] = []
+    with log.attached(first.append, ["alpha-secret-1"]):
+        log.write("pull alpha-secret-1")
+        with log.attached(second.append, ["beta-secret-22"]):
+            log.write("exec with alpha-secret-1 and beta-secret-22")
+        log.write("after beta-secret-22 ended")
+        register_secret("gamma-registered-333")
+        log.write("replayed gamma-registered-333")
+    assert first == [
+        "pull ********",
+        "exec with ******** and ********",
+        "after beta-secret-22 ended",
+        "replayed ********",
+    ]
+    # The second step never sees the first one's secret, nor lines from before it ran.
+    assert second == ["exec with ******** and ********"]

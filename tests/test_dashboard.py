@@ -11,10 +11,10 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from agent_blocks import Agent
-from flows.dashboard import DASHBOARD_KEY, performance_dashboard
-from tasks.agents.task import AgentResult, run_agent
-from tests.prefect_server import poll_events
+from aiorch.agent_blocks import Agent
+from aiorch.flows.dashboard import DASHBOARD_KEY, performance_dashboard
+from aiorch.tasks.agents.task import AgentResult, run_agent
+from aiorch.testing.prefect_server import poll_events
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

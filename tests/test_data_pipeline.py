@@ -18,8 +18,8 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
 )
 
-from flows.data_pipeline import ARTIFACT_KEY, RegionSummary, data_pipeline, zone_table
-from tasks.container import RunnerKind
+from aiorch.flows.data_pipeline import ARTIFACT_KEY, RegionSummary, data_pipeline, zone_table
+from aiorch.tasks.container import RunnerKind
 from tests.services import TEST_BUSYBOX_IMAGE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def test_command_line_reruns_an_unchanged_pipeline_from_cache(
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     output = scratch_dir / "cli"
     command = [
-        *[sys.executable, "-m", "flows.cli", "run", "data-pipeline", "--runner", runner],
+        *[sys.executable, "-m", "aiorch.cli", "run", "data-pipeline", "--runner", runner],
         *["--param", f"output_dir={output}", "--param", f"image={image}"],
     ]
     run_ids = []
@@ -118,7 +118,7 @@ def test_command_line_reruns_an_unchanged_pipeline_from_cache(
 
 def test_command_line_checks_parameters_and_lists_runners(prefect_api: str) -> None:
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    aiorch = [sys.executable, "-m", "flows.cli"]
+    aiorch = [sys.executable, "-m", "aiorch.cli"]
 
     wrong = subprocess.run(
         [*aiorch, "run", "data-pipeline", "--param", "colour=blue"],
@@ -144,7 +144,7 @@ def test_command_line_checks_parameters_and_lists_runners(prefect_api: str) -> N
 
 
 def test_dagger_check_workflow(prefect_api: str, dagger_double: Path) -> None:
-    from flows.dagger_check import dagger_check
+    from aiorch.flows.dagger_check import dagger_check
 
     result = dagger_check()
     assert result.engine_version == "v0.21.8"

@@ -21,8 +21,10 @@ from prefect.client.schemas.filters import (
 )
 from prefect.exceptions import ParameterTypeError
 
-from flows.data_pipeline import PipelineResult
-from flows.demo import (
+from aiorch.core.services import free_port
+from aiorch.core.settings import load_settings
+from aiorch.flows.data_pipeline import PipelineResult
+from aiorch.flows.demo import (
     ARTIFACT_KEY,
     AgentStep,
     WordStats,
@@ -31,13 +33,11 @@ from flows.demo import (
     render_report,
     ui_instructions,
 )
-from tasks.agents.task import AgentResult
-from tasks.agents.usage import TokenUsage
-from tasks.container.select import RunnerStatus
-from tasks.platform import PlatformSurvey
-from tasks.services import free_port
-from tasks.settings import load_settings
-from tests.prefect_server import running_server
+from aiorch.tasks.agents.task import AgentResult
+from aiorch.tasks.agents.usage import TokenUsage
+from aiorch.tasks.container.select import RunnerStatus
+from aiorch.tasks.platform import PlatformSurvey
+from aiorch.testing.prefect_server import running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DEADLINE_SECONDS = 300
@@ -127,10 +127,10 @@ def test_report_escapes_table_cells() -> None:
 def test_the_demo_agent_is_the_local_model_when_installed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("flows.demo.local_model_installed", lambda: True)
+    monkeypatch.setattr("aiorch.flows.demo.local_model_installed", lambda: True)
     agent, notice = demo_agent("auto")
     assert (agent.model, notice) == ("generic.smollm2", None)
-    monkeypatch.setattr("flows.demo.local_model_installed", lambda: False)
+    monkeypatch.setattr("aiorch.flows.demo.local_model_installed", lambda: False)
     agent, notice = demo_agent("auto")
     assert agent.model == "passthrough"
     assert notice is not None

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -36,13 +37,13 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun
 
-from agent_blocks.provider import LOCAL_MODEL
-from tasks.agents.local_model import local_model_installed
-from tasks.container.images import build_flow_image, build_python_base_image
-from tasks.environments import Environment, apply_environment, load_environment
-from tasks.errors import ConfigurationError
+from aiorch.agent_blocks.provider import LOCAL_MODEL
+from aiorch.core.errors import ConfigurationError
+from aiorch.deploy.environments import Environment, apply_environment, load_environment
+from aiorch.deploy.images import build_flow_image, build_python_base_image
+from aiorch.tasks.agents.local_model import local_model_installed
+from aiorch.testing.workers import Worker, creation_to_completion, pause_schedules, run_deployment
 from tests.services import require_service
-from tests.workers import Worker, creation_to_completion, pause_schedules, run_deployment
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_BASE_IMAGE = "aiorch-test/python-base:trixie"
@@ -56,7 +57,7 @@ def _prefect_yaml() -> dict[str, Any]:
 
 
 def _flows_in_repository() -> set[str]:
-    """``path:function`` of every ``@flow`` in flows/, read from the source."""
+    """The entrypoint (``aiorch.flows.demo.demo_flow``) of each ``@flow`` in flows/."""
     found = set()
     for path in sorted((ROOT / "flows").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -64,7 +65,7 @@ def _flows_in_repository() -> set[str]:
                 for decorator in node.decorator_list:
                     target = decorator.func if isinstance(decorator, ast.Call) else decorator
                     if isinstance(target, ast.Name) and target.id == "flow":
-                        found.add(f"flows/{path.name}:{node.name}")
+                        found.add(f"aiorch.flows.{path.stem}.{node.name}")
     return found
 
 
@@ -101,7 +102,8 @@ def test_every_entrypoint_loads_in_a_fresh_interpreter() -> None:
                 "print(load_flow_from_entrypoint(sys.argv[1]).name)",
                 entrypoint,
             ],
-            cwd=ROOT,
+            # Outside the checkout: the entrypoint must come from the installed package.
+            cwd=tempfile.gettempdir(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -115,7 +117,7 @@ def test_every_entrypoint_loads_in_a_fresh_interpreter() -> None:
 
 
 def test_environments_differ_only_by_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.environments import base_job_template, provider_block
+    from aiorch.deploy.environments import base_job_template, provider_block
 
     environments = {name: load_environment(name) for name in ("dev", "staging", "prod")}
     canary = f"sk-canary-{uuid4().hex}"
@@ -147,7 +149,7 @@ def test_bad_environment_files_name_the_field_and_the_fix(tmp_path: Path) -> Non
     dev["work_pools"]["aiorch-docker"]["job_variables"]["imgae"] = "x"
     typo = tmp_path / "typo.yaml"
     typo.write_text(yaml.safe_dump(dev))
-    from tasks.environments import base_job_template
+    from aiorch.deploy.environments import base_job_template
 
     environment = load_environment(typo)
     with pytest.raises(ConfigurationError, match=r"aiorch-docker.job_variables: \['imgae'\]"):
@@ -187,7 +189,7 @@ def _subprocess_env(api_url: str, scratch: Path) -> dict[str, str]:
 
 def _aiorch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "aiorch.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -356,9 +358,9 @@ def test_block_create_commands_save_blocks_and_name_what_is_missing(
 ) -> None:
     from prefect.blocks.system import Secret
 
-    from agent_blocks import Agent, ModelProvider
-    from flows.cli import main
-    from tasks.blocks import load_block
+    from aiorch.agent_blocks import Agent, ModelProvider
+    from aiorch.cli import main
+    from aiorch.tasks.blocks import load_block
 
     suffix = uuid4().hex[:8]
     canary = f"canary-{uuid4().hex}"

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from tasks.settings import ENV_PREFIX, AiorchSettings
+from aiorch.core.settings import ENV_PREFIX, AiorchSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,3 +99,43 @@ def test_guide_examples_run_and_print_what_they_say(
         exec(compile(snippet, f"docs/{page} example {index + 1}", "exec"), {})
         printed = capsys.readouterr().out.splitlines()
         assert printed[-len(promised) :] == promised, f"example {index + 1}"
+
+
+def _examples() -> list[tuple[str, str]]:
+    """Every python code block of the README, the docs and the package's docstrings."""
+    from tests.sources import package_modules
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    found = [
+        (f"{page.relative_to(ROOT)} example {index + 1}", snippet)
+        for page in pages
+        for index, snippet in enumerate(
+            re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+        )
+    ]
+    for module, path in package_modules().items():
+        for index, snippet in enumerate(
+            re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+        ):
+            found.append((f"{module} docstring example {index + 1}", textwrap.dedent(snippet)))
+    return found
+
+
+def test_every_example_parses_and_imports_names_that_exist() -> None:
+    examples = _examples()
+    assert len(examples) > 30
+    broken = []
+    for where, snippet in examples:
+        try:
+            tree = ast.parse(snippet, where)
+        except SyntaxError as error:
+            broken.append(f"{where}: {error}")
+            continue
+        imports: list[ast.stmt] = [
+            node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)
+        ]
+        try:
+            exec(compile(ast.Module(body=imports, type_ignores=[]), where, "exec"), {})
+        except ImportError as error:
+            broken.append(f"{where}: {error}")
+    assert not broken, "\n".join(broken)

@@ -15,13 +15,13 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.runtime import flow_run
 from pydantic import BaseModel, SecretStr
 
-from agent_blocks import Agent, ModelProvider, TokenPrice
-from tasks.agents.capabilities import model_capabilities, probe_capabilities
-from tasks.agents.conversation import parse_history
-from tasks.agents.errors import AgentCallError, retry_if_retryable
-from tasks.agents.task import AgentResult, run_agent
-from tasks.resilience.fault_proxy import Fault, FaultProxy, running_fault_proxy
-from tests.prefect_server import flow_run_log_text
+from aiorch.agent_blocks import Agent, ModelProvider, TokenPrice
+from aiorch.tasks.agents.capabilities import model_capabilities, probe_capabilities
+from aiorch.tasks.agents.conversation import parse_history
+from aiorch.tasks.agents.errors import AgentCallError, retry_if_retryable
+from aiorch.tasks.agents.task import AgentResult, run_agent
+from aiorch.testing.fault_proxy import Fault, FaultProxy, running_fault_proxy
+from aiorch.testing.prefect_server import flow_run_log_text
 
 CANARY = "sk-local-canary-93ad51"
 GEOGRAPHY = "You answer geography questions with one word."
@@ -231,8 +231,8 @@ def test_probing_the_live_endpoint_records_its_capabilities(local_model: str) ->
 def test_the_run_report_counts_tokens_and_cost_of_agent_calls(
     prefect_api: str, local_model: str
 ) -> None:
-    from tasks.monitoring.run_report import publish_run_report, report_rows
-    from tasks.monitoring.runs import read_run
+    from aiorch.tasks.monitoring.run_report import publish_run_report, report_rows
+    from aiorch.tasks.monitoring.runs import read_run
 
     prices = {"smollm2": TokenPrice(input_per_million=1.0, output_per_million=2.0)}
     agent = Agent(

@@ -16,16 +16,16 @@ from prefect.client.schemas.filters import (
 )
 from prefect.runtime import flow_run
 
-from flows.demo import PROGRESS_KEY, demo_flow
-from tasks.container import ContainerStep, run_step
-from tasks.container.errors import StepFailed
-from tasks.monitoring.run_report import (
+from aiorch.flows.demo import PROGRESS_KEY, demo_flow
+from aiorch.tasks.container import ContainerStep, run_step
+from aiorch.tasks.container.errors import StepFailed
+from aiorch.tasks.monitoring.run_report import (
     artifact_key,
     dependency_diagram,
     publish_run_report,
     timeline,
 )
-from tasks.monitoring.runs import RunView, TaskRunView
+from aiorch.tasks.monitoring.runs import RunView, TaskRunView
 
 
 def _artifacts(run_id: UUID) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def test_a_failed_runs_report_shows_the_log_tail(prefect_api: str) -> None:
 def test_two_runs_are_compared_from_a_flow_and_the_command_line(
     prefect_api: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flows.cli import main
+    from aiorch.cli import main
 
     suffix = uuid4().hex[:6]
 

@@ -5,9 +5,9 @@ from importlib import metadata
 import docker
 import pytest
 
-from tasks.container.select import RunnerStatus
-from tasks.platform import survey_platform
-from tasks.services import free_port
+from aiorch.core.services import free_port
+from aiorch.tasks.container.select import RunnerStatus
+from aiorch.tasks.platform import survey_platform
 
 
 def _status(kind: str) -> RunnerStatus:

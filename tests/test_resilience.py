@@ -14,10 +14,13 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.runtime import flow_run
 from pydantic import SecretStr, ValidationError
 
-from tasks.container import ContainerStep, RunnerKind, run_step
-from tasks.container.errors import StepFailed, StepTimedOut
-from tasks.errors import ConfigurationError
-from tasks.resilience.faults import (
+from aiorch.core.errors import ConfigurationError
+from aiorch.tasks.container import ContainerStep, RunnerKind, run_step
+from aiorch.tasks.container.errors import StepFailed, StepTimedOut
+from aiorch.tasks.resilience.problems import problem_from_exception
+from aiorch.tasks.resilience.report import FAILURE_KEY, SUMMARY_KEY, summarize_failures
+from aiorch.tasks.resilience.retry import RetryPolicy
+from aiorch.testing.faults import (
     FailRandomly,
     FailTimes,
     InjectedFault,
@@ -25,10 +28,7 @@ from tasks.resilience.faults import (
     hanging_step,
     reset_fault,
 )
-from tasks.resilience.problems import problem_from_exception
-from tasks.resilience.report import FAILURE_KEY, SUMMARY_KEY, summarize_failures
-from tasks.resilience.retry import RetryPolicy
-from tests.prefect_server import poll_events
+from aiorch.testing.prefect_server import poll_events
 
 CANARY = "step-secret-canary-8e21c4"
 NO_WAIT = RetryPolicy(retries=3, base_delay_seconds=0, max_delay_seconds=0)
@@ -142,7 +142,7 @@ def test_bad_retry_policies_name_the_field() -> None:
 
 
 def test_problem_details_follow_rfc_9457_and_hold_no_secret() -> None:
-    from tasks.redaction import register_secret
+    from aiorch.core.redaction import register_secret
 
     register_secret(CANARY)
     error = StepFailed("build", 2, "", f"token {CANARY} rejected\nmake: *** Error 2")
@@ -217,11 +217,10 @@ def test_fault_counters_reset() -> None:
 
 
 def test_an_engine_that_is_down_opens_its_breaker(prefect_api: str) -> None:
-    from tasks.container.breaker import engine_breaker
-    from tasks.container.errors import EngineUnavailable
-    from tasks.resilience.breaker import BreakerState, CircuitOpenError
-    from tasks.resilience.breakers import DEPENDENCY_BREAKER
-    from tasks.resilience.faults import unreachable_docker_host
+    from aiorch.tasks.container.breaker import engine_breaker
+    from aiorch.tasks.container.errors import EngineUnavailable
+    from aiorch.tasks.resilience.breaker import DEPENDENCY_BREAKER, BreakerState, CircuitOpenError
+    from aiorch.testing.faults import unreachable_docker_host
 
     host = unreachable_docker_host()
     step = ContainerStep(name="engine-down", image="busybox", commands=[["true"]])

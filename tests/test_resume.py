@@ -62,7 +62,7 @@ def test_a_killed_flow_reruns_without_recomputing_finished_steps(
 
 
 def test_a_lock_whose_holder_died_is_taken_over(scratch_dir: Path) -> None:
-    from tasks.container.locks import lock_manager
+    from aiorch.core.prefect_internals import lock_manager
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait(timeout=30)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.settings import AiorchSettings, ConfigurationError, load_settings
+from aiorch.core.settings import AiorchSettings, ConfigurationError, load_settings
 
 
 def test_defaults_without_environment(monkeypatch: pytest.MonkeyPatch) -> None:

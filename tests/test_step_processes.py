@@ -9,14 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks.services import free_port
+from aiorch.core.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
 import json, sys
 from prefect import flow
-from tasks.container import ContainerStep, run_step
+from aiorch.tasks.container import ContainerStep, run_step
 
 steps = [ContainerStep.model_validate(spec) for spec in json.loads(sys.argv[1])]
 

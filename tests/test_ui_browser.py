@@ -14,8 +14,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from flows.dashboard import performance_dashboard
-from flows.demo import PROGRESS_KEY, demo_flow
+from aiorch.flows.dashboard import performance_dashboard
+from aiorch.flows.demo import PROGRESS_KEY, demo_flow
 from tests.browser import chromium_path, opened
 from tests.services import require_service
 

@@ -8,7 +8,7 @@ something it cannot do fails at once with the field to change.
 
 Example:
     ```python
-    from tasks.agents.capabilities import model_capabilities
+    from aiorch.tasks.agents.capabilities import model_capabilities
 
     print(model_capabilities("openai.gpt-4.1-mini", None).context_window)  # 1047576
     ```
@@ -28,9 +28,10 @@ from fast_agent.llm.model_factory import ModelFactory
 from fast_agent.llm.provider_types import Provider
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent_blocks.provider import LOCAL_MODEL, ModelProvider, ProviderKind
-from tasks.agents.endpoints import connection_arguments, credential_fingerprint
-from tasks.settings import load_settings
+from aiorch.agent_blocks.provider import LOCAL_MODEL, ModelProvider, ProviderKind
+from aiorch.core.errors import ConfigurationError
+from aiorch.core.settings import load_settings
+from aiorch.tasks.agents.endpoints import connection_arguments, credential_fingerprint
 
 CapabilitySource = Literal["fast-agent", "local-model", "probe", "unknown"]
 JsonMode = Literal["schema", "object"]
@@ -152,7 +153,7 @@ def probe_capabilities(model: str, provider: ModelProvider) -> ModelCapabilities
     """
     served_by = ModelFactory.parse_model_string(model).provider
     if served_by not in {Provider.GENERIC, Provider.OPENAI}:
-        raise ValueError(
+        raise ConfigurationError(
             f"model {model!r}: only OpenAI-compatible endpoints (generic.*, openai.*) can "
             "be probed; other providers' capabilities come from FastAgent's model data"
         )

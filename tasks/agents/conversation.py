@@ -8,13 +8,13 @@ local directory by default; S3, GCS or Azure when Prefect is configured so), whi
 makes it available to later tasks, flow runs and machines sharing that storage.
 
 Before each request the history is fitted to the model's context window by the agent
-block's :class:`~agent_blocks.agent.HistoryPolicy`. Token counts are estimates (about
+block's :class:`~aiorch.agent_blocks.agent.HistoryPolicy`. Token counts are estimates (about
 three characters per token, rounded up, plus a few per message): conservative for
 English text, so a fitted request stays inside the window.
 
 Example:
     ```python
-    from tasks.agents.conversation import estimate_tokens, parse_history
+    from aiorch.tasks.agents.conversation import estimate_tokens, parse_history
 
     print(estimate_tokens(parse_history(None)))  # 0
     ```
@@ -30,13 +30,12 @@ from typing import Any, Literal
 from fast_agent.mcp.prompt_serialization import from_json, to_json
 from fast_agent.types import PromptMessageExtended
 from mcp.types import TextContent
-
-# Prefect's own results code reads and writes storage blocks through this helper: it
-# picks each block type's async method (LocalFileSystem, S3, GCS and Azure differ).
-from prefect._internal.compatibility.blocks import call_explicitly_async_block_method
 from prefect.filesystems import WritableFileSystem
 from prefect.results import aget_default_result_storage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aiorch.core.errors import ConfigurationError
+from aiorch.core.prefect_internals import call_block_method
 
 CHARS_PER_TOKEN = 3
 TOKENS_PER_MESSAGE = 4
@@ -57,10 +56,10 @@ def parse_history(history: str | None) -> list[PromptMessageExtended]:
         return []
     try:
         if not isinstance(json.loads(history).get("messages"), list):
-            raise ValueError("no 'messages' list")
+            raise ConfigurationError("no 'messages' list")
         return from_json(history)
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(
+        raise ConfigurationError(
             "history is not a conversation in FastAgent's JSON format; pass the "
             f"history_json of an earlier AgentResult ({type(error).__name__})"
         ) from None
@@ -184,15 +183,13 @@ async def load_conversation(key: str) -> StoredConversation:
     """The conversation saved under ``key``, or an empty one."""
     storage: WritableFileSystem = await aget_default_result_storage()
     try:
-        content: bytes = await call_explicitly_async_block_method(
-            storage, "read_path", (_path(key),), {}
-        )
+        content: bytes = await call_block_method(storage, "read_path", _path(key))
     except (ValueError, FileNotFoundError, OSError):
         return StoredConversation(history_json=dump_history([]))
     try:
         return StoredConversation.model_validate_json(content)
     except ValidationError:
-        raise ValueError(
+        raise ConfigurationError(
             f"conversation {key!r} in Prefect's result storage ({_path(key)}) is not a "
             "saved aiorch conversation; remove that file or use another key"
         ) from None
@@ -201,6 +198,6 @@ async def load_conversation(key: str) -> StoredConversation:
 async def save_conversation(key: str, conversation: StoredConversation) -> None:
     """Save ``conversation`` under ``key`` (the last writer wins)."""
     storage: WritableFileSystem = await aget_default_result_storage()
-    await call_explicitly_async_block_method(
-        storage, "write_path", (_path(key), conversation.model_dump_json().encode()), {}
+    await call_block_method(
+        storage, "write_path", _path(key), conversation.model_dump_json().encode()
     )

@@ -4,8 +4,8 @@ Example:
     ```python
     from pydantic import SecretStr
 
-    from agent_blocks import ModelProvider
-    from tasks.agents.endpoints import credential_fingerprint
+    from aiorch.agent_blocks import ModelProvider
+    from aiorch.tasks.agents.endpoints import credential_fingerprint
 
     provider = ModelProvider(base_url="http://127.0.0.1:8080/v1", api_key=SecretStr("k"))
     print(credential_fingerprint(provider))  # generic|http://127.0.0.1:8080/v1|<hash>
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import hashlib
 
-from agent_blocks.provider import LOCAL_MODEL_NAME, ModelProvider, ProviderKind
-from tasks.agents.local_model import LocalModelServer
-from tasks.redaction import register_secret
+from aiorch.agent_blocks.provider import LOCAL_MODEL_NAME, ModelProvider, ProviderKind
+from aiorch.core.redaction import register_secret
+from aiorch.tasks.agents.local_model import LocalModelServer
 
 LOCAL_API_KEY = "local"
 

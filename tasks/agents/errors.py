@@ -16,7 +16,7 @@ from fast_agent.types import PromptMessageExtended
 from fast_agent.types.llm_stop_reason import LlmStopReason
 from prefect.client.schemas.objects import State
 
-from tasks.errors import AiorchError
+from aiorch.core.errors import AiorchError
 
 PROVIDER_ERROR_CHANNEL = "fast-agent-provider-error"
 ERROR_CHANNEL = "fast-agent-error"
@@ -139,8 +139,8 @@ def retry_if_retryable(task: Any, task_run: Any, state: State[Any]) -> bool:
 
     Example:
         ```python
-        from tasks.agents.errors import retry_if_retryable
-        from tasks.agents.task import run_agent
+        from aiorch.tasks.agents.errors import retry_if_retryable
+        from aiorch.tasks.agents.task import run_agent
 
         resilient = run_agent.with_options(retries=3, retry_condition_fn=retry_if_retryable)
         ```

@@ -25,9 +25,9 @@ from fast_agent.llm.model_factory import ModelFactory
 from fast_agent.types import RequestParams
 from openai import AsyncOpenAI
 
-from agent_blocks.agent import Agent
-from tasks.agents.endpoints import credential_fingerprint
-from tasks.agents.runtime import AgentRuntime
+from aiorch.agent_blocks.agent import Agent
+from aiorch.tasks.agents.endpoints import credential_fingerprint
+from aiorch.tasks.agents.runtime import AgentRuntime
 
 
 def _without_client_retries(agent: LlmAgent) -> None:
@@ -84,7 +84,7 @@ class AgentFactory:
         """An agent for ``config`` and ``model``, within the provider's request limit.
 
         ``arguments`` are FastAgent's connection arguments
-        (:func:`tasks.agents.endpoints.connection_arguments`), resolved by the caller
+        (:func:`aiorch.tasks.agents.endpoints.connection_arguments`), resolved by the caller
         because starting a local model server must not block the runtime's loop.
         """
         limit = self._limit(config)

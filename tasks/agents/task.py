@@ -16,11 +16,11 @@ fallback models; everything else fails the task with a typed error whose
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import time
-from collections.abc import Awaitable
-from typing import Any, cast
+from typing import Any
 
 from fast_agent.llm.model_factory import ModelFactory
 from fast_agent.llm.provider_key_manager import ProviderKeyManager
@@ -29,15 +29,15 @@ from fast_agent.types import PromptMessageExtended
 from jsonschema import ValidationError as SchemaViolation
 from jsonschema import validate as validate_schema
 from mcp.types import CallToolResult, TextContent, Tool
-from prefect import get_run_logger, task
-from prefect.client.schemas.objects import State
+from prefect import get_run_logger
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as ModelViolation
 
-from agent_blocks.agent import Agent, check_model, check_provider
-from tasks.agents.capabilities import ModelCapabilities, model_capabilities
-from tasks.agents.conversation import (
+from aiorch.agent_blocks.agent import Agent, check_model, check_provider
+from aiorch.core.errors import ConfigurationError, validation_problems
+from aiorch.tasks.agents.capabilities import ModelCapabilities, model_capabilities
+from aiorch.tasks.agents.conversation import (
     SUMMARY_INSTRUCTION,
     SUMMARY_PREFIX,
     dump_history,
@@ -49,8 +49,8 @@ from tasks.agents.conversation import (
     text_message,
     transcript,
 )
-from tasks.agents.errors import AgentCallError, StructuredOutputError
-from tasks.agents.requests import (
+from aiorch.tasks.agents.errors import AgentCallError, StructuredOutputError
+from aiorch.tasks.agents.requests import (
     CacheScope,
     ModelReply,
     cache_owner,
@@ -58,16 +58,14 @@ from tasks.agents.requests import (
     model_request,
     request_cache_key,
 )
-from tasks.agents.tools import offered_tools, resolve_tool, tool_call, tool_call_key
-from tasks.agents.usage import TokenUsage, estimated_cost
-from tasks.blocks import aload_block
-from tasks.caching import stored_as_it_ends
-from tasks.errors import validation_problems
-from tasks.monitoring.runs import MODEL_REQUEST_PREFIX, TOOL_CALL_PREFIX
-from tasks.resilience.breaker import CircuitOpenError
-from tasks.resilience.report import report_task_failure
-from tasks.sync_bridge import run_sync
-from tasks.task_variants import named
+from aiorch.tasks.agents.tools import offered_tools, resolve_tool, tool_call, tool_call_key
+from aiorch.tasks.agents.usage import TokenUsage, estimated_cost
+from aiorch.tasks.blocks import aload_block
+from aiorch.tasks.durable import CallOptions, call_stored
+from aiorch.tasks.naming import model_request_run_name, tool_call_run_name
+from aiorch.tasks.resilience.breaker import CircuitOpenError
+from aiorch.tasks.resilience.report import report_task_failure
+from aiorch.tasks.twins import task_pair
 
 DEFAULT_CONTEXT_TOKENS = 8192
 DEFAULT_REPLY_RESERVE_TOKENS = 1024
@@ -116,13 +114,13 @@ async def _load(agent: Agent | str, overrides: dict[str, Any] | None) -> Agent:
         return config
     unknown = sorted(set(overrides) - set(Agent.model_fields))
     if unknown:
-        raise ValueError(
+        raise ConfigurationError(
             f"overrides: {unknown} are not agent fields; use some of {sorted(Agent.model_fields)}"
         )
     try:
         return Agent.model_validate({**dict(config), **overrides})
     except ModelViolation as error:
-        raise ValueError(f"overrides: {validation_problems(error, 'agent')}") from None
+        raise ConfigurationError(f"overrides: {validation_problems(error, 'agent')}") from None
 
 
 def _check_credentials(model: str, config: Agent) -> None:
@@ -134,7 +132,7 @@ def _check_credentials(model: str, config: Agent) -> None:
     variable = ProviderKeyManager.get_env_key_name(served_by.value)
     if variable and os.environ.get(variable):
         return
-    raise ValueError(
+    raise ConfigurationError(
         f"model {model!r} needs an API key: set api_key on the agent's provider block "
         f"(a ModelProvider of kind {served_by.value!r})"
         + (f" or the environment variable {variable}" if variable else "")
@@ -153,13 +151,13 @@ def _preflight(
         _check_credentials(model, config)
         capabilities = known[model] = model_capabilities(model, config.provider)
         if schema is not None and capabilities.structured_output is False:
-            raise ValueError(
+            raise ConfigurationError(
                 f"{schema_field}: model {model!r} cannot produce structured output "
                 f"(per {capabilities.source} data); choose a model that can, or drop "
                 f"{schema_field}"
             )
         if config.mcp_servers and capabilities.tools is False:
-            raise ValueError(
+            raise ConfigurationError(
                 f"mcp_servers: model {model!r} cannot call tools (per {capabilities.source} "
                 "data); choose a model that can, or remove the agent's mcp_servers"
             )
@@ -205,29 +203,24 @@ class _Turn:
             config = config.model_copy(update={"instruction": instruction})
         mode = self.capabilities.json_mode if schema else None
         key = request_cache_key(config, self.model, messages, self.owner, tools, schema, mode)
-        run = named(model_request, f"{MODEL_REQUEST_PREFIX}{self.model}")
-        async with stored_as_it_ends():
-            state = await cast(
-                Awaitable[State[ModelReply]],
-                run(
-                    config,
-                    self.model,
-                    dump_history(messages),
-                    key,
-                    tools,
-                    schema,
-                    mode,
-                    return_state=True,
-                ),
-            )
-        reply: ModelReply = await state.aresult()
+        stored = await call_stored(
+            model_request,
+            CallOptions(run_name=model_request_run_name(self.model)),
+            config,
+            self.model,
+            dump_history(messages),
+            key,
+            tools,
+            schema,
+            mode,
+        )
+        reply = stored.value
         self.requests += 1
         self.usage = self.usage + reply.usage
-        hit = state.name == "Cached"
-        if hit:
+        if stored.cache_hit:
             self.hits += 1
             self.saved += reply.usage.total_tokens
-        emit_model_usage(reply, cache_hit=hit, task_run_id=state.state_details.task_run_id)
+        emit_model_usage(reply, cache_hit=stored.cache_hit, task_run_id=stored.task_run_id)
         return reply, key
 
     async def fit(
@@ -265,10 +258,10 @@ class _Turn:
                     is_error=True,
                 )
             server, tool = target
-            run = named(tool_call, f"{TOOL_CALL_PREFIX}{name}")
             key = tool_call_key(request_key, call_id, server, tool)
-            async with stored_as_it_ends():
-                return await run(server, tool, arguments, key)
+            options = CallOptions(run_name=tool_call_run_name(name))
+            stored = await call_stored(tool_call, options, server, tool, arguments, key)
+            return stored.value
 
         results = await asyncio.gather(
             *(
@@ -353,75 +346,7 @@ async def _run_turn(
     )
 
 
-async def _call(
-    agent: Agent | str,
-    prompt: str,
-    *,
-    model: str | None = None,
-    cache_scope: CacheScope = "flow-run",
-    tenant: str | None = None,
-    history: str | None = None,
-    conversation: str | None = None,
-    output_type: type[BaseModel] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> AgentResult:
-    """Try the model (or the override), then each fallback while failures are retryable."""
-    if not prompt:
-        raise ValueError("prompt is empty; pass the text the agent should answer")
-    if history is not None and conversation is not None:
-        raise ValueError(
-            "pass history= or conversation=, not both: conversation= loads the stored history"
-        )
-    base_messages = parse_history(history)  # refuse a malformed history before any call
-    owner = cache_owner(cache_scope, tenant)
-    config = await _load(agent, overrides)
-    primary = check_model(model, "model override") if model else config.model
-    if model:
-        check_provider(primary, config.provider, "model override")
-    chain = [primary, *[fallback for fallback in config.fallback_models if fallback != primary]]
-    schema = output_type.model_json_schema() if output_type is not None else config.output_schema
-    capabilities = _preflight(
-        config, chain, schema, "output_type" if output_type else "output_schema"
-    )
-
-    stored = await load_conversation(conversation) if conversation else None
-    run_id = str(flow_run.get_id()) if flow_run.get_id() else None
-    if stored is not None:
-        base_json = stored.base_for(run_id, prompt)
-        base_messages = parse_history(base_json)
-    tools = await offered_tools(config.mcp_servers)
-    logger = get_run_logger()
-    failed: list[str] = []
-    for index, candidate in enumerate(chain):
-        try:
-            result = await _run_turn(
-                config,
-                model=candidate,
-                capabilities=capabilities[candidate],
-                history=base_messages,
-                prompt=prompt,
-                owner=owner,
-                tools=tools,
-                output_type=output_type,
-                schema=schema,
-            )
-        except (AgentCallError, CircuitOpenError) as error:
-            if not error.retryable or index == len(chain) - 1:
-                raise
-            logger.warning("%s; falling back to %r", error, chain[index + 1])
-            failed.append(candidate)
-            continue
-        if result.cache_hit:
-            logger.info("agent call on %s replayed from storage", candidate)
-        if stored is not None and conversation is not None:
-            updated = stored.with_turn(base_json, result.history_json, run_id, prompt)
-            await save_conversation(conversation, updated)
-        return result.model_copy(update={"failed_models": failed})
-    raise AssertionError("the model chain is never empty")
-
-
-@task(name="agent-call", on_failure=[report_task_failure])
-def run_agent(
+async def _call_agent(
     agent: Agent | str,
     prompt: str,
     *,
@@ -434,6 +359,10 @@ def run_agent(
     overrides: dict[str, Any] | None = None,
 ) -> AgentResult:
     """Run an agent on a prompt as a Prefect task.
+
+    ``run_agent`` is the sync task, ``arun_agent`` the async one (for async flows); both
+    take the same arguments. The model (or the override) is tried first, then each
+    fallback while failures are retryable.
 
     Args:
         agent: An ``Agent`` block, or the name of a saved one (loaded when the task runs).
@@ -457,8 +386,8 @@ def run_agent(
             the block itself.
 
     Raises:
-        ValueError: the configuration cannot work (named field and fix), before any
-            model is called.
+        ConfigurationError: the configuration cannot work (named field and fix), before
+            any model is called.
         AgentCallError: a model request failed; ``retryable`` tells Prefect's
             ``retry_condition_fn`` whether to try again.
         StructuredOutputError: the reply does not fit the output type.
@@ -468,8 +397,8 @@ def run_agent(
         ```python
         from prefect import flow
 
-        from agent_blocks import Agent
-        from tasks.agents.task import run_agent
+        from aiorch.agent_blocks import Agent
+        from aiorch.tasks.agents.task import run_agent
 
         @flow
         def echo() -> str:
@@ -477,43 +406,66 @@ def run_agent(
             return run_agent(agent, "hello").text
         ```
     """
-    return run_sync(
-        _call(
-            agent,
-            prompt,
-            model=model,
-            cache_scope=cache_scope,
-            tenant=tenant,
-            history=history,
-            conversation=conversation,
-            output_type=output_type,
-            overrides=overrides,
+    if not prompt:
+        raise ConfigurationError("prompt is empty; pass the text the agent should answer")
+    if history is not None and conversation is not None:
+        raise ConfigurationError(
+            "pass history= or conversation=, not both: conversation= loads the stored history"
         )
+    base_messages = parse_history(history)  # refuse a malformed history before any call
+    owner = cache_owner(cache_scope, tenant)
+    config = await _load(agent, overrides)
+    primary = check_model(model, "model override") if model else config.model
+    if model:
+        check_provider(primary, config.provider, "model override")
+    chain = [primary, *[fallback for fallback in config.fallback_models if fallback != primary]]
+    schema = output_type.model_json_schema() if output_type is not None else config.output_schema
+    capabilities = _preflight(
+        config, chain, schema, "output_type" if output_type else "output_schema"
     )
 
+    stored = await load_conversation(conversation) if conversation else None
+    run_id = str(flow_run.get_id()) if flow_run.get_id() else None
+    if stored is not None:
+        base_json = stored.base_for(run_id, prompt)
+        base_messages = parse_history(base_json)
+    tools = await offered_tools(config.mcp_servers)
+    logger = get_run_logger()
+    failed: list[str] = []
 
-@task(name="agent-call", on_failure=[report_task_failure])
-async def arun_agent(
-    agent: Agent | str,
-    prompt: str,
-    *,
-    model: str | None = None,
-    cache_scope: CacheScope = "flow-run",
-    tenant: str | None = None,
-    history: str | None = None,
-    conversation: str | None = None,
-    output_type: type[BaseModel] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> AgentResult:
-    """The async form of :func:`run_agent`, for async flows."""
-    return await _call(
-        agent,
-        prompt,
-        model=model,
-        cache_scope=cache_scope,
-        tenant=tenant,
-        history=history,
-        conversation=conversation,
-        output_type=output_type,
-        overrides=overrides,
-    )
+    async def on(candidate: str) -> AgentResult:
+        return await _run_turn(
+            config,
+            model=candidate,
+            capabilities=capabilities[candidate],
+            history=base_messages,
+            prompt=prompt,
+            owner=owner,
+            tools=tools,
+            output_type=output_type,
+            schema=schema,
+        )
+
+    result: AgentResult | None = None
+    for candidate, fallback in itertools.pairwise(chain):
+        try:
+            result = await on(candidate)
+            break
+        except (AgentCallError, CircuitOpenError) as error:
+            if not error.retryable:
+                raise
+            logger.warning("%s; falling back to %r", error, fallback)
+            failed.append(candidate)
+    if result is None:
+        result = await on(chain[-1])
+    if result.cache_hit:
+        logger.info("agent call on %s replayed from storage", result.model)
+    if stored is not None and conversation is not None:
+        updated = stored.with_turn(base_json, result.history_json, run_id, prompt)
+        await save_conversation(conversation, updated)
+    return result.model_copy(update={"failed_models": failed})
+
+
+run_agent, arun_agent = task_pair(
+    _call_agent, "run_agent", "arun_agent", name="agent-call", on_failure=[report_task_failure]
+)

@@ -11,7 +11,7 @@ model requests.
 
 Example:
     ```python
-    from agent_blocks import Agent, McpServer
+    from aiorch.agent_blocks import Agent, McpServer
 
     Agent(
         instruction="Use the calculator for arithmetic.",
@@ -36,12 +36,13 @@ from mcp.types import CallToolResult, Tool
 from prefect import task
 from prefect.blocks.system import Secret
 
-from agent_blocks.agent import McpServer
-from tasks.agents.errors import ToolCallError, mask
-from tasks.agents.runtime import AgentRuntime
-from tasks.blocks import MissingBlockError, aload_block
-from tasks.caching import PrecomputedKey
-from tasks.redaction import register_secret
+from aiorch.agent_blocks.agent import McpServer
+from aiorch.core.errors import ConfigurationError
+from aiorch.core.redaction import register_secret
+from aiorch.tasks.agents.errors import ToolCallError, mask
+from aiorch.tasks.agents.runtime import AgentRuntime
+from aiorch.tasks.blocks import MissingBlockError, aload_block
+from aiorch.tasks.durable import PrecomputedKey
 
 TOOL_SEPARATOR = "__"
 CONNECT_TIMEOUT_SECONDS = 60.0
@@ -64,7 +65,7 @@ async def server_environment(server: McpServer) -> dict[str, str]:
         try:
             secret = cast(Secret[str], await aload_block(Secret, block))
         except MissingBlockError as error:
-            raise ValueError(
+            raise ConfigurationError(
                 f"mcp_servers[{server.name!r}].secret_env[{variable!r}]: {error}"
             ) from None
         environment[variable] = str(secret.get())

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from fast_agent.types import PromptMessageExtended
 from pydantic import BaseModel, ConfigDict
 
-from agent_blocks.provider import ModelProvider
+from aiorch.agent_blocks.provider import ModelProvider
 
 USAGE_CHANNEL = "fast-agent-usage"
 UsageSource = Literal["provider", "tokenizer", "none"]

@@ -4,7 +4,7 @@ Example:
     ```python
     from prefect import flow
 
-    from tasks.container import ContainerStep, run_step
+    from aiorch.tasks.container import ContainerStep, run_step
 
     @flow
     def build() -> None:
@@ -13,13 +13,13 @@ Example:
     ```
 """
 
-from tasks.container.errors import (
+from aiorch.tasks.container.errors import (
     EngineUnavailable,
     StepError,
     StepFailed,
     StepTimedOut,
 )
-from tasks.container.spec import (
+from aiorch.tasks.container.spec import (
     CacheVolume,
     ContainerStep,
     RunnerKind,
@@ -27,7 +27,7 @@ from tasks.container.spec import (
     StepInput,
     StepResult,
 )
-from tasks.container.task import arun_step, run_step
+from aiorch.tasks.container.task import arun_step, run_step
 
 __all__ = [
     "CacheVolume",

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from prefect_docker import DockerHost
 
-from agent_blocks.dagger_engine import DaggerEngine
-from tasks.container.errors import EngineUnavailable
-from tasks.container.spec import RunnerKind
-from tasks.resilience.breaker import CircuitBreaker
-from tasks.resilience.breakers import DEPENDENCY_BREAKER
+from aiorch.tasks.container.dagger_engine import DaggerEngine
+from aiorch.tasks.container.errors import EngineUnavailable
+from aiorch.tasks.container.spec import RunnerKind
+from aiorch.tasks.resilience.breaker import DEPENDENCY_BREAKER, CircuitBreaker
 
 
 def _engine_failure(error: BaseException) -> bool:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-from tasks.container.files import hash_inputs
-from tasks.container.spec import ContainerStep, RunnerKind, SecretRef
+from aiorch.tasks.container.files import hash_inputs
+from aiorch.tasks.container.spec import ContainerStep, RunnerKind, SecretRef
 
 KEY_VERSION = "aiorch-step-v1"
 

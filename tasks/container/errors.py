@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.errors import AiorchError
+from aiorch.core.errors import AiorchError
 
 
 class StepError(AiorchError):

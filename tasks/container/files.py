@@ -22,8 +22,8 @@ from typing import Any
 
 import pathspec
 
-from tasks.container.errors import MissingOutput
-from tasks.container.spec import ContainerStep, StepInput
+from aiorch.tasks.container.errors import MissingOutput
+from aiorch.tasks.container.spec import ContainerStep, StepInput
 
 CHUNK = 1 << 20
 

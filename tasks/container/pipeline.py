@@ -24,10 +24,11 @@ import dagger
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from agent_blocks.dagger_engine import DaggerEngine
-from tasks.container.dagger_session import ensure_session, set_engine_log_sink
-from tasks.container.errors import EngineUnavailable, StepFailed
-from tasks.settings import load_settings
+from aiorch.core.errors import ConfigurationError
+from aiorch.core.settings import load_settings
+from aiorch.tasks.container.dagger_engine import DaggerEngine
+from aiorch.tasks.container.dagger_session import ensure_session
+from aiorch.tasks.container.errors import EngineUnavailable, StepFailed
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,7 +73,7 @@ def dagger_task[**P, R](
         ```python
         from dagger import dag
 
-        from tasks.container.pipeline import dagger_task
+        from aiorch.tasks.container.pipeline import dagger_task
 
         @dagger_task(retries=2)
         async def python_version(image: str) -> str:
@@ -82,7 +83,7 @@ def dagger_task[**P, R](
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Task[P, Coroutine[Any, Any, R]]:
         if not inspect.iscoroutinefunction(fn):
-            raise TypeError(
+            raise ConfigurationError(
                 f"@dagger_task needs an async function (the Dagger SDK is async); "
                 f"make {fn.__name__} 'async def'"
             )
@@ -92,15 +93,16 @@ def dagger_task[**P, R](
         @functools.wraps(fn)
         async def with_session(*args: P.args, **kwargs: P.kwargs) -> R:
             logger = get_run_logger()
-            set_engine_log_sink(lambda line: logger.info("[%s] engine: %s", name, line))
-            logger.info("[%s] %s", name, await anyio.to_thread.run_sync(ensure_session, engine))
+            session = await anyio.to_thread.run_sync(ensure_session, engine)
+            logger.info("[%s] %s", name, session.description)
             await anyio.to_thread.run_sync(_global_connection.acquire)
             try:
                 # A connection that failed to start stays in the SDK's global singleton and
                 # pins it to its old port; reset it so this task connects to the session.
                 await dagger.close()
-                async with dagger.connection(dagger.Config(retry=None)):
-                    return await fn(*args, **kwargs)
+                with session.log.attached(lambda line: logger.info("[%s] engine: %s", name, line)):
+                    async with dagger.connection(dagger.Config(retry=None)):
+                        return await fn(*args, **kwargs)
             except dagger.ExecError as error:
                 lines = load_settings().log_tail_lines
                 raise StepFailed(

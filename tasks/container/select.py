@@ -12,13 +12,14 @@ import shutil
 from prefect_docker import DockerHost
 from pydantic import BaseModel, Field
 
-from agent_blocks.dagger_engine import DaggerEngine
-from tasks.container.runners.base import StepRunner
-from tasks.container.runners.dagger import DaggerRunner
-from tasks.container.runners.docker import DockerRunner
-from tasks.container.runners.local import LocalRunner
-from tasks.container.spec import RunnerKind
-from tasks.settings import AiorchSettings
+from aiorch.core.errors import ConfigurationError
+from aiorch.core.settings import AiorchSettings
+from aiorch.tasks.container.dagger_engine import DaggerEngine
+from aiorch.tasks.container.runners.base import StepRunner
+from aiorch.tasks.container.runners.dagger import DaggerRunner
+from aiorch.tasks.container.runners.docker import DockerRunner
+from aiorch.tasks.container.runners.local import LocalRunner
+from aiorch.tasks.container.spec import RunnerKind
 
 DOCKER_PING_TIMEOUT_SECONDS = 3
 
@@ -112,4 +113,4 @@ def make_runner(
         return DaggerRunner(dagger_engine or DaggerEngine())
     if kind is RunnerKind.LOCAL:
         return LocalRunner(settings.resolved_data_dir() / "volumes")
-    raise ValueError("runner 'auto' must be resolved with choose_runner() first")
+    raise ConfigurationError("runner 'auto' must be resolved with choose_runner() first")

@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from aiorch.core.errors import ConfigurationError
+
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
@@ -39,7 +41,7 @@ class RunnerKind(StrEnum):
 def _relative_inside(value: str, field: str) -> str:
     path = PurePosixPath(value)
     if not value or path.is_absolute() or ".." in path.parts:
-        raise ValueError(
+        raise ConfigurationError(
             f"{field} must be a relative path inside the step's workdir without '..' "
             f"(got {value!r}); write it relative to workdir, e.g. 'data/input.csv'"
         )
@@ -118,7 +120,7 @@ class ContainerStep(StrictModel):
         ```python
         from pathlib import Path
 
-        from tasks.container import ContainerStep, StepInput
+        from aiorch.tasks.container import ContainerStep, StepInput
 
         step = ContainerStep(
             name="count-lines",

@@ -9,43 +9,33 @@ once: the inner task's cache uses SERIALIZABLE isolation with a file lock manage
 
 from __future__ import annotations
 
-import threading
-from collections.abc import AsyncIterator, Awaitable, Coroutine
-from contextlib import asynccontextmanager
 from datetime import timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
 import anyio
-from prefect import Task, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.blocks.system import Secret
-from prefect.cache_policies import NO_CACHE, CachePolicy
-from prefect.client.schemas.objects import State
 from prefect_docker import DockerHost
 from pydantic import BaseModel, SecretStr
 
-from agent_blocks.dagger_engine import DaggerEngine
-from tasks.blocks import MissingBlockError, aload_block
-from tasks.caching import PrecomputedKey, stored_as_it_ends
-from tasks.container.breaker import engine_breaker
-from tasks.container.cache_key import step_cache_key
-from tasks.container.errors import StepError, StepFailed
-from tasks.container.files import restore_outputs
-from tasks.container.locks import lock_manager
-from tasks.container.logs import StepOutput
-from tasks.container.select import choose_runner, make_runner
-from tasks.container.spec import ContainerStep, RunnerKind, StepResult
-from tasks.monitoring.runs import EXECUTION_NAME
-from tasks.redaction import register_secret
-from tasks.resilience.report import report_task_failure
-from tasks.settings import AiorchSettings, load_settings
-from tasks.sync_bridge import run_sync
-from tasks.task_variants import VARIANTS
-
-SLOT_POLL_SECONDS = 0.05
-_slots_lock = threading.Lock()
-_slots: threading.BoundedSemaphore | None = None
+from aiorch.core.errors import ConfigurationError
+from aiorch.core.redaction import register_secret
+from aiorch.core.settings import load_settings
+from aiorch.tasks.blocks import MissingBlockError, aload_block
+from aiorch.tasks.container.breaker import engine_breaker
+from aiorch.tasks.container.cache_key import step_cache_key
+from aiorch.tasks.container.dagger_engine import DaggerEngine
+from aiorch.tasks.container.errors import StepError, StepFailed
+from aiorch.tasks.container.files import restore_outputs
+from aiorch.tasks.container.logs import StepOutput
+from aiorch.tasks.container.select import choose_runner, make_runner
+from aiorch.tasks.container.slots import StepSlots
+from aiorch.tasks.container.spec import ContainerStep, RunnerKind, StepResult
+from aiorch.tasks.durable import CallOptions, PrecomputedKey, call_stored
+from aiorch.tasks.naming import execution_run_name
+from aiorch.tasks.resilience.report import report_task_failure
+from aiorch.tasks.twins import task_pair
 
 
 class StepRecord(BaseModel):
@@ -60,7 +50,7 @@ def _parse_runner(runner: RunnerKind | str) -> RunnerKind:
         return RunnerKind(runner)
     except ValueError:
         choices = ", ".join(kind.value for kind in RunnerKind)
-        raise ValueError(f"runner must be one of {choices} (got {runner!r})") from None
+        raise ConfigurationError(f"runner: must be one of {choices} (got {runner!r})") from None
 
 
 async def _resolve_secrets(step: ContainerStep) -> dict[str, str]:
@@ -80,48 +70,7 @@ async def _resolve_secrets(step: ContainerStep) -> dict[str, str]:
     return values
 
 
-@asynccontextmanager
-async def _step_slot(settings: AiorchSettings) -> AsyncIterator[None]:
-    """Bound how many steps this process runs at once (AIORCH_MAX_PARALLEL_STEPS)."""
-    global _slots
-    with _slots_lock:
-        if _slots is None:
-            _slots = threading.BoundedSemaphore(settings.max_parallel_steps)
-        slots = _slots
-    # Poll rather than block a worker thread: a cancelled wait must not take a slot later.
-    while not slots.acquire(blocking=False):
-        await anyio.sleep(SLOT_POLL_SECONDS)
-    try:
-        yield
-    finally:
-        slots.release()
-
-
-@lru_cache(maxsize=VARIANTS)
-def _executor(
-    run_name: str,
-    locks: Path | None,
-    cache_expiration: timedelta | None,
-    refresh_cache: bool,
-) -> Task[..., Coroutine[Any, Any, StepRecord]]:
-    """execute_step with these options, made once (``with_options`` costs ~1 ms).
-
-    ``locks`` is the lock directory of the cache; None turns caching off.
-    """
-    cache_policy: CachePolicy = NO_CACHE
-    if locks is not None:
-        cache_policy = PrecomputedKey().configure(
-            isolation_level="SERIALIZABLE", lock_manager=lock_manager(locks)
-        )
-    return execute_step.with_options(
-        task_run_name=run_name,
-        cache_policy=cache_policy,
-        cache_expiration=cache_expiration,
-        refresh_cache=refresh_cache,
-    )
-
-
-@task(name="execute-container-step", persist_result=True)
+@task(name="execute-container-step", persist_result=True, cache_policy=PrecomputedKey())
 async def execute_step(
     step: ContainerStep,
     runner: RunnerKind,
@@ -141,7 +90,7 @@ async def execute_step(
     output = StepOutput(step.name, get_run_logger(), secrets.values(), settings.log_tail_lines)
     engine = make_runner(runner, settings, docker_host, dagger_engine)
     breaker = engine_breaker(runner, docker_host, dagger_engine)
-    async with _step_slot(settings):
+    async with StepSlots.shared().taken(settings.max_parallel_steps):
         try:
             if breaker is None:
                 execution = await engine.run(step, secrets, output, engine_cache=engine_cache)
@@ -171,75 +120,6 @@ async def execute_step(
 
 async def _run_step(
     step: ContainerStep,
-    runner: RunnerKind | str,
-    export_to: Path | None,
-    docker_host: DockerHost | None,
-    dagger_engine: DaggerEngine | None,
-    cache: bool,
-    cache_expiration: timedelta | None,
-    refresh_cache: bool,
-) -> StepResult:
-    settings = load_settings()
-    logger = get_run_logger()
-    kind = _parse_runner(runner)
-    if kind is RunnerKind.AUTO:
-        # Only auto's choice needs telling: an explicit runner is in the execution's name.
-        kind, reason = await anyio.to_thread.run_sync(
-            choose_runner, kind, docker_host, dagger_engine
-        )
-        logger.info("step %s runs on %s: %s", step.name, kind.value, reason)
-    identity = None
-    if cache:
-        identity = await make_runner(kind, settings, docker_host, dagger_engine).image_identity(
-            step.image
-        )
-        if identity is None and not step.image_pinned and kind is not RunnerKind.LOCAL:
-            logger.warning(
-                "step %s uses image %s by a tag the engine cannot resolve to an id: a cached "
-                "result may outlive a moved tag; pin the image by digest (name@sha256:...)",
-                step.name,
-                step.image,
-            )
-    key = await anyio.to_thread.run_sync(step_cache_key, step, kind, identity)
-    executor = _executor(
-        EXECUTION_NAME.format(step=step.name, runner=kind.value),
-        settings.resolved_data_dir() / "locks" if cache else None,
-        cache_expiration,
-        refresh_cache,
-    )
-    async with stored_as_it_ends():
-        state = await cast(
-            Awaitable[State[StepRecord]],
-            executor(
-                step,
-                kind,
-                key,
-                docker_host,
-                dagger_engine,
-                engine_cache=cache and not refresh_cache,
-                return_state=True,
-            ),
-        )
-    record: StepRecord = await state.aresult()
-    cache_hit = state.name == "Cached"
-    outputs: dict[str, Path] = {}
-    if step.outputs and record.outputs_archive is not None:
-        destination = export_to or settings.output_dir / step.name
-        outputs = await anyio.to_thread.run_sync(
-            restore_outputs, record.outputs_archive, step.outputs, destination
-        )
-    if cache_hit:
-        logger.info("step %s served from cache (key %s); outputs restored", step.name, key)
-    return record.result.model_copy(update={"outputs": outputs, "cache_hit": cache_hit})
-
-
-@task(
-    name="container-step",
-    task_run_name="{step.name}",
-    on_failure=[report_task_failure],
-)
-def run_step(
-    step: ContainerStep,
     runner: RunnerKind | str = RunnerKind.AUTO,
     *,
     export_to: Path | None = None,
@@ -251,9 +131,10 @@ def run_step(
 ) -> StepResult:
     """Run a container step as a Prefect task, served from cache when its content matches.
 
-    Use Prefect's own options for the rest: ``run_step.with_options(retries=3,
-    retry_delay_seconds=10, timeout_seconds=900, tags=["build"])``, ``.submit()``,
-    ``.map()``.
+    ``run_step`` is the sync task, ``arun_step`` the async one (for async flows); both
+    take the same arguments. Use Prefect's own options for the rest:
+    ``run_step.with_options(retries=3, retry_delay_seconds=10, timeout_seconds=900,
+    tags=["build"])``, ``.submit()``, ``.map()``.
 
     Args:
         step: What to run.
@@ -277,7 +158,7 @@ def run_step(
         ```python
         from prefect import flow
 
-        from tasks.container import ContainerStep, run_step
+        from aiorch.tasks.container import ContainerStep, run_step
 
         @flow
         def hello() -> str:
@@ -285,44 +166,62 @@ def run_step(
             return run_step(step, runner="local").stdout_tail
         ```
     """
-    return run_sync(
-        _run_step(
-            step,
-            runner,
-            export_to,
-            docker_host,
-            dagger_engine,
-            cache,
-            cache_expiration,
-            refresh_cache,
+    settings = load_settings()
+    logger = get_run_logger()
+    kind = _parse_runner(runner)
+    if kind is RunnerKind.AUTO:
+        # Only auto's choice needs telling: an explicit runner is in the execution's name.
+        kind, reason = await anyio.to_thread.run_sync(
+            choose_runner, kind, docker_host, dagger_engine
         )
+        logger.info("step %s runs on %s: %s", step.name, kind.value, reason)
+    identity = None
+    if cache:
+        identity = await make_runner(kind, settings, docker_host, dagger_engine).image_identity(
+            step.image
+        )
+        if identity is None and not step.image_pinned and kind is not RunnerKind.LOCAL:
+            logger.warning(
+                "step %s uses image %s by a tag the engine cannot resolve to an id: a cached "
+                "result may outlive a moved tag; pin the image by digest (name@sha256:...)",
+                step.name,
+                step.image,
+            )
+    key = await anyio.to_thread.run_sync(step_cache_key, step, kind, identity)
+    options = CallOptions(
+        run_name=execution_run_name(step.name, kind.value),
+        cache=cache,
+        lock_dir=settings.resolved_data_dir() / "locks",
+        cache_expiration=cache_expiration,
+        refresh_cache=refresh_cache,
     )
+    stored = await call_stored(
+        execute_step,
+        options,
+        step,
+        kind,
+        key,
+        docker_host,
+        dagger_engine,
+        engine_cache=cache and not refresh_cache,
+    )
+    record, cache_hit = stored.value, stored.cache_hit
+    outputs: dict[str, Path] = {}
+    if step.outputs and record.outputs_archive is not None:
+        destination = export_to or settings.output_dir / step.name
+        outputs = await anyio.to_thread.run_sync(
+            restore_outputs, record.outputs_archive, step.outputs, destination
+        )
+    if cache_hit:
+        logger.info("step %s served from cache (key %s); outputs restored", step.name, key)
+    return record.result.model_copy(update={"outputs": outputs, "cache_hit": cache_hit})
 
 
-@task(
+run_step, arun_step = task_pair(
+    _run_step,
+    "run_step",
+    "arun_step",
     name="container-step",
     task_run_name="{step.name}",
     on_failure=[report_task_failure],
 )
-async def arun_step(
-    step: ContainerStep,
-    runner: RunnerKind | str = RunnerKind.AUTO,
-    *,
-    export_to: Path | None = None,
-    docker_host: DockerHost | None = None,
-    dagger_engine: DaggerEngine | None = None,
-    cache: bool = True,
-    cache_expiration: timedelta | None = None,
-    refresh_cache: bool = False,
-) -> StepResult:
-    """The async form of :func:`run_step`, for async flows; same arguments and result."""
-    return await _run_step(
-        step,
-        runner,
-        export_to,
-        docker_host,
-        dagger_engine,
-        cache,
-        cache_expiration,
-        refresh_cache,
-    )

@@ -12,7 +12,7 @@ events, and breaker openings, into notifications.
 
 Example:
     ```python
-    from tasks.monitoring.alerts import AlertRules
+    from aiorch.tasks.monitoring.alerts import AlertRules
 
     print(AlertRules().slow_step_factor)  # 2.0
     ```
@@ -39,7 +39,8 @@ from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.monitoring.runs import read_run, task_kind
+from aiorch.tasks.monitoring.runs import read_run
+from aiorch.tasks.naming import TaskKind, task_kind
 
 SLOW_STEP_EVENT = "aiorch.alert.slow-step"
 FAILURE_RATE_EVENT = "aiorch.alert.failure-rate"
@@ -81,7 +82,7 @@ async def _baseline(name: str, before: UUID, runs: int) -> list[float]:
         for run in earlier
         if run.flow_run_id != before
         and run.state_name == "Completed"
-        and task_kind(run.task_key) == "step execution"
+        and task_kind(run.task_key) is TaskKind.STEP_EXECUTION
     ]
     return durations[:runs]
 
@@ -92,7 +93,7 @@ async def slow_steps(flow_run_id: UUID, rules: AlertRules) -> list[Alert]:
     alerts = []
     for task in run.tasks:
         seconds = task.duration_seconds
-        if task.kind != "step execution" or task.state != "Completed" or seconds is None:
+        if task.kind is not TaskKind.STEP_EXECUTION or task.state != "Completed" or seconds is None:
             continue
         if seconds < rules.minimum_step_seconds:
             continue

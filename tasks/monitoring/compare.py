@@ -10,7 +10,7 @@ result.
 
 Example:
     ```python
-    from tasks.monitoring.compare import duration_change
+    from aiorch.tasks.monitoring.compare import duration_change
 
     print(duration_change(2.0, 3.0))  # +50%
     ```
@@ -22,7 +22,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from tasks.monitoring.runs import RunView, TaskRunView, read_run
+from aiorch.tasks.monitoring.runs import RunView, TaskRunView, read_run
 
 
 class TaskComparison(BaseModel):

@@ -14,7 +14,7 @@ Reads the flow runs of a time window from the Prefect API (their task runs, and 
 
 Example:
     ```python
-    from tasks.monitoring.dashboard import median
+    from aiorch.tasks.monitoring.dashboard import median
 
     print(median([3.0, 1.0, 2.0]))  # 2.0
     ```
@@ -46,8 +46,8 @@ from prefect.events.filters import (
 )
 from pydantic import BaseModel
 
-from tasks.events import MODEL_USAGE_EVENT
-from tasks.monitoring.runs import TaskRunView, read_run
+from aiorch.core.events import MODEL_USAGE_EVENT
+from aiorch.tasks.monitoring.runs import TaskRunView, read_run
 
 EVENTS_PER_PAGE = 50  # the API's largest page
 MAX_EVENT_PAGES = 40

@@ -4,7 +4,7 @@ Example:
     ```python
     from prefect import flow, task
 
-    from tasks.monitoring.progress import wait_with_progress
+    from aiorch.tasks.monitoring.progress import wait_with_progress
 
     @task
     def square(value: int) -> int:

@@ -15,7 +15,7 @@ Example:
     ```python
     from prefect import flow
 
-    from tasks.monitoring.run_report import publish_run_report
+    from aiorch.tasks.monitoring.run_report import publish_run_report
 
     @flow(on_completion=[publish_run_report], on_failure=[publish_run_report])
     def nightly() -> int:
@@ -32,11 +32,12 @@ from uuid import UUID
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.settings import get_current_settings
 
-from tasks.artifacts import publish_artifact
-from tasks.markdown import table_cell
-from tasks.monitoring.runs import RunView, TaskRunView, read_run
-from tasks.resilience.report import flow_run_problems
-from tasks.settings import load_settings
+from aiorch.core.markdown import table_cell
+from aiorch.core.settings import load_settings
+from aiorch.tasks.artifacts import publish_artifact
+from aiorch.tasks.monitoring.runs import RunView, TaskRunView, read_run
+from aiorch.tasks.naming import TaskKind
+from aiorch.tasks.resilience.report import flow_run_problems
 
 STATE_CLASSES = {
     "Completed": "fill:#d1fadf,stroke:#12b76a",
@@ -61,10 +62,12 @@ def _label(text: str) -> str:
 
 def _usage_of(task: TaskRunView, run: RunView) -> tuple[int | None, float | None]:
     """A model request's own usage; an agent call's, summed over its model requests."""
-    if task.kind != "agent call":
+    if task.kind is not TaskKind.AGENT_CALL:
         return task.tokens, task.cost
     requests = [
-        other for other in run.tasks if other.kind == "model request" and task.id in other.upstream
+        other
+        for other in run.tasks
+        if other.kind is TaskKind.MODEL_REQUEST and task.id in other.upstream
     ]
     tokens = [other.tokens for other in requests if other.tokens is not None]
     costs = [other.cost for other in requests if other.cost is not None]

@@ -1,10 +1,9 @@
 """A flow run as the monitoring artifacts see it: its task runs, states, times, links.
 
-Read from the Prefect API after (or during) the run. Each task run gets a kind from the
-aiorch task function that made it (its ``task_key``), a detail (runner, model or tool)
-from the run name aiorch gives it, its content identity from the storage key of its
-persisted result, its upstream task runs from Prefect's recorded ``task_inputs``, and
-whether it was served from cache.
+Read from the Prefect API after (or during) the run. Each task run gets its kind and
+detail (runner, model or tool) from :func:`aiorch.tasks.naming.describe`, its content
+identity from the storage key of its persisted result, its upstream task runs from
+Prefect's recorded ``task_inputs``, and whether it was served from cache.
 
 aiorch puts no Prefect tags on its tasks on purpose: Prefect acquires a tag-based
 concurrency slot from the server for every tagged task run, a synchronous write that an
@@ -24,26 +23,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import TaskRun
 from pydantic import BaseModel, Field
 
-# The task functions of aiorch's tasks, by the name Prefect's task_key starts with.
-KIND_BY_FUNCTION = {
-    "run_step": "step",
-    "arun_step": "step",
-    "execute_step": "step execution",
-    "run_agent": "agent call",
-    "arun_agent": "agent call",
-    "model_request": "model request",
-    "tool_call": "tool call",
-}
-# Run names aiorch gives, and where the detail starts: "<step>-execute-<runner>",
-# "model-request-<model>", "tool-call-<server>__<tool>".
-EXECUTION_NAME = "{step}-execute-{runner}"
-MODEL_REQUEST_PREFIX = "model-request-"
-TOOL_CALL_PREFIX = "tool-call-"
-
-
-def task_kind(task_key: str) -> str:
-    """The kind of an aiorch task run from its task key; ``task`` for anything else."""
-    return KIND_BY_FUNCTION.get(task_key.rsplit("-", 1)[0], "task")
+from aiorch.tasks.naming import TaskKind, describe, task_kind
 
 
 def content_digest(key: str) -> str:
@@ -58,7 +38,7 @@ class TaskRunView(BaseModel):
     name: str
     task_key: str = Field(description="Which task function (the same in every run).")
     dynamic_key: str = Field(description="Which call of it within the run (0, 1, ...).")
-    kind: str = Field(description="step, step execution, agent call, model request, task, ...")
+    kind: TaskKind = Field(description="step, step execution, agent call, model request, task, ...")
     state: str
     start: datetime | None
     end: datetime | None
@@ -96,16 +76,6 @@ class RunView(BaseModel):
     tasks: list[TaskRunView]
 
 
-def _detail(kind: str, name: str) -> str | None:
-    if kind == "step execution" and "-execute-" in name:
-        return name.rsplit("-execute-", 1)[1]
-    if kind == "model request" and name.startswith(MODEL_REQUEST_PREFIX):
-        return name.removeprefix(MODEL_REQUEST_PREFIX)
-    if kind == "tool call" and name.startswith(TOOL_CALL_PREFIX):
-        return name.removeprefix(TOOL_CALL_PREFIX)
-    return None
-
-
 def _content(run: TaskRun) -> str | None:
     storage_key = getattr(run.state.data if run.state else None, "storage_key", None)
     if not isinstance(storage_key, str):
@@ -131,7 +101,7 @@ def _upstream(run: TaskRun) -> list[UUID]:
 
 async def _usage(run: TaskRun) -> tuple[int | None, float | None]:
     """Tokens and cost of a model request, from its stored reply (replays included)."""
-    if task_kind(run.task_key) != "model request" or run.state is None:
+    if task_kind(run.task_key) is not TaskKind.MODEL_REQUEST or run.state is None:
         return None, None
     if not run.state.is_completed():
         return None, None
@@ -150,7 +120,7 @@ async def _usage(run: TaskRun) -> tuple[int | None, float | None]:
 async def _view(run: TaskRun) -> TaskRunView:
     state = run.state.name if run.state is not None else (run.state_name or "Unknown")
     tokens, cost = await _usage(run)
-    kind = task_kind(run.task_key)
+    kind, detail = describe(run.task_key, run.name)
     return TaskRunView(
         id=run.id,
         name=run.name,
@@ -163,7 +133,7 @@ async def _view(run: TaskRun) -> TaskRunView:
         attempts=max(run.run_count, 1),
         cache_hit=state == "Cached",
         tags=sorted(run.tags),
-        detail=_detail(kind, run.name),
+        detail=detail,
         upstream=_upstream(run),
         content=_content(run),
         tokens=tokens,

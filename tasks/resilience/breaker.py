@@ -19,7 +19,7 @@ about the resource ``aiorch.breaker.<name>``. The clock can be injected for test
 
 Example:
     ```python
-    from tasks.resilience.breaker import BreakerConfig, CircuitBreaker
+    from aiorch.tasks.resilience.breaker import BreakerConfig, CircuitBreaker
 
     breaker = CircuitBreaker("payments-api", BreakerConfig(minimum_calls=5))
 
@@ -46,8 +46,8 @@ from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Connection
 
-from tasks.errors import AiorchError
-from tasks.resilience.breaker_store import BreakerStore
+from aiorch.core.errors import AiorchError, ConfigurationError
+from aiorch.tasks.resilience.breaker_store import BreakerStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -106,6 +106,20 @@ class BreakerConfig(BaseModel):
         return self
 
 
+DEPENDENCY_BREAKER = BreakerConfig(
+    window="count",
+    window_size=20,
+    minimum_calls=5,
+    failure_rate_threshold=50,
+    wait_seconds=30,
+    permitted_calls_in_half_open=2,
+)
+"""The window of the breakers aiorch puts around its own dependencies: each engine a
+container step runs on (``engine:...``, in :mod:`aiorch.tasks.container.breaker`) and
+each model at each endpoint (``model:...``, in :mod:`aiorch.tasks.agents.breaker`).
+Every process on the machine (or every machine, with PostgreSQL) sees the same state."""
+
+
 class CircuitOpenError(AiorchError):
     """The breaker is open: the call was not made."""
 
@@ -157,7 +171,9 @@ class CircuitBreaker:
         is_failure: Callable[[BaseException], bool] = counts_as_failure,
     ) -> None:
         if not name or len(name) > 200:
-            raise ValueError("breaker name must be 1 to 200 characters, e.g. 'docker-engine'")
+            raise ConfigurationError(
+                "breaker name must be 1 to 200 characters, e.g. 'docker-engine'"
+            )
         self.name = name
         self.config = config or BreakerConfig()
         self._store = store

@@ -2,7 +2,7 @@
 
 Example:
     ```python
-    from tasks.resilience.breaker_report import breaker_rows
+    from aiorch.tasks.resilience.breaker_report import breaker_rows
 
     print(type(breaker_rows()))  # <class 'list'>
     ```
@@ -15,7 +15,7 @@ from uuid import UUID
 
 from prefect.artifacts import create_table_artifact
 
-from tasks.resilience.breaker_store import BreakerStore
+from aiorch.tasks.resilience.breaker_store import BreakerStore
 
 BREAKERS_KEY = "aiorch-breakers"
 

@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from tasks.settings import load_settings
+from aiorch.core.settings import load_settings
 
 # How long a caller waits for the write lock, in all, before the store gives up.
 LOCK_WAIT_SECONDS = 10

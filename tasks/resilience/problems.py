@@ -1,18 +1,18 @@
 """Any failure as an RFC 9457 problem-details document, without secrets.
 
-``type`` is ``urn:aiorch:problem:<kind>`` from the error taxonomy (:mod:`tasks.errors`);
+``type`` is ``urn:aiorch:problem:<kind>`` from the error taxonomy (:mod:`aiorch.core.errors`);
 errors from outside aiorch get the kind ``unexpected-error``. Extension members carry
 what a person or an automation needs: whether a retry may help, the flow run and task
 run, and the error's own context (step, runner, model, exit code, log tail, breaker).
-Every text is passed through :func:`tasks.redaction.redact`.
+Every text is passed through :func:`aiorch.core.redaction.redact`.
 
 Example:
     ```python
-    from tasks.container.errors import StepFailed
-    from tasks.resilience.problems import problem_from_exception
+    from aiorch.core.errors import ConfigurationError
+    from aiorch.tasks.resilience.problems import problem_from_exception
 
-    problem = problem_from_exception(StepFailed("build", 2, "", "make: *** [all] Error 2"))
-    print(problem.type, problem.status)  # urn:aiorch:problem:step-failed 422
+    problem = problem_from_exception(ConfigurationError("runner: must be one of ..."))
+    print(problem.type, problem.status)  # urn:aiorch:problem:configuration-error 400
     ```
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.errors import AiorchError
-from tasks.redaction import redact
+from aiorch.core.errors import AiorchError
+from aiorch.core.redaction import redact
 
 TYPE_PREFIX = "urn:aiorch:problem:"
 

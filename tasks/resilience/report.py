@@ -17,7 +17,7 @@ Example:
     ```python
     from prefect import flow, task
 
-    from tasks.resilience.report import report_task_failure, summarize_failures
+    from aiorch.tasks.resilience.report import report_task_failure, summarize_failures
 
     @task(on_failure=[report_task_failure])
     def risky() -> None: ...
@@ -43,10 +43,10 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, State, TaskRun
 from prefect.events import emit_event
 
-from tasks.artifacts import publish_artifact
-from tasks.events import related_flow_run
-from tasks.markdown import table_cell
-from tasks.resilience.problems import ProblemDetails, problem_from_exception
+from aiorch.core.events import related_flow_run
+from aiorch.core.markdown import table_cell
+from aiorch.tasks.artifacts import publish_artifact
+from aiorch.tasks.resilience.problems import ProblemDetails, problem_from_exception
 
 FAILURE_KEY = "aiorch-failure"
 SUMMARY_KEY = "aiorch-run-failures"

@@ -12,7 +12,7 @@ Example:
     ```python
     from prefect import task
 
-    from tasks.resilience.retry import RetryPolicy
+    from aiorch.tasks.resilience.retry import RetryPolicy
 
     policy = RetryPolicy(retries=4, base_delay_seconds=1, max_delay_seconds=30)
 

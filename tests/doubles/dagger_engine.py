@@ -21,7 +21,7 @@ from typing import Any
 
 from graphql import GraphQLSchema, build_schema, graphql_sync
 
-from tasks.resilience.json_http import send_json
+from aiorch.testing.json_http import send_json
 
 Resolver = Callable[..., Any]
 

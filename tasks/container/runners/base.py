@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from tasks.container.logs import StepOutput
-from tasks.container.spec import ContainerStep, RunnerKind
+from aiorch.tasks.container.logs import StepOutput
+from aiorch.tasks.container.spec import ContainerStep, RunnerKind
 
 
 @dataclass(frozen=True)

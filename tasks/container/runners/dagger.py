@@ -18,13 +18,13 @@ from uuid import uuid4
 import anyio
 import dagger
 
-from agent_blocks.dagger_engine import DaggerEngine
-from tasks.container.dagger_session import ensure_session, set_engine_log_sink
-from tasks.container.errors import EngineUnavailable, MissingOutput, StepTimedOut
-from tasks.container.files import copy_inputs, pack_outputs
-from tasks.container.logs import StepOutput
-from tasks.container.runners.base import Execution
-from tasks.container.spec import ContainerStep, RunnerKind
+from aiorch.tasks.container.dagger_engine import DaggerEngine
+from aiorch.tasks.container.dagger_session import ensure_session
+from aiorch.tasks.container.errors import EngineUnavailable, MissingOutput, StepTimedOut
+from aiorch.tasks.container.files import copy_inputs, pack_outputs
+from aiorch.tasks.container.logs import StepOutput
+from aiorch.tasks.container.runners.base import Execution
+from aiorch.tasks.container.spec import ContainerStep, RunnerKind
 
 CACHE_BUSTER = "AIORCH_CACHE_BUSTER"
 
@@ -37,8 +37,8 @@ class DaggerRunner:
 
     Example:
         ```python
-        from agent_blocks import DaggerEngine
-        from tasks.container.runners.dagger import DaggerRunner
+        from aiorch.tasks.container.dagger_engine import DaggerEngine
+        from aiorch.tasks.container.runners.dagger import DaggerRunner
 
         runner = DaggerRunner(DaggerEngine(session_timeout_seconds=120))
         ```
@@ -67,11 +67,13 @@ class DaggerRunner:
         engine_cache: bool = True,
     ) -> Execution:
         """Build the pipeline, run each command, export outputs if all succeed."""
-        set_engine_log_sink(lambda line: output.info(f"engine: {line}"))
-        description = await anyio.to_thread.run_sync(ensure_session, self._engine)
-        output.info(description)
+        session = await anyio.to_thread.run_sync(ensure_session, self._engine)
+        output.info(session.description)
         started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix=f"aiorch-{step.name}-") as staging:
+        with (
+            session.log.attached(lambda line: output.info(f"engine: {line}"), secrets.values()),
+            tempfile.TemporaryDirectory(prefix=f"aiorch-{step.name}-") as staging,
+        ):
             inputs_dir = Path(staging) / "inputs"
             inputs_dir.mkdir()
             copy_inputs(step, inputs_dir)

@@ -33,17 +33,17 @@ import docker.errors
 import requests.exceptions
 from prefect_docker import DockerHost
 
-from tasks.container.errors import (
+from aiorch.tasks.container.errors import (
     EngineUnavailable,
     ImageUnavailable,
     MissingOutput,
     StepError,
     StepTimedOut,
 )
-from tasks.container.files import inputs_tar, pack_outputs
-from tasks.container.logs import StepOutput
-from tasks.container.runners.base import Execution
-from tasks.container.spec import ContainerStep, RunnerKind
+from aiorch.tasks.container.files import inputs_tar, pack_outputs
+from aiorch.tasks.container.logs import StepOutput
+from aiorch.tasks.container.runners.base import Execution
+from aiorch.tasks.container.spec import ContainerStep, RunnerKind
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -90,7 +90,7 @@ class DockerRunner:
         ```python
         from prefect_docker import DockerHost
 
-        from tasks.container.runners.docker import DockerRunner
+        from aiorch.tasks.container.runners.docker import DockerRunner
 
         runner = DockerRunner(DockerHost(base_url="unix:///var/run/docker.sock"), pull="never")
         ```

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import anyio
 
-from tasks.container.errors import StepTimedOut
-from tasks.container.files import copy_inputs, pack_outputs
-from tasks.container.logs import StepOutput, Stream
-from tasks.container.runners.base import Execution
-from tasks.container.spec import ContainerStep, RunnerKind
+from aiorch.tasks.container.errors import StepTimedOut
+from aiorch.tasks.container.files import copy_inputs, pack_outputs
+from aiorch.tasks.container.logs import StepOutput, Stream
+from aiorch.tasks.container.runners.base import Execution
+from aiorch.tasks.container.spec import ContainerStep, RunnerKind
 
 HOST_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
 READ_SIZE = 65536
@@ -38,7 +38,7 @@ class LocalRunner:
         ```python
         from pathlib import Path
 
-        from tasks.container.runners.local import LocalRunner
+        from aiorch.tasks.container.runners.local import LocalRunner
 
         runner = LocalRunner(cache_root=Path.home() / ".cache" / "aiorch" / "volumes")
         ```

@@ -20,7 +20,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from tasks.services import free_port, log_tail, stop_process_group
+from aiorch.core.errors import ConfigurationError, ServiceUnavailable
+from aiorch.core.services import free_port, log_tail, stop_process_group
 
 STARTUP_DEADLINE_SECONDS = 60.0
 
@@ -49,7 +50,7 @@ def running_postgres() -> Iterator[str]:
     """
     binaries = postgres_bin()
     if binaries is None:
-        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+        raise ConfigurationError("PostgreSQL is not installed (apt-get install postgresql)")
     directory = Path(tempfile.mkdtemp(prefix="aiorch-postgres-"))
     data = directory / "data"
     if os.geteuid() == 0:
@@ -98,7 +99,9 @@ def _wait_for(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     try:
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"postgres exited with {process.returncode}:\n{log_tail(log)}")
+                raise ServiceUnavailable(
+                    f"postgres exited with {process.returncode}:\n{log_tail(log)}"
+                )
             try:
                 with engine.connect() as connection:
                     connection.execute(text("select 1"))

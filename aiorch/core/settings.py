@@ -7,7 +7,7 @@ never re-reads them under another name.
 
 Example:
     ```python
-    from tasks.settings import load_settings
+    from aiorch.core.settings import load_settings
 
     settings = load_settings()
     print(settings.ui_port)
@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tasks.errors import ConfigurationError
+from aiorch.core.errors import ConfigurationError
 
 __all__ = ["AiorchSettings", "ConfigurationError", "load_settings"]
 

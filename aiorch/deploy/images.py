@@ -14,7 +14,7 @@ Example:
     ```python
     import docker
 
-    from tasks.container.images import build_busybox_image, busybox_binary
+    from aiorch.deploy.images import build_busybox_image, busybox_binary
 
     build_busybox_image(docker.from_env(), busybox_binary() or "/bin/busybox")
     ```
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import docker
 
-from tasks.errors import ConfigurationError
+from aiorch.core.errors import ConfigurationError, ImageBuildError
 
 BUSYBOX_IMAGE = "aiorch/busybox:local"
 PYTHON_BASE_IMAGE = "aiorch/python-base:trixie"
@@ -88,7 +88,7 @@ def build_busybox_image(
     )
     image_id: str | None = client.images.get(image).id
     if image_id is None:
-        raise RuntimeError(f"docker import of {image} returned no image id")
+        raise ImageBuildError(f"docker import of {image} returned no image id")
     return image_id
 
 
@@ -144,7 +144,7 @@ def build_python_base_image(
         )
     image_id: str | None = client.images.get(image).id
     if image_id is None:
-        raise RuntimeError(f"docker import of {image} returned no image id")
+        raise ImageBuildError(f"docker import of {image} returned no image id")
     return image_id
 
 
@@ -192,7 +192,7 @@ def build_wheelhouse(project: Path, python: str, extras: str = "") -> Path:
     if built.returncode != 0:
         # pip repeats harmless warnings per package (unreachable extra indexes): keep errors.
         errors = [line for line in built.stderr.splitlines() if not line.startswith("WARNING")]
-        raise RuntimeError(f"pip wheel failed ({built.returncode}):\n" + "\n".join(errors[-40:]))
+        raise ImageBuildError(f"pip wheel failed ({built.returncode}):\n" + "\n".join(errors[-40:]))
     return wheelhouse
 
 
@@ -212,7 +212,7 @@ def build_flow_image(
 
         import docker
 
-        from tasks.container.images import build_flow_image
+        from aiorch.deploy.images import build_flow_image
 
         build_flow_image(docker.from_env(), Path("."), "aiorch/python-base:trixie")
         ```
@@ -232,11 +232,11 @@ def build_flow_image(
     )
     for chunk in stream:
         if "error" in chunk:
-            raise RuntimeError(f"docker build of {image} failed: {chunk['error'].strip()}")
+            raise ImageBuildError(f"docker build of {image} failed: {chunk['error'].strip()}")
         line = str(chunk.get("stream", "")).rstrip()
         if line:
             log(line)
         image_id = chunk.get("aux", {}).get("ID", image_id)
     if image_id is None:
-        raise RuntimeError(f"docker build of {image} reported no image id")
+        raise ImageBuildError(f"docker build of {image} reported no image id")
     return image_id

@@ -3,12 +3,15 @@
 Each class says what went wrong in a way both people and automations can use: a short
 ``kind`` (the last part of the problem type URI), a ``title``, an HTTP-like ``status``,
 whether a retry may help (``retryable``) and, when known, how long to wait first
-(``retry_after``). :mod:`tasks.resilience.problems` renders any of them as an RFC 9457
+(``retry_after``). :mod:`aiorch.tasks.resilience.problems` renders any of them as an RFC 9457
 problem-details document.
 
 | kind | raised as | retryable |
 |---|---|---|
 | configuration-error | ``ConfigurationError`` (bad settings or input) | no |
+| missing-block | ``MissingBlockError`` (a block named in the configuration is absent) | no |
+| service-unavailable | ``ServiceUnavailable`` (a helper process did not start) | yes |
+| image-build-failed | ``ImageBuildError`` (``aiorch image ...``) | no |
 | step-failed | ``StepFailed`` (a command exited non-zero) | no |
 | step-timed-out | ``StepTimedOut`` | yes |
 | engine-unavailable | ``EngineUnavailable`` (Dagger or Docker unreachable) | yes |
@@ -47,6 +50,23 @@ class ConfigurationError(AiorchError, ValueError):
     kind = "configuration-error"
     title = "Invalid configuration"
     status = 400
+
+
+class ServiceUnavailable(AiorchError):
+    """A helper process aiorch starts (the local model server, ...) did not come up."""
+
+    kind = "service-unavailable"
+    title = "Helper service unavailable"
+    status = 503
+    retryable = True
+
+
+class ImageBuildError(AiorchError):
+    """An image aiorch builds without a registry could not be built; the message says why."""
+
+    kind = "image-build-failed"
+    title = "Image build failed"
+    status = 500
 
 
 def validation_problems(error: ValidationError, where: str) -> str:

@@ -30,37 +30,37 @@ from uuid import UUID
 from prefect import Flow
 from prefect.client.schemas.objects import State
 
-from tasks.container.select import runner_statuses
+from aiorch.tasks.container.select import runner_statuses
 
 Loader = Callable[[], Flow[..., Any]]
 
 
 def _demo() -> Flow[..., Any]:
-    from flows.demo import demo_flow
+    from aiorch.flows.demo import demo_flow
 
     return demo_flow
 
 
 def _data_pipeline() -> Flow[..., Any]:
-    from flows.data_pipeline import data_pipeline
+    from aiorch.flows.data_pipeline import data_pipeline
 
     return data_pipeline
 
 
 def _breaker_states() -> Flow[..., Any]:
-    from flows.breaker_states import breaker_states
+    from aiorch.flows.breaker_states import breaker_states
 
     return breaker_states
 
 
 def _ask_agent() -> Flow[..., Any]:
-    from flows.ask_agent import ask_agent
+    from aiorch.flows.ask_agent import ask_agent
 
     return ask_agent
 
 
 def _dagger_check() -> Flow[..., Any]:
-    from flows.dagger_check import dagger_check
+    from aiorch.flows.dagger_check import dagger_check
 
     return dagger_check
 
@@ -115,8 +115,8 @@ def _runners(arguments: argparse.Namespace) -> int:
 def _image(arguments: argparse.Namespace) -> int:
     import docker
 
-    from tasks.container import images
-    from tasks.errors import ConfigurationError
+    from aiorch.core.errors import ConfigurationError
+    from aiorch.deploy import images
 
     client = docker.from_env()
     try:
@@ -144,9 +144,9 @@ def _image(arguments: argparse.Namespace) -> int:
 
 
 def _environment(arguments: argparse.Namespace) -> int:
-    from tasks.environments import apply_environment, load_environment
-    from tasks.errors import ConfigurationError
-    from tasks.sync_bridge import run_sync
+    from aiorch.core.errors import ConfigurationError
+    from aiorch.core.prefect_internals import run_sync
+    from aiorch.deploy.environments import apply_environment, load_environment
 
     try:
         environment = load_environment(arguments.name)
@@ -160,9 +160,9 @@ def _environment(arguments: argparse.Namespace) -> int:
 
 
 def _block(arguments: argparse.Namespace) -> int:
-    from tasks.environments import AgentSpec, ProviderSpec, agent_block, provider_block
-    from tasks.errors import ConfigurationError
-    from tasks.sync_bridge import run_sync
+    from aiorch.core.errors import ConfigurationError
+    from aiorch.core.prefect_internals import run_sync
+    from aiorch.deploy.environments import AgentSpec, ProviderSpec, agent_block, provider_block
 
     name = arguments.name
     try:
@@ -178,7 +178,7 @@ def _block(arguments: argparse.Namespace) -> int:
             from prefect.blocks.system import Secret
             from pydantic import SecretStr
 
-            from tasks.environments import env_value
+            from aiorch.deploy.environments import env_value
 
             block = Secret(value=SecretStr(env_value(arguments.from_env, "--from-env")))
     except ConfigurationError as error:
@@ -190,9 +190,10 @@ def _block(arguments: argparse.Namespace) -> int:
 
 
 def _model(arguments: argparse.Namespace) -> int:
-    from agent_blocks import ModelProvider
-    from agent_blocks.agent import check_model, check_provider
-    from tasks.agents.capabilities import model_capabilities, probe_capabilities
+    from aiorch.agent_blocks import ModelProvider
+    from aiorch.agent_blocks.agent import check_model, check_provider
+    from aiorch.core.errors import ConfigurationError
+    from aiorch.tasks.agents.capabilities import model_capabilities, probe_capabilities
 
     provider: ModelProvider | None = None
     try:
@@ -202,7 +203,7 @@ def _model(arguments: argparse.Namespace) -> int:
         check_provider(arguments.model, provider)
         if arguments.action == "probe":
             if provider is None:
-                raise ValueError("probe needs --provider: the ModelProvider block to reach")
+                raise ConfigurationError("probe needs --provider: the ModelProvider block to reach")
             capabilities = probe_capabilities(arguments.model, provider)
         else:
             capabilities = model_capabilities(arguments.model, provider)
@@ -216,8 +217,8 @@ def _model(arguments: argparse.Namespace) -> int:
 def _compare(arguments: argparse.Namespace) -> int:
     import anyio
 
-    from flows.compare_runs import compare_runs_flow
-    from tasks.monitoring.compare import render_comparison
+    from aiorch.flows.compare_runs import compare_runs_flow
+    from aiorch.tasks.monitoring.compare import render_comparison
 
     try:
         before, after = UUID(arguments.before), UUID(arguments.after)
@@ -230,8 +231,8 @@ def _compare(arguments: argparse.Namespace) -> int:
 
 
 def _breakers(arguments: argparse.Namespace) -> int:
-    from flows.breaker_states import breaker_states
-    from tasks.resilience.breaker_report import breaker_rows
+    from aiorch.flows.breaker_states import breaker_states
+    from aiorch.tasks.resilience.breaker_report import breaker_rows
 
     rows = breaker_rows()
     if not rows:
@@ -244,7 +245,7 @@ def _breakers(arguments: argparse.Namespace) -> int:
 
 
 def _breaker(arguments: argparse.Namespace) -> int:
-    from tasks.resilience.breaker import CircuitBreaker
+    from aiorch.tasks.resilience.breaker import CircuitBreaker
 
     targets: dict[str, Literal["forced_open", "closed", "disabled"]] = {
         "open": "forced_open",
@@ -259,7 +260,7 @@ def _breaker(arguments: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    from tasks.container.images import BUSYBOX_IMAGE, FLOW_IMAGE, PYTHON_BASE_IMAGE
+    from aiorch.deploy.images import BUSYBOX_IMAGE, FLOW_IMAGE, PYTHON_BASE_IMAGE
 
     root = argparse.ArgumentParser(prog="aiorch", description=__doc__.splitlines()[0])
     commands = root.add_subparsers(dest="command", required=True)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from aiorch.core.errors import ServiceUnavailable
+
 STOP_DEADLINE_SECONDS = 20.0
 POLL_INTERVAL_SECONDS = 0.2
 
@@ -37,11 +39,15 @@ def log_tail(log: Path, lines: int = 40) -> str:
 def wait_until_ready(
     url: str, process: subprocess.Popen[bytes], log: Path, deadline_seconds: float
 ) -> None:
-    """Poll ``url`` until it answers 200; fail with the service's log if it never does."""
+    """Poll ``url`` until it answers 200; fail with the service's log if it never does.
+
+    Raises:
+        ServiceUnavailable: the process exited, or ``url`` did not answer in time.
+    """
     deadline = time.monotonic() + deadline_seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
+            raise ServiceUnavailable(
                 f"{process.args!r} exited with {process.returncode}:\n{log_tail(log)}"
             )
         try:
@@ -50,7 +56,7 @@ def wait_until_ready(
         except httpx.TransportError:
             pass
         time.sleep(POLL_INTERVAL_SECONDS)
-    raise TimeoutError(f"{url} not ready after {deadline_seconds}s:\n{log_tail(log)}")
+    raise ServiceUnavailable(f"{url} not ready after {deadline_seconds}s:\n{log_tail(log)}")
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:

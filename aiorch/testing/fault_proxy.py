@@ -8,7 +8,7 @@ model. Point a ``ModelProvider(kind="generic", base_url=proxy.base_url)`` at it.
 
 Example:
     ```python
-    from tasks.resilience.fault_proxy import Fault, running_fault_proxy
+    from aiorch.testing.fault_proxy import Fault, running_fault_proxy
 
     with running_fault_proxy(default=Fault(status=429)) as proxy:
         print(proxy.base_url.startswith("http://127.0.0.1:"))  # True
@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from tasks.resilience.json_http import send_json
+from aiorch.testing.json_http import send_json
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Example:
     ```python
-    from tasks.monitoring.automations import notification_action
+    from aiorch.deploy.automations import notification_action
 
     print(notification_action.__name__)  # notification_action
     ```
@@ -18,6 +18,8 @@ from prefect.client.orchestration import get_client
 from prefect.events.actions import SendNotification
 from prefect.events.schemas.automations import AutomationCore
 
+from aiorch.core.errors import ConfigurationError
+
 
 async def notification_action(block_name: str, block_type: type[Block]) -> SendNotification:
     """A SendNotification action through the saved notification block ``block_name``.
@@ -28,7 +30,7 @@ async def notification_action(block_name: str, block_type: type[Block]) -> SendN
     try:
         block = cast(Block, await block_type.aload(block_name))
     except ValueError:
-        raise ValueError(
+        raise ConfigurationError(
             f"there is no {block_type.__name__} block named {block_name!r}; create one, e.g. "
             f"{block_type.__name__}(name='aiorch', url='https://...').save({block_name!r})"
         ) from None

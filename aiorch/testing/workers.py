@@ -2,7 +2,7 @@
 
 Example:
     ```python
-    from tests.workers import Worker, run_deployment
+    from aiorch.testing.workers import Worker, run_deployment
 
     worker = Worker("aiorch-process", "process", env, Path("worker.log"))
     try:
@@ -27,7 +27,8 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun
 
-from tasks.services import STOP_DEADLINE_SECONDS, stop_process_group
+from aiorch.core.errors import ConfigurationError
+from aiorch.core.services import STOP_DEADLINE_SECONDS, stop_process_group
 
 RUN_DEADLINE_SECONDS = 240.0
 IDLE_DEADLINE_SECONDS = 60.0
@@ -52,7 +53,7 @@ def run_deployment(name: str, parameters: dict[str, Any] | None = None) -> FlowR
 def creation_to_completion(run: FlowRun) -> float:
     """Seconds from the run's creation to its end, both as the server recorded them."""
     if run.end_time is None:
-        raise ValueError(f"flow run {run.id} has not ended")
+        raise ConfigurationError(f"run: flow run {run.id} has not ended; pass a finished run")
     seconds: float = (run.end_time - run.created).total_seconds() if run.created else 0.0
     return seconds
 

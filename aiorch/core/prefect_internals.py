@@ -1,36 +1,105 @@
-"""A file lock manager whose lock files appear whole, and whose async waits never block.
+"""Every place aiorch reaches into Prefect beyond its public API.
 
-Prefect's FileSystemLockManager (3.9) creates a lock file empty and writes its JSON a
-moment later, so a concurrent reader can fail with "EOF while parsing"; and when two
-async callers race, the loser falls back to the blocking ``acquire_lock``, which sleeps
-inside the event loop and deadlocks the winner that shares that loop. Identical steps
-started together hit both. Here a lock file is written under a temporary name and
-hard-linked into place, which creates it atomically with its content, and async waits
-use ``anyio.sleep``.
+Each was checked against the Prefect releases in :data:`CHECKED_PREFECT`, and
+tests/test_prefect_internals.py fails on any other. One reason to change: Prefect's
+internals moved. Three touches:
 
-A lock also records its holder's process and host. A process killed while it held a
-lock (``kill -9``, a lost machine) never releases it, and Prefect's lock has no expiry
-unless a hold timeout is set, so a rerun would wait forever: a lock whose process is
-gone from this host is stale and is removed, under an ``flock`` so that two waiters
-never remove a lock a third has just taken.
+- **The client context of sync tasks.** A sync task that awaits async work (each model
+  request, each step execution) goes through Prefect's run-sync event loop, where no
+  client context exists, so every call would open a new async Prefect client: about
+  17 ms here, mostly loading the TLS trust store, three times the rest of a passthrough
+  agent call. :func:`run_sync` keeps one client per event loop and API URL and puts it in
+  the context of each call (Prefect's ``AsyncClientContext`` variable), as an async
+  flow's own client context does.
+- **Storage blocks' async methods.** Prefect's own results code reads and writes storage
+  blocks through ``call_explicitly_async_block_method``: it picks each block type's async
+  method (LocalFileSystem, S3, GCS and Azure differ).
+- **The cache's file lock manager.** Prefect's FileSystemLockManager (3.9) creates a
+  lock file empty and writes its JSON a moment later, so a concurrent reader can fail
+  with "EOF while parsing"; and when two async callers race, the loser falls back to the
+  blocking ``acquire_lock``, which sleeps inside the event loop and deadlocks the winner
+  that shares that loop. Identical steps started together hit both. Here a lock file is
+  written under a temporary name and hard-linked into place, which creates it atomically
+  with its content, and async waits use ``anyio.sleep``. A lock also records its
+  holder's process and host. A process killed while it held a lock (``kill -9``, a lost
+  machine) never releases it, and Prefect's lock has no expiry unless a hold timeout is
+  set, so a rerun would wait forever: a lock whose process is gone from this host is
+  stale and is removed, under an ``flock`` so that two waiters never remove a lock a
+  third has just taken.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
 import socket
 import tempfile
+import threading
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from weakref import WeakKeyDictionary
 
 import anyio
 import pydantic_core
+from prefect._internal.compatibility.blocks import call_explicitly_async_block_method
+from prefect.client.orchestration import PrefectClient
+from prefect.context import AsyncClientContext
+from prefect.filesystems import WritableFileSystem
 from prefect.locking.filesystem import FileSystemLockManager
+from prefect.settings import get_current_settings
+from prefect.utilities.asyncutils import run_coro_as_sync
 
+# A PEP 440 specifier: the Prefect releases these touches were checked against.
+CHECKED_PREFECT = ">=3.9.1,<3.10"
 POLL_SECONDS = 0.1
+
+
+_clients: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AsyncClientContext]] = (
+    WeakKeyDictionary()
+)
+_lock = threading.Lock()
+
+
+async def _client_context() -> AsyncClientContext:
+    loop = asyncio.get_running_loop()
+    api_url = str(get_current_settings().api.url or "ephemeral")
+    with _lock:
+        by_url = _clients.setdefault(loop, {})
+        context = by_url.get(api_url)
+    if context is None:
+        context = AsyncClientContext()
+        client: PrefectClient = context.client
+        await client.__aenter__()
+        with _lock:
+            by_url[api_url] = context
+    return context
+
+
+async def _with_shared_client[T](coroutine: Coroutine[Any, Any, T]) -> T:
+    if AsyncClientContext.get() is not None:
+        return await coroutine
+    context = await _client_context()
+    token = AsyncClientContext.__var__.set(context)
+    try:
+        return await coroutine
+    finally:
+        AsyncClientContext.__var__.reset(token)
+
+
+def run_sync[T](coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion from sync code, with a reused Prefect client."""
+    result: T = run_coro_as_sync(_with_shared_client(coroutine))
+    return result
+
+
+async def call_block_method(block: WritableFileSystem, method: str, *args: Any) -> Any:
+    """Call a storage block's async form of ``method`` (``read_path``, ``write_path``)."""
+    return await call_explicitly_async_block_method(block, method, args, {})
 
 
 class AtomicFileSystemLockManager(FileSystemLockManager):

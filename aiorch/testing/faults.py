@@ -3,11 +3,11 @@
 Counters live in files under ``AIORCH_DATA_DIR/faults/`` so they span retries, flow
 runs and processes; name each fault by a key and call :func:`reset_fault` to start over.
 For model endpoints that answer 429/500 storms or hang, see
-:mod:`tasks.resilience.fault_proxy`.
+:mod:`aiorch.testing.fault_proxy`.
 
 Example:
     ```python
-    from tasks.resilience.faults import FailTimes, InjectedFault, reset_fault
+    from aiorch.testing.faults import FailTimes, InjectedFault, reset_fault
 
     reset_fault("docs-example")
     flaky = FailTimes(2, key="docs-example")
@@ -32,10 +32,10 @@ from pathlib import Path
 
 from prefect_docker import DockerHost
 
-from tasks.container.errors import EX_TEMPFAIL
-from tasks.container.spec import CacheVolume, ContainerStep
-from tasks.errors import AiorchError
-from tasks.settings import load_settings
+from aiorch.core.errors import AiorchError, ConfigurationError
+from aiorch.core.settings import load_settings
+from aiorch.tasks.container.errors import EX_TEMPFAIL
+from aiorch.tasks.container.spec import CacheVolume, ContainerStep
 
 
 class InjectedFault(AiorchError):
@@ -75,7 +75,7 @@ class FailTimes:
 
     def __init__(self, failures: int, *, key: str) -> None:
         if failures < 0:
-            raise ValueError(f"failures must be 0 or more (got {failures})")
+            raise ConfigurationError(f"failures must be 0 or more (got {failures})")
         self.failures = failures
         self.key = key
 
@@ -91,7 +91,7 @@ class FailRandomly:
 
     def __init__(self, probability: float, *, seed: int) -> None:
         if not 0 <= probability <= 1:
-            raise ValueError(f"probability must be between 0 and 1 (got {probability})")
+            raise ConfigurationError(f"probability must be between 0 and 1 (got {probability})")
         self.probability = probability
         self._random = random.Random(seed)
 
@@ -127,7 +127,9 @@ def hanging_step(
 ) -> ContainerStep:
     """A step that sleeps ``seconds``, past its ``timeout``: it fails as timed out."""
     if seconds <= timeout:
-        raise ValueError(f"seconds ({seconds}) must exceed timeout ({timeout}) to hang past it")
+        raise ConfigurationError(
+            f"seconds ({seconds}) must exceed timeout ({timeout}) to hang past it"
+        )
     return ContainerStep(
         name=name,
         image=image,

@@ -19,7 +19,7 @@ overwritten.
 
 Example:
     ```python
-    from tasks.environments import load_environment
+    from aiorch.deploy.environments import load_environment
 
     dev = load_environment("dev")
     print(sorted(dev.work_pools))
@@ -42,9 +42,9 @@ from prefect.variables import Variable
 from prefect.workers.utilities import get_default_base_job_template_for_infrastructure_type
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from agent_blocks import Agent, ModelProvider
-from tasks.blocks import aload_block
-from tasks.errors import ConfigurationError, validation_problems
+from aiorch.agent_blocks import Agent, ModelProvider
+from aiorch.core.errors import ConfigurationError, validation_problems
+from aiorch.tasks.blocks import aload_block
 
 ENVIRONMENTS_DIR = Path("deployments/environments")
 EXAMPLE_FILE = ENVIRONMENTS_DIR / "dev.yaml"

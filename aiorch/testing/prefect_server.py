@@ -17,8 +17,8 @@ import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-from tasks.services import stop_process_group as stop
-from tasks.services import wait_until_ready
+from aiorch.core.services import stop_process_group as stop
+from aiorch.core.services import wait_until_ready
 
 STARTUP_DEADLINE_SECONDS = 90.0
 

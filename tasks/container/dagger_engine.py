@@ -2,7 +2,7 @@
 
 Example:
     ```python
-    from agent_blocks import DaggerEngine
+    from aiorch.tasks.container.dagger_engine import DaggerEngine
 
     DaggerEngine(cli_path="/usr/local/bin/dagger", session_timeout_seconds=120).save(
         "ci-engine", overwrite=True

@@ -1,0 +1,42 @@
+"""The touches of Prefect internals were checked against these Prefect releases only.
+
+When this fails after a Prefect upgrade, re-check each touch listed in
+aiorch/core/prefect_internals.py (the client context variable, storage blocks' async
+methods, the file lock manager's private methods), then widen CHECKED_PREFECT.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from packaging.specifiers import SpecifierSet
+from prefect.context import AsyncClientContext
+from prefect.locking.filesystem import FileSystemLockManager
+
+from aiorch.core.prefect_internals import CHECKED_PREFECT
+from tests.sources import package_modules
+
+
+def test_installed_prefect_is_one_the_internals_were_checked_against() -> None:
+    installed = metadata.version("prefect")
+    assert installed in SpecifierSet(CHECKED_PREFECT), (
+        f"Prefect {installed} is outside {CHECKED_PREFECT}: re-check prefect_internals.py"
+    )
+
+
+def test_the_private_parts_relied_on_still_exist() -> None:
+    assert hasattr(AsyncClientContext, "__var__")
+    for method in ("_lock_path_for_key", "_ensure_lock_files_directory_exists"):
+        assert callable(getattr(FileSystemLockManager, method, None)), method
+
+
+def test_no_other_module_reaches_into_prefect_internals() -> None:
+    touches = ("prefect._internal", "__var__", "prefect.locking", "prefect.utilities.asyncutils")
+    found = [
+        f"{module}: {touch}"
+        for module, path in package_modules().items()
+        if module != "aiorch.core.prefect_internals"
+        for touch in touches
+        if touch in path.read_text()
+    ]
+    assert not found

@@ -26,12 +26,14 @@ from prefect.settings import get_current_settings
 
 from aiorch.deploy.environments import apply_environment, load_environment
 from aiorch.deploy.images import build_flow_image, build_python_base_image
-from aiorch.testing.workers import ROOT, Worker, creation_to_completion, pause_schedules
+from aiorch.testing.workers import Worker, creation_to_completion, pause_schedules
 from bench.harness import Comparison, NotRun, Row, Side, interleave
 
 NAME = "Work pools: run creation to Completed (breaker-states)"
 IMAGE = "aiorch-bench/flows:latest"
 BASE_IMAGE = "aiorch-bench/python-base:trixie"
+# The checkout: its prefect.yaml, Dockerfile and deployments/ are what gets deployed.
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _why_not(client: docker.DockerClient | None) -> str | None:
@@ -102,8 +104,8 @@ def run(repeat: int) -> list[Row]:
         with get_client(sync_client=True) as prefect:
             pause_schedules(prefect)
         workers = [
-            Worker("aiorch-process", "process", env, scratch / "process.log"),
-            Worker("aiorch-docker", "docker", env, scratch / "docker.log"),
+            Worker("aiorch-process", "process", env, scratch / "process.log", ROOT),
+            Worker("aiorch-docker", "docker", env, scratch / "docker.log", ROOT),
         ]
         for worker in workers:
             stack.callback(worker.stop)

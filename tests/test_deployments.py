@@ -268,7 +268,7 @@ def test_prefect_deploy_all_deploys_every_flow(deployed: Path) -> None:
 
 def test_process_worker_runs_deployments(deployed: Path, prefect_api: str) -> None:
     env = _subprocess_env(prefect_api, deployed)
-    worker = Worker("aiorch-process", "process", env, deployed / "process-worker.log")
+    worker = Worker("aiorch-process", "process", env, deployed / "process-worker.log", ROOT)
     try:
         run = worker.complete("aiorch-demo/demo", {"top": 3})
         quick = worker.complete("aiorch-breaker-states/breaker-states")
@@ -329,7 +329,7 @@ def test_docker_worker_runs_deployments_in_the_flow_image(
     client = docker.from_env()
     env = _subprocess_env(prefect_api, deployed)
     started = int(time.time()) - 1
-    worker = Worker("aiorch-docker", "docker", env, deployed / "docker-worker.log")
+    worker = Worker("aiorch-docker", "docker", env, deployed / "docker-worker.log", ROOT)
     try:
         run = worker.complete("aiorch-demo/demo-docker", {"top": 3})
         quick = worker.complete("aiorch-breaker-states/breaker-states-docker")

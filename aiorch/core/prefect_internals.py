@@ -38,7 +38,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -143,6 +143,21 @@ class AtomicFileSystemLockManager(FileSystemLockManager):
         self._locks[key] = {"holder": holder, "expiration": expiration, "path": lock_path}
         return True
 
+    def _attempts(
+        self, key: str, holder: str, acquire_timeout: float | None, hold_timeout: float | None
+    ) -> Iterator[bool]:
+        """Each attempt to take the lock, until it is taken or time is up.
+
+        False means wait, then try again; the last is True when the lock was taken. Stops
+        after ``acquire_timeout`` seconds (never if None).
+        """
+        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
+        while not self._try_acquire(key, holder, hold_timeout):
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            yield False
+        yield True
+
     def acquire_lock(
         self,
         key: str,
@@ -151,12 +166,11 @@ class AtomicFileSystemLockManager(FileSystemLockManager):
         hold_timeout: float | None = None,
     ) -> bool:
         """Take the lock, waiting up to ``acquire_timeout`` seconds (forever if None)."""
-        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
-        while not self._try_acquire(key, holder, hold_timeout):
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
+        for taken in self._attempts(key, holder, acquire_timeout, hold_timeout):
+            if taken:
+                return True
             time.sleep(POLL_SECONDS)
-        return True
+        return False
 
     async def aacquire_lock(
         self,
@@ -166,12 +180,11 @@ class AtomicFileSystemLockManager(FileSystemLockManager):
         hold_timeout: float | None = None,
     ) -> bool:
         """Take the lock without blocking the event loop while waiting."""
-        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
-        while not self._try_acquire(key, holder, hold_timeout):
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
+        for taken in self._attempts(key, holder, acquire_timeout, hold_timeout):
+            if taken:
+                return True
             await anyio.sleep(POLL_SECONDS)
-        return True
+        return False
 
 
 def _read(path: Path) -> dict[str, object] | None:

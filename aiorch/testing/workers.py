@@ -33,7 +33,6 @@ from aiorch.core.services import STOP_DEADLINE_SECONDS, stop_process_group
 RUN_DEADLINE_SECONDS = 240.0
 IDLE_DEADLINE_SECONDS = 60.0
 RUN_LABEL = "io.prefect.flow-run-id"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_deployment(name: str, parameters: dict[str, Any] | None = None) -> FlowRun:
@@ -61,14 +60,16 @@ def creation_to_completion(run: FlowRun) -> float:
 class Worker:
     """A real ``prefect worker start`` process in its own session, stopped with SIGTERM."""
 
-    def __init__(self, pool: str, kind: str, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, pool: str, kind: str, env: dict[str, str], log: Path, cwd: Path | None = None
+    ) -> None:
         self.log = log
         self.kind = kind
         self.runs: list[UUID] = []
         with log.open("wb") as output:
             self.process = subprocess.Popen(
                 ["prefect", "worker", "start", "--pool", pool, "--type", kind],
-                cwd=ROOT,
+                cwd=cwd,
                 env=env,
                 stdout=output,
                 stderr=subprocess.STDOUT,

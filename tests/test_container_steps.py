@@ -434,7 +434,7 @@ def test_inputs_must_exist_and_stay_inside_the_workdir(scratch_dir: Path) -> Non
 
 def test_runner_name_is_checked(prefect_api: str) -> None:
     step = ContainerStep(name="x", image="busybox", commands=[["true"]])
-    with pytest.raises(ValueError, match="runner must be one of auto, dagger, docker, local"):
+    with pytest.raises(ValueError, match="runner: must be one of auto, dagger, docker, local"):
         _run(step, "podman")
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
+import tempfile
 import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -61,3 +65,34 @@ def test_prefect_yaml_entrypoints_are_flows() -> None:
             assert all(name in deployment["description"] for name in missing), missing
         else:
             flow.validate_parameters(parameters)
+
+
+@pytest.mark.parametrize("package", ["aiorch", "aiorch.tasks.container"])
+def test_lazy_exports_list_and_resolve_every_name(package: str) -> None:
+    module = importlib.import_module(package)
+    assert set(module.__all__) == set(module._EXPORTS)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+    assert set(module.__all__) <= set(dir(module))
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        module.nothing_here  # noqa: B018
+
+
+def test_the_collections_entry_point_loads_no_task_machinery() -> None:
+    # Prefect imports aiorch.blocks at every server start: only the blocks, not the tasks.
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, aiorch.blocks; "
+            "print(sorted(m for m in sys.modules if m.startswith('aiorch.tasks.')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tempfile.gettempdir(),
+    )
+    assert (
+        loaded.stdout.strip()
+        == "['aiorch.tasks.container', 'aiorch.tasks.container.dagger_engine']"
+    )

@@ -13,21 +13,43 @@ Example:
     ```
 """
 
-from aiorch.tasks.container.errors import (
-    EngineUnavailable,
-    StepError,
-    StepFailed,
-    StepTimedOut,
-)
-from aiorch.tasks.container.spec import (
-    CacheVolume,
-    ContainerStep,
-    RunnerKind,
-    SecretRef,
-    StepInput,
-    StepResult,
-)
-from aiorch.tasks.container.task import arun_step, run_step
+from typing import TYPE_CHECKING
+
+from aiorch.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from aiorch.tasks.container.errors import (
+        EngineUnavailable,
+        StepError,
+        StepFailed,
+        StepTimedOut,
+    )
+    from aiorch.tasks.container.spec import (
+        CacheVolume,
+        ContainerStep,
+        RunnerKind,
+        SecretRef,
+        StepInput,
+        StepResult,
+    )
+    from aiorch.tasks.container.task import arun_step, run_step
+
+# Imported on first use: aiorch.blocks (Prefect's collections, at every server start) needs
+# only the DaggerEngine block of this package, not the step task and its runners.
+_EXPORTS = {
+    "CacheVolume": "aiorch.tasks.container.spec",
+    "ContainerStep": "aiorch.tasks.container.spec",
+    "EngineUnavailable": "aiorch.tasks.container.errors",
+    "RunnerKind": "aiorch.tasks.container.spec",
+    "SecretRef": "aiorch.tasks.container.spec",
+    "StepError": "aiorch.tasks.container.errors",
+    "StepFailed": "aiorch.tasks.container.errors",
+    "StepInput": "aiorch.tasks.container.spec",
+    "StepResult": "aiorch.tasks.container.spec",
+    "StepTimedOut": "aiorch.tasks.container.errors",
+    "arun_step": "aiorch.tasks.container.task",
+    "run_step": "aiorch.tasks.container.task",
+}
 
 __all__ = [
     "CacheVolume",
@@ -43,3 +65,5 @@ __all__ = [
     "arun_step",
     "run_step",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

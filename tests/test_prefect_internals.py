@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from importlib import metadata
 
+import pytest
 from packaging.specifiers import SpecifierSet
+from prefect.blocks.system import Secret
 from prefect.context import AsyncClientContext
 from prefect.locking.filesystem import FileSystemLockManager
 
-from aiorch.core.prefect_internals import CHECKED_PREFECT
+from aiorch.core.errors import ConfigurationError
+from aiorch.core.prefect_internals import CHECKED_PREFECT, block_document_id
 from tests.sources import package_modules
 
 
@@ -31,7 +34,13 @@ def test_the_private_parts_relied_on_still_exist() -> None:
 
 
 def test_no_other_module_reaches_into_prefect_internals() -> None:
-    touches = ("prefect._internal", "__var__", "prefect.locking", "prefect.utilities.asyncutils")
+    touches = (
+        "prefect._internal",
+        "__var__",
+        "prefect.locking",
+        "prefect.utilities.asyncutils",
+        "_block_document_id",
+    )
     found = [
         f"{module}: {touch}"
         for module, path in package_modules().items()
@@ -40,3 +49,8 @@ def test_no_other_module_reaches_into_prefect_internals() -> None:
         if touch in path.read_text()
     ]
     assert not found
+
+
+def test_an_unsaved_block_has_no_document_id_and_says_so() -> None:
+    with pytest.raises(ConfigurationError, match="Secret: the block has no saved document"):
+        block_document_id(Secret(value="never-saved"))

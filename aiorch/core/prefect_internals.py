@@ -2,7 +2,7 @@
 
 Each was checked against the Prefect releases in :data:`CHECKED_PREFECT`, and
 tests/test_prefect_internals.py fails on any other. One reason to change: Prefect's
-internals moved. Three touches:
+internals moved. Four touches:
 
 - **The client context of sync tasks.** A sync task that awaits async work (each model
   request, each step execution) goes through Prefect's run-sync event loop, where no
@@ -14,6 +14,8 @@ internals moved. Three touches:
 - **Storage blocks' async methods.** Prefect's own results code reads and writes storage
   blocks through ``call_explicitly_async_block_method``: it picks each block type's async
   method (LocalFileSystem, S3, GCS and Azure differ).
+- **A loaded block's document id.** Prefect keeps it in a private attribute; an action
+  that sends through a saved notification block needs it.
 - **The cache's file lock manager.** Prefect's FileSystemLockManager (3.9) creates a
   lock file empty and writes its JSON a moment later, so a concurrent reader can fail
   with "EOF while parsing"; and when two async callers race, the loser falls back to the
@@ -42,17 +44,21 @@ from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 from weakref import WeakKeyDictionary
 
 import anyio
 import pydantic_core
 from prefect._internal.compatibility.blocks import call_explicitly_async_block_method
+from prefect.blocks.core import Block
 from prefect.client.orchestration import PrefectClient
 from prefect.context import AsyncClientContext
 from prefect.filesystems import WritableFileSystem
 from prefect.locking.filesystem import FileSystemLockManager
 from prefect.settings import get_current_settings
 from prefect.utilities.asyncutils import run_coro_as_sync
+
+from aiorch.core.errors import ConfigurationError
 
 # A PEP 440 specifier: the Prefect releases these touches were checked against.
 CHECKED_PREFECT = ">=3.9.1,<3.10"
@@ -95,6 +101,20 @@ def run_sync[T](coroutine: Coroutine[Any, Any, T]) -> T:
     """Run ``coroutine`` to completion from sync code, with a reused Prefect client."""
     result: T = run_coro_as_sync(_with_shared_client(coroutine))
     return result
+
+
+def block_document_id(block: Block) -> UUID:
+    """The id of the saved document a loaded block came from.
+
+    Raises:
+        ConfigurationError: the block was never saved or loaded.
+    """
+    identifier = getattr(block, "_block_document_id", None)
+    if not isinstance(identifier, UUID):
+        raise ConfigurationError(
+            f"{type(block).__name__}: the block has no saved document; save or load it first"
+        )
+    return identifier
 
 
 async def call_block_method(block: WritableFileSystem, method: str, *args: Any) -> Any:

@@ -19,13 +19,14 @@ from prefect.events.actions import SendNotification
 from prefect.events.schemas.automations import AutomationCore
 
 from aiorch.core.errors import ConfigurationError
+from aiorch.core.prefect_internals import block_document_id
 
 
 async def notification_action(block_name: str, block_type: type[Block]) -> SendNotification:
     """A SendNotification action through the saved notification block ``block_name``.
 
     Raises:
-        ValueError: no such block; the message says how to create one.
+        ConfigurationError: no such block; the message says how to create one.
     """
     try:
         block = cast(Block, await block_type.aload(block_name))
@@ -34,9 +35,8 @@ async def notification_action(block_name: str, block_type: type[Block]) -> SendN
             f"there is no {block_type.__name__} block named {block_name!r}; create one, e.g. "
             f"{block_type.__name__}(name='aiorch', url='https://...').save({block_name!r})"
         ) from None
-    block_id = cast(UUID, block._block_document_id)
     return SendNotification(
-        block_document_id=block_id,
+        block_document_id=block_document_id(block),
         subject="aiorch alert: {{ event.event }}",
         body="{{ event.event }} about {{ event.resource.id }}: {{ event.payload }}",
     )

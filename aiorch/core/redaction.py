@@ -9,6 +9,7 @@ secret somewhere unexpected.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
 MASK = "********"
 # Very short values would mask ordinary words; real secrets are longer.
@@ -25,10 +26,18 @@ def register_secret(value: str | None) -> None:
             _secrets.add(value)
 
 
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` replaced by asterisks, the longest first.
+
+    Longest first, so a secret that contains another is hidden whole.
+    """
+    for secret in sorted({value for value in secrets if value}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
 def redact(text: str) -> str:
     """``text`` with every registered secret replaced by asterisks."""
     with _lock:
-        known = sorted(_secrets, key=len, reverse=True)
-    for secret in known:
-        text = text.replace(secret, MASK)
-    return text
+        known = list(_secrets)
+    return mask(text, known)

@@ -17,6 +17,7 @@ from fast_agent.types.llm_stop_reason import LlmStopReason
 from prefect.client.schemas.objects import State
 
 from aiorch.core.errors import AiorchError
+from aiorch.core.redaction import mask
 
 PROVIDER_ERROR_CHANNEL = "fast-agent-provider-error"
 ERROR_CHANNEL = "fast-agent-error"
@@ -97,14 +98,6 @@ class ToolCallError(AgentError):
 def _channel_texts(reply: PromptMessageExtended, channel: str) -> list[str]:
     blocks = (reply.channels or {}).get(channel, [])
     return [text for block in blocks if (text := getattr(block, "text", None))]
-
-
-def mask(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret value replaced by asterisks."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "********")
-    return text
 
 
 def error_from_reply(

@@ -446,7 +446,6 @@ async def _call_agent(
             schema=schema,
         )
 
-    result: AgentResult | None = None
     for candidate, fallback in itertools.pairwise(chain):
         try:
             result = await on(candidate)
@@ -456,7 +455,7 @@ async def _call_agent(
                 raise
             logger.warning("%s; falling back to %r", error, fallback)
             failed.append(candidate)
-    if result is None:
+    else:
         result = await on(chain[-1])
     if result.cache_hit:
         logger.info("agent call on %s replayed from storage", result.model)

@@ -38,8 +38,8 @@ from prefect.blocks.system import Secret
 
 from aiorch.agent_blocks.agent import McpServer
 from aiorch.core.errors import ConfigurationError
-from aiorch.core.redaction import register_secret
-from aiorch.tasks.agents.errors import ToolCallError, mask
+from aiorch.core.redaction import mask, register_secret
+from aiorch.tasks.agents.errors import ToolCallError
 from aiorch.tasks.agents.runtime import AgentRuntime
 from aiorch.tasks.blocks import MissingBlockError, aload_block
 from aiorch.tasks.durable import PrecomputedKey

@@ -35,7 +35,7 @@ from typing import IO, Any
 from prefect import Flow
 from prefect.client.schemas.objects import FlowRun, State
 
-from aiorch.core.redaction import MASK, redact
+from aiorch.core.redaction import mask, redact
 from aiorch.tasks.container.dagger_engine import DaggerEngine
 from aiorch.tasks.container.errors import EngineUnavailable
 
@@ -72,10 +72,7 @@ class EngineLog:
         """
         with self._lock:
             attached = list(self._sinks.values())
-        secrets = sorted({value for _, values in attached for value in values}, key=len)
-        for secret in reversed(secrets):
-            line = line.replace(secret, MASK)
-        line = redact(line)
+        line = redact(mask(line, (value for _, values in attached for value in values)))
         if not attached:
             _logger.info("engine: %s", line)
         for sink, _ in attached:

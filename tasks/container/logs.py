@@ -12,8 +12,9 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Literal
 
+from aiorch.core.redaction import mask
+
 Stream = Literal["stdout", "stderr"]
-MASK = "********"
 
 
 class StepOutput:
@@ -28,7 +29,7 @@ class StepOutput:
     ) -> None:
         self._step = step
         self._logger = logger
-        self._secrets = sorted((value for value in secrets if value), key=len, reverse=True)
+        self._secrets = tuple(value for value in secrets if value)
         self._tails: dict[Stream, deque[str]] = {
             "stdout": deque(maxlen=tail_lines),
             "stderr": deque(maxlen=tail_lines),
@@ -38,9 +39,7 @@ class StepOutput:
 
     def mask(self, text: str) -> str:
         """Replace every known secret value in ``text``."""
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return mask(text, self._secrets)
 
     def write(self, stream: Stream, data: bytes | str) -> None:
         """Add a chunk of output; complete lines are logged at once."""

@@ -5,14 +5,17 @@ runner, the image identity or the flow run are known) and pass it as the ``cache
 parameter of an inner task that does the work (a step execution, a model request, a tool
 call); :class:`PrecomputedKey` hands it to Prefect. :func:`call_stored` makes that call:
 
-- inside an eager transaction, so the inner record is written as the call ends. Nested
-  in the calling task's transaction (or a user's), it would be written only when that
-  one commits, and dropped if it rolls back: a process killed after the work finished,
-  or a later failure in the same call, would lose it and the rerun would do it again;
+- outside the caller's transaction, so the inner record is written as the call ends.
+  Nested in the calling task's transaction (or a user's), it would be written only when
+  that one commits, and dropped if it rolls back: a process killed after the work
+  finished, or a later failure in the same call, would lose it and the rerun would do it
+  again;
 - through a task variant named after what it runs and made once per name and options:
   each ``Task.with_options`` reads the function's source again (``inspect.getsource``),
   1.2-1.7 ms measured here, paid on every call before this cache;
-- reporting whether the record came from storage (the state is ``Cached``).
+- reporting whether the record came from storage (the state is ``Cached``);
+- with Prefect's temporary server (no API URL) handed to the process's guardian, so a
+  killed flow process does not leave it running.
 
 Example:
     ```python
@@ -47,9 +50,13 @@ from prefect import Task
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
-from prefect.transactions import CommitMode, atransaction
 
-from aiorch.core.prefect_internals import lock_manager
+from aiorch.core.guardian import Guardian
+from aiorch.core.prefect_internals import (
+    guard_temporary_server,
+    lock_manager,
+    outside_transactions,
+)
 
 VARIANTS = 1024
 
@@ -128,7 +135,8 @@ async def call_stored[R](
         Exception: whatever the task raised (its state is Failed; nothing was stored).
     """
     variant = cast(Callable[..., Awaitable[State[R]]], _variant(task, options))
-    async with atransaction(commit_mode=CommitMode.EAGER):
+    guard_temporary_server(Guardian.of_process())
+    with outside_transactions():
         state = await variant(*args, return_state=True, **kwargs)
     value: R = await state.aresult()
     return Stored(

@@ -32,6 +32,8 @@ from aiorch.deploy.images import build_busybox_image, busybox_binary  # noqa: E4
 from aiorch.testing.prefect_server import running_server  # noqa: E402
 from tests.services import TEST_BUSYBOX_IMAGE, require_service  # noqa: E402
 
+pytest_plugins = ["aiorch.testing.error_guard", "pytester"]
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)

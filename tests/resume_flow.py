@@ -1,9 +1,10 @@
 """A three-step flow the kill-and-rerun test starts in its own process.
 
-    python -m tests.resume_flow OUTPUT_DIR GATE_FILE
+    python -m tests.resume_flow OUTPUT_DIR GATE_FILE LEDGER_FILE
 
-Steps one and two finish quickly; step three waits until GATE_FILE exists, so the test
-can kill the process while step three runs, then rerun it with the gate open.
+Steps one and two finish quickly; step three writes ``start`` to LEDGER_FILE, waits
+until GATE_FILE exists and writes ``end``, so the test can kill the process while step
+three runs, then rerun it with the gate open.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _step(name: str, script: str) -> ContainerStep:
 
 
 @flow(name="aiorch-resume-test")
-def three_steps(output_dir: str, gate: str) -> list[bool]:
+def three_steps(output_dir: str, gate: str, ledger: str) -> list[bool]:
     """Run the steps in order; each writes a file and the time it ran."""
     results = [
         run_step(_step(name, script), "local", export_to=Path(output_dir) / name)
@@ -35,7 +36,8 @@ def three_steps(output_dir: str, gate: str) -> list[bool]:
             ("resume-two", "mkdir -p out && date +%s%N > out/ran && echo two > out/value"),
             (
                 "resume-three",
-                f"while [ ! -e {gate} ]; do sleep 0.1; done; "
+                f"echo start >> {ledger}; while [ ! -e {gate} ]; do sleep 0.1; done; "
+                f"echo end >> {ledger}; "
                 "mkdir -p out && date +%s%N > out/ran && echo three > out/value",
             ),
         ]
@@ -44,4 +46,4 @@ def three_steps(output_dir: str, gate: str) -> list[bool]:
 
 
 if __name__ == "__main__":
-    print(three_steps(sys.argv[1], sys.argv[2]))
+    print(three_steps(sys.argv[1], sys.argv[2], sys.argv[3]))

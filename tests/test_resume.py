@@ -1,4 +1,5 @@
-"""A flow killed mid-run and rerun does not recompute finished steps and loses nothing."""
+"""A flow killed mid-run leaves nothing running, and its rerun (or a process that was
+waiting for the same step) does not recompute finished steps and loses nothing."""
 
 from __future__ import annotations
 
@@ -11,14 +12,23 @@ import sys
 import time
 from pathlib import Path
 
+from tests.processes import descendants, wait_until_gone
+
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_SECONDS = 120.0
+# What "a few seconds" means for helpers of a killed process (the guardian's own bound).
+LEFTOVER_DEADLINE_SECONDS = 10.0
 
 
-def _start(output: Path, gate: Path, api_url: str) -> subprocess.Popen[str]:
+def _start(
+    output: Path, gate: Path, ledger: Path, api_url: str, temp: Path | None = None
+) -> subprocess.Popen[str]:
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", "PREFECT_API_URL": api_url}
+    if temp is not None:
+        temp.mkdir(exist_ok=True)
+        environment["TMPDIR"] = str(temp)
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.resume_flow", str(output), str(gate)],
+        [sys.executable, "-m", "tests.resume_flow", str(output), str(gate), str(ledger)],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.PIPE,
@@ -31,8 +41,8 @@ def _start(output: Path, gate: Path, api_url: str) -> subprocess.Popen[str]:
 def test_a_killed_flow_reruns_without_recomputing_finished_steps(
     prefect_api: str, scratch_dir: Path
 ) -> None:
-    output, gate = scratch_dir / "outputs", scratch_dir / "gate"
-    first = _start(output, gate, prefect_api)
+    output, gate, ledger = scratch_dir / "outputs", scratch_dir / "gate", scratch_dir / "ledger"
+    first = _start(output, gate, ledger, prefect_api)
     deadline = time.monotonic() + DEADLINE_SECONDS
     # Wait until step two's outputs are restored: steps one and two are finished.
     while not (output / "resume-two" / "out" / "value").exists():
@@ -47,7 +57,7 @@ def test_a_killed_flow_reruns_without_recomputing_finished_steps(
     }
 
     gate.touch()
-    rerun = _start(output, gate, prefect_api)
+    rerun = _start(output, gate, ledger, prefect_api)
     log, _ = rerun.communicate(timeout=DEADLINE_SECONDS)
     assert rerun.returncode == 0, log
     printed = [line for line in log.splitlines() if line.startswith("[")]
@@ -59,6 +69,42 @@ def test_a_killed_flow_reruns_without_recomputing_finished_steps(
         for name in ("resume-one", "resume-two", "resume-three")
     ]
     assert values == ["one", "two", "three"]
+
+
+def _wait_for(path: Path, process: subprocess.Popen[str], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.05)
+
+
+def test_a_killed_flow_leaves_nothing_running_and_a_waiting_twin_runs_the_step_once(
+    prefect_api: str, scratch_dir: Path
+) -> None:
+    gate, ledger = scratch_dir / "gate", scratch_dir / "ledger"
+    first_temp, twin_temp = scratch_dir / "first-tmp", scratch_dir / "twin-tmp"
+    first = _start(scratch_dir / "first", gate, ledger, prefect_api, first_temp)
+    _wait_for(ledger, first, "step three's start")
+    started_by_first = descendants(first.pid)  # the guardian, the step's shell, its sleep
+    assert list(first_temp.glob("aiorch-resume-three-*")), "no sandbox of step three"
+    # The twin gets steps one and two from the cache, then waits for step three's lock.
+    twin = _start(scratch_dir / "twin", gate, ledger, prefect_api, twin_temp)
+    _wait_for(scratch_dir / "twin" / "resume-two" / "out" / "value", twin, "the twin's step two")
+
+    os.kill(first.pid, signal.SIGKILL)  # the flow process alone: its helpers must follow
+    first.wait(timeout=30)
+    took = wait_until_gone(started_by_first, LEFTOVER_DEADLINE_SECONDS)
+    print(f"helpers of the killed flow gone {took:.2f} s after it")
+    assert not list(first_temp.iterdir())  # its step sandbox was swept
+
+    gate.touch()
+    log, _ = twin.communicate(timeout=DEADLINE_SECONDS)
+    assert twin.returncode == 0, log
+    # Step three started twice (killed, then the twin's) and ran to its end once: the
+    # twin took the lock over only once the first one's shell was dead.
+    assert ledger.read_text().split() == ["start", "start", "end"]
+    assert "ERROR" not in log, log
 
 
 def test_a_lock_whose_holder_died_is_taken_over(scratch_dir: Path) -> None:
@@ -76,3 +122,10 @@ def test_a_lock_whose_holder_died_is_taken_over(scratch_dir: Path) -> None:
 
     path.write_text(json.dumps({**holder, "pid": os.getpid()}))  # a live holder keeps it
     assert not manager.acquire_lock("step-key", "other", acquire_timeout=0.3)
+
+    # A dead holder whose guardian still runs may still have a command running.
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as guardian:
+        path.write_text(json.dumps({**holder, "pid": dead.pid, "guardian": guardian.pid}))
+        assert not manager.acquire_lock("step-key", "other", acquire_timeout=0.3)
+        guardian.kill()
+    assert manager.acquire_lock("step-key", "other", acquire_timeout=5)

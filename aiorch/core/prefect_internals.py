@@ -2,7 +2,7 @@
 
 Each was checked against the Prefect releases in :data:`CHECKED_PREFECT`, and
 tests/test_prefect_internals.py fails on any other. One reason to change: Prefect's
-internals moved. Four touches:
+internals moved. Six touches:
 
 - **The client context of sync tasks.** A sync task that awaits async work (each model
   request, each step execution) goes through Prefect's run-sync event loop, where no
@@ -23,11 +23,24 @@ internals moved. Four touches:
   that shares that loop. Identical steps started together hit both. Here a lock file is
   written under a temporary name and hard-linked into place, which creates it atomically
   with its content, and async waits use ``anyio.sleep``. A lock also records its
-  holder's process and host. A process killed while it held a lock (``kill -9``, a lost
-  machine) never releases it, and Prefect's lock has no expiry unless a hold timeout is
-  set, so a rerun would wait forever: a lock whose process is gone from this host is
-  stale and is removed, under an ``flock`` so that two waiters never remove a lock a
-  third has just taken.
+  holder's process, its guardian (:mod:`aiorch.core.guardian`) and host. A process
+  killed while it held a lock (``kill -9``, a lost machine) never releases it, and
+  Prefect's lock has no expiry unless a hold timeout is set, so a rerun would wait
+  forever: a lock whose process and guardian are both gone from this host is stale (the
+  guardian exits only once the holder's commands are dead) and is removed, under an
+  ``flock`` so that two waiters never remove a lock a third has just taken.
+- **A task outside its caller's transaction.** A task called from another task opens its
+  transaction as a child of the caller's, which commits (writes) it only when the caller
+  commits, and drops it if the caller rolls back. :func:`outside_transactions` hides the
+  caller's transaction (Prefect's ``Transaction`` context variable), so the inner task's
+  record is written as that task ends, as for a task called by a flow. The alternative,
+  an eager transaction around the call, makes the caller commit the child a second time,
+  and Prefect 3.9 then releases a SERIALIZABLE child's lock twice: the second release
+  raises "No lock for transaction" and logs an ERROR traceback on every cached step.
+- **Prefect's temporary server.** With no API URL, Prefect starts a server process of
+  its own (``SubprocessASGIServer``) and stops it at exit, which ``kill -9`` skips.
+  :func:`guard_temporary_server` hands that process to the guardian, which stops it
+  when its owner dies.
 """
 
 from __future__ import annotations
@@ -37,10 +50,12 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,9 +71,11 @@ from prefect.context import AsyncClientContext
 from prefect.filesystems import WritableFileSystem
 from prefect.locking.filesystem import FileSystemLockManager
 from prefect.settings import get_current_settings
+from prefect.transactions import Transaction
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from aiorch.core.errors import ConfigurationError
+from aiorch.core.guardian import Guardian
 
 # A PEP 440 specifier: the Prefect releases these touches were checked against.
 CHECKED_PREFECT = ">=3.9.1,<3.10"
@@ -149,6 +166,7 @@ class AtomicFileSystemLockManager(FileSystemLockManager):
             "holder": holder,
             "expiration": str(expiration) if expiration else None,
             "pid": os.getpid(),
+            "guardian": Guardian.of_process().pid,
             "host": socket.gethostname(),
         }
         descriptor, staged = tempfile.mkstemp(dir=self.lock_files_directory, suffix=".tmp")
@@ -216,19 +234,57 @@ def _read(path: Path) -> dict[str, object] | None:
 
 
 def _holder_is_gone(lock: dict[str, object]) -> bool:
-    pid = lock.get("pid")
-    if lock.get("host") != socket.gethostname() or not isinstance(pid, int):
+    """Whether the lock's holder and its work are dead (a lock of this host only).
+
+    The holder's guardian outlives it until the holder's commands are dead, so a lock
+    whose holder was killed mid-step is not taken over while the step still runs.
+    """
+    if lock.get("host") != socket.gethostname():
         return False  # another machine's lock: only its expiration can free it
+    pid, guardian = lock.get("pid"), lock.get("guardian")
+    if not isinstance(pid, int):
+        return False
+    watchers = [pid, guardian] if isinstance(guardian, int) else [pid]
+    return not any(map(_alive, watchers))
+
+
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, owned by someone else
         return False
-    return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    try:
+        # A killed process nobody has reaped yet still answers signal 0.
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def lock_manager(directory: Path) -> AtomicFileSystemLockManager:
     """A lock manager keeping its files in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     return AtomicFileSystemLockManager(lock_files_directory=directory)
+
+
+@contextmanager
+def outside_transactions() -> Iterator[None]:
+    """Run the body as if no transaction were open: tasks it calls commit as they end."""
+    token = Transaction.__var__.set(None)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        Transaction.__var__.reset(token)
+
+
+def guard_temporary_server(guardian: Guardian) -> None:
+    """Have ``guardian`` stop Prefect's temporary server of this process if it dies."""
+    module = sys.modules.get("prefect.server.api.server")
+    if module is None:  # never imported: no temporary server runs in this process
+        return
+    for server in list(module.SubprocessASGIServer._instances.values()):
+        process = getattr(server, "server_process", None)
+        if server.running and process is not None and process.poll() is None:
+            guardian.watch(process.pid, group=False)

@@ -33,6 +33,7 @@ import httpx
 
 from aiorch.agent_blocks.provider import LOCAL_MODEL_NAME
 from aiorch.core.errors import ServiceUnavailable
+from aiorch.core.guardian import Guardian
 from aiorch.core.services import free_port, stop_process_group, wait_until_ready
 from aiorch.core.settings import load_settings
 
@@ -132,6 +133,8 @@ class LocalModelServer:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        # atexit does not run on kill -9; the guardian stops the server then.
+        Guardian.of_process().watch(self._process.pid)
         url = f"http://127.0.0.1:{port}/v1"
         try:
             wait_until_ready(
@@ -163,6 +166,7 @@ class LocalModelServer:
         with self._lock:
             if self._process is not None:
                 stop_process_group(self._process)
+                Guardian.of_process().forget(self._process.pid)
             if self._tokenizer_client is not None:
                 self._tokenizer_client.close()
             self._process = None

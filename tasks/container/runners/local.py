@@ -2,6 +2,11 @@
 
 The image is not used: the commands run with the host's tools in a temporary directory
 that stands in for the step's workdir. Logs and the result say so.
+
+Each command runs in a process group of its own, killed as a whole on timeout or
+cancellation, and watched by the process's guardian: if the flow's process is killed
+(``kill -9`` included), the guardian kills the command's group and removes the
+temporary directory.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import anyio
 
+from aiorch.core.guardian import Guardian
 from aiorch.tasks.container.errors import StepTimedOut
 from aiorch.tasks.container.files import copy_inputs, pack_outputs
 from aiorch.tasks.container.logs import StepOutput, Stream
@@ -68,7 +74,11 @@ class LocalRunner:
             "processes in a temporary directory"
         )
         started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix=f"aiorch-{step.name}-") as sandbox:
+        guardian = Guardian.of_process()
+        with (
+            tempfile.TemporaryDirectory(prefix=f"aiorch-{step.name}-") as sandbox,
+            guardian.sweeping(Path(sandbox)),
+        ):
             workdir = Path(sandbox) / "workdir"
             workdir.mkdir()
             copy_inputs(step, workdir)
@@ -81,7 +91,7 @@ class LocalRunner:
                             "without an image there is nothing to reuse"
                         )
                     for command in (*step.setup, *step.commands):
-                        code = await _run_command(command, workdir, env, output)
+                        code = await _run_command(command, workdir, env, output, guardian)
                         if code != 0:
                             return Execution(code, time.monotonic() - started, None)
             except TimeoutError:
@@ -111,7 +121,11 @@ class LocalRunner:
 
 
 async def _run_command(
-    command: tuple[str, ...], workdir: Path, env: Mapping[str, str], output: StepOutput
+    command: tuple[str, ...],
+    workdir: Path,
+    env: Mapping[str, str],
+    output: StepOutput,
+    guardian: Guardian,
 ) -> int:
     try:
         process = await asyncio.create_subprocess_exec(
@@ -126,6 +140,7 @@ async def _run_command(
     except (FileNotFoundError, PermissionError) as error:
         output.write("stderr", f"{command[0]}: {error.strerror}\n")
         return COMMAND_NOT_FOUND
+    guardian.watch(process.pid)
     try:
         assert process.stdout is not None
         assert process.stderr is not None
@@ -134,12 +149,14 @@ async def _run_command(
             group.start_soon(_pump, process.stderr, "stderr", output)
         return await process.wait()
     finally:
+        # On timeout or cancellation the command still runs; after a normal exit, children
+        # it left in its group may. The group ends with the command, as in a container.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         if process.returncode is None:
-            # Timeout or cancellation: kill the whole process group the command started.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
             with anyio.CancelScope(shield=True):
                 await process.wait()
+        guardian.forget(process.pid)
         output.flush()
 
 

@@ -43,6 +43,7 @@ from aiorch.agent_blocks import Agent, ModelProvider
 from aiorch.agent_blocks.provider import LOCAL_MODEL
 from aiorch.core.markdown import table_cell
 from aiorch.core.settings import AiorchSettings, load_settings
+from aiorch.core.ui import ui_link, v2_link
 from aiorch.flows.data_pipeline import PipelineResult, data_pipeline
 from aiorch.tasks.agents.local_model import INSTALL_HINT, local_model_installed
 from aiorch.tasks.agents.task import AgentResult, run_agent
@@ -276,15 +277,16 @@ def demo_flow(
 def ui_instructions(run_id: UUID, settings: AiorchSettings) -> str:
     """How to look at this run in the Prefect UI, for the API the run used."""
     prefect_settings = get_current_settings()
-    if prefect_settings.ui_url:
-        return f"See the run in the Prefect UI: {prefect_settings.ui_url}/runs/flow-run/{run_id}"
+    link = ui_link(f"runs/flow-run/{run_id}")
+    if link:
+        return f"See the run in the Prefect UI: {link}"
     prefect = Path(sys.executable).with_name("prefect")
     host, port = settings.ui_host, settings.ui_port
     return (
         "The run used Prefect's embedded server. To open the Prefect UI on the same data:\n"
         f"  PREFECT_HOME={prefect_settings.home} PREFECT_SERVER_ANALYTICS_ENABLED=false "
         f"PREFECT_SERVER_API_PORT={port} {prefect} server start --host {host} --port {port}\n"
-        f"then browse http://{host}:{port}/runs/flow-run/{run_id}"
+        f"then browse {v2_link(f'http://{host}:{port}', f'runs/flow-run/{run_id}')}"
     )
 
 

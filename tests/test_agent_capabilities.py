@@ -28,6 +28,7 @@ def test_structured_output_is_parsed_into_the_output_type(prefect_api: str) -> N
     assert result.output == City(name="Paris", country="France")
 
 
+@pytest.mark.logs_errors("StructuredOutputError")
 def test_an_output_schema_on_the_block_is_checked(prefect_api: str) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     agent = Agent(instruction="x", model="passthrough", output_schema=schema)
@@ -36,6 +37,7 @@ def test_an_output_schema_on_the_block_is_checked(prefect_api: str) -> None:
         call_in_flow(agent, '***FIXED_RESPONSE {"n": "three"}')
 
 
+@pytest.mark.logs_errors("StructuredOutputError")
 def test_a_reply_that_is_not_json_fails_as_structured_output_error(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="passthrough")
     with pytest.raises(StructuredOutputError) as caught:
@@ -54,6 +56,7 @@ def test_structured_output_from_a_model_that_cannot_fails_before_any_call(
         call_in_flow(agent, "hi", output_type=City)
 
 
+@pytest.mark.logs_errors("ConfigurationError")
 def test_a_missing_api_key_fails_before_any_call(
     prefect_api: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -90,6 +90,7 @@ def test_a_stored_conversation_continues_across_flow_runs(prefect_api: str) -> N
     assert _stored_messages(key) == 4
 
 
+@pytest.mark.logs_errors("RuntimeError")
 def test_a_retried_turn_is_not_added_twice_to_a_stored_conversation(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="passthrough")
     key = "retried-conversation"
@@ -117,6 +118,7 @@ def test_switching_models_mid_conversation_keeps_the_history(prefect_api: str) -
     assert len(messages) == 4
 
 
+@pytest.mark.logs_errors("ConfigurationError")
 def test_history_and_conversation_together_are_refused(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="passthrough")
     with pytest.raises(ValueError, match="pass history= or conversation=, not both"):

@@ -30,6 +30,7 @@ def _agent(base_url: str, **provider: Any) -> Agent:
     )
 
 
+@pytest.mark.logs_errors("AgentCallError")
 def test_a_failing_provider_is_asked_once_per_request(prefect_api: str) -> None:
     # FastAgent's OpenAI client would retry twice on its own; Prefect owns retries.
     with running_fault_proxy(default=Fault(status=503)) as proxy:
@@ -39,6 +40,7 @@ def test_a_failing_provider_is_asked_once_per_request(prefect_api: str) -> None:
     assert (caught.value.provider_status, caught.value.retryable) == (503, True)
 
 
+@pytest.mark.logs_errors("AgentCallError")
 def test_a_provider_that_does_not_answer_times_out_as_retryable(prefect_api: str) -> None:
     with running_fault_proxy(default=Fault(hang=True)) as proxy:
         started = time.monotonic()
@@ -51,6 +53,7 @@ def test_a_provider_that_does_not_answer_times_out_as_retryable(prefect_api: str
     assert elapsed < 30
 
 
+@pytest.mark.logs_errors("AgentCallError")
 def test_a_refused_connection_is_retryable_and_fails_fast(prefect_api: str) -> None:
     closed = f"http://127.0.0.1:{free_port()}/v1"
     started = time.monotonic()
@@ -61,6 +64,7 @@ def test_a_refused_connection_is_retryable_and_fails_fast(prefect_api: str) -> N
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.logs_errors("TaskRunTimeoutError", "exceeded timeout")
 def test_a_prefect_task_timeout_cancels_the_model_call(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="slow")  # FastAgent's test model answers in 3 s
 
@@ -79,6 +83,7 @@ def test_a_prefect_task_timeout_cancels_the_model_call(prefect_api: str) -> None
     assert call() == "after"  # the runtime is free again after the cancelled call
 
 
+@pytest.mark.logs_errors("AgentCallError")
 def test_prefect_retries_only_retryable_failures(prefect_api: str) -> None:
     retrying = run_agent.with_options(
         retries=2, retry_delay_seconds=0, retry_condition_fn=retry_if_retryable
@@ -99,6 +104,7 @@ def test_prefect_retries_only_retryable_failures(prefect_api: str) -> None:
 
 
 @pytest.mark.parametrize(("limit", "one_at_a_time"), [(1, True), (None, False)])
+@pytest.mark.logs_errors("AgentCallError")
 def test_concurrent_requests_respect_the_providers_limit(
     prefect_api: str, limit: int | None, one_at_a_time: bool
 ) -> None:
@@ -123,6 +129,7 @@ def test_concurrent_requests_respect_the_providers_limit(
         assert (proxy.peak_in_flight == 1) is one_at_a_time
 
 
+@pytest.mark.logs_errors("CircuitOpenError")
 def test_an_open_model_breaker_moves_the_call_to_the_next_fallback(prefect_api: str) -> None:
     from aiorch.tasks.agents.breaker import model_breaker
     from aiorch.tasks.agents.endpoints import credential_fingerprint
@@ -138,6 +145,7 @@ def test_an_open_model_breaker_moves_the_call_to_the_next_fallback(prefect_api: 
     assert (result.model, result.failed_models) == ("passthrough", ["generic.smollm2"])
 
 
+@pytest.mark.logs_errors("AgentCallError", "CircuitOpenError")
 def test_repeated_provider_failures_open_the_model_breaker(prefect_api: str) -> None:
     from aiorch.tasks.agents.breaker import model_breaker
     from aiorch.tasks.agents.endpoints import credential_fingerprint
@@ -155,6 +163,7 @@ def test_repeated_provider_failures_open_the_model_breaker(prefect_api: str) -> 
         assert len(proxy.received) == DEPENDENCY_BREAKER.minimum_calls
 
 
+@pytest.mark.logs_errors("AgentCallError")
 def test_timeouts_count_against_the_model_breaker(prefect_api: str) -> None:
     from aiorch.tasks.agents.breaker import model_breaker
     from aiorch.tasks.agents.endpoints import credential_fingerprint

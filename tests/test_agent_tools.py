@@ -48,6 +48,7 @@ def test_the_model_calls_a_tool_and_gets_its_result(prefect_api: str, tool_log: 
     assert tool_log.read_text().splitlines() == ["add 2 3"]
 
 
+@pytest.mark.logs_errors("RuntimeError")
 def test_a_retried_flow_replays_tool_calls(prefect_api: str, tool_log: Path) -> None:
     agent = Agent(instruction="x", model="passthrough", mcp_servers=[_calculator(tool_log)])
     attempts: list[AgentResult] = []
@@ -63,6 +64,7 @@ def test_a_retried_flow_replays_tool_calls(prefect_api: str, tool_log: Path) -> 
     assert tool_log.read_text().splitlines() == ["add 2 3"]  # the tool ran once
 
 
+@pytest.mark.logs_errors("ToolCallError")
 def test_a_server_that_cannot_start_fails_as_a_retryable_tool_error(
     prefect_api: str, tool_log: Path
 ) -> None:
@@ -91,6 +93,7 @@ def test_tools_offered_to_a_model_that_cannot_call_them_fail_before_any_call(
         call_in_flow(agent, "add 2 and 3")
 
 
+@pytest.mark.logs_errors("ConfigurationError")
 def test_secret_environment_comes_from_secret_blocks_and_never_shows(
     prefect_api: str, tool_log: Path
 ) -> None:

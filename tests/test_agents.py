@@ -43,6 +43,7 @@ def test_agent_block_is_loaded_when_the_task_runs(prefect_api: str) -> None:
     assert call_in_flow("edited-agent", "x").model == "slow"
 
 
+@pytest.mark.logs_errors("ConfigurationError")
 def test_model_can_be_overridden_per_call(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="slow")
     assert call_in_flow(agent, "hi", model="passthrough").model == "passthrough"
@@ -105,6 +106,7 @@ def failing_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
     [(401, False), (429, True), (500, True)],
     indirect=["failing_endpoint"],
 )
+@pytest.mark.logs_errors("AgentCallError")
 def test_provider_failures_are_typed_and_never_leak_the_key(
     prefect_api: str, failing_endpoint: str, retryable: bool
 ) -> None:
@@ -118,6 +120,7 @@ def test_provider_failures_are_typed_and_never_leak_the_key(
 
 
 @pytest.mark.parametrize("failing_endpoint", [500], indirect=True)
+@pytest.mark.logs_errors("AgentCallError")
 def test_retryable_failure_moves_to_the_next_fallback(
     prefect_api: str, failing_endpoint: str
 ) -> None:
@@ -134,6 +137,7 @@ def test_retryable_failure_moves_to_the_next_fallback(
 
 
 @pytest.mark.parametrize("failing_endpoint", [401], indirect=True)
+@pytest.mark.logs_errors("AgentCallError")
 def test_non_retryable_failure_does_not_fall_back(prefect_api: str, failing_endpoint: str) -> None:
     provider = ModelProvider(kind="generic", base_url=failing_endpoint, api_key=SecretStr(CANARY))
     agent = Agent(
@@ -145,6 +149,7 @@ def test_non_retryable_failure_does_not_fall_back(prefect_api: str, failing_endp
     assert caught.value.retryable is False
 
 
+@pytest.mark.logs_errors("RuntimeError")
 def test_a_retried_flow_replays_completed_requests(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="passthrough")
     attempts: list[AgentResult] = []
@@ -221,12 +226,14 @@ def test_a_conversation_continues_across_tasks_and_flow_runs(prefect_api: str) -
     assert request_cache_key(agent, "passthrough", [*restamped, *_user("q")], "t") == with_history
 
 
+@pytest.mark.logs_errors("ConfigurationError")
 def test_a_malformed_history_is_refused_before_any_model_call(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="passthrough")
     with pytest.raises(ValueError, match="history is not a conversation in FastAgent's JSON"):
         call_in_flow(agent, "hi", history='{"not": "a conversation"}')
 
 
+@pytest.mark.logs_errors("ConfigurationError")
 def test_flow_parameters_can_override_block_fields(prefect_api: str) -> None:
     Agent(instruction="x", model="slow", temperature=1).save("overridden", overwrite=True)
     result = call_in_flow(

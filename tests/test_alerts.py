@@ -111,6 +111,7 @@ def test_a_step_slower_than_its_baseline_raises_an_alert(prefect_api: str) -> No
     assert events[0]["payload"]["step"] == f"{name}-execute-local"
 
 
+@pytest.mark.logs_errors("RuntimeError")
 def test_a_flow_failing_too_often_raises_an_alert(prefect_api: str) -> None:
     found: list[Alert] = []
 

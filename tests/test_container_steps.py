@@ -43,6 +43,7 @@ from aiorch.tasks.container.logs import StepOutput
 from aiorch.tasks.container.runners.docker import RUN_LABEL, DockerRunner
 from aiorch.tasks.container.select import choose_runner
 from aiorch.testing.prefect_server import flow_run_log_text
+from tests.processes import wait_until_gone
 from tests.services import TEST_BUSYBOX_IMAGE as BUSYBOX_IMAGE
 from tests.socket_relay import SocketRelay
 
@@ -135,12 +136,14 @@ def test_failure_raises_with_exit_code_and_leaves_no_partial_output(
     assert not (export / "out").exists()
 
 
+@pytest.mark.logs_errors("MissingOutput")
 def test_missing_output_fails_the_step(prefect_api: str, runner: str) -> None:
     step = ContainerStep(name="no-out", image=BUSYBOX_IMAGE, commands=[["true"]], outputs=["out"])
     with pytest.raises(MissingOutput, match="output 'out' was not produced"):
         _run(step, runner, cache=False)
 
 
+@pytest.mark.logs_errors("StepFailed")
 def test_unknown_command_is_exit_127(prefect_api: str, runner: str) -> None:
     step = ContainerStep(name="nocmd", image=BUSYBOX_IMAGE, commands=[["no-such-tool-xyz"]])
     with pytest.raises(StepFailed) as caught:
@@ -148,16 +151,23 @@ def test_unknown_command_is_exit_127(prefect_api: str, runner: str) -> None:
     assert caught.value.exit_code in {127, 126}
 
 
-def test_timeout_stops_the_step(
-    prefect_api: str, runner: str, request: pytest.FixtureRequest
+@pytest.mark.logs_errors("StepTimedOut")
+def test_timeout_stops_the_command(
+    prefect_api: str, runner: str, request: pytest.FixtureRequest, scratch_dir: Path
 ) -> None:
+    pid_file = scratch_dir / "pid"  # a host path: written by host processes only
     step = ContainerStep(
-        name="hangs", image=BUSYBOX_IMAGE, commands=[["sleep", "60"]], timeout_seconds=1.5
+        name="hangs",
+        image=BUSYBOX_IMAGE,
+        commands=[["sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"]],
+        timeout_seconds=1.5,
     )
     with pytest.raises(StepTimedOut, match=r"timed out after 1\.5 s"):
         _run(step, runner, cache=False)
-    if runner == "docker":
+    if runner == "docker":  # the container was killed and removed
         assert _containers_left(request.getfixturevalue("docker_client")) == []
+    else:  # the host process (the local command, the double's exec) was killed
+        wait_until_gone({int(pid_file.read_text())}, deadline_seconds=5)
 
 
 def test_secrets_are_masked_in_results_and_logs(prefect_api: str, runner: str) -> None:
@@ -185,6 +195,7 @@ def test_secrets_are_masked_in_results_and_logs(prefect_api: str, runner: str) -
     assert CANARY not in messages
 
 
+@pytest.mark.logs_errors("StepError")
 def test_secret_blocks_are_loaded_when_the_step_runs(prefect_api: str) -> None:
     block_name = f"step-token-{free_port()}"
     Secret(value=CANARY).save(block_name)
@@ -432,6 +443,7 @@ def test_inputs_must_exist_and_stay_inside_the_workdir(scratch_dir: Path) -> Non
         StepInput(source=scratch_dir, target="/abs")
 
 
+@pytest.mark.logs_errors("ConfigurationError")
 def test_runner_name_is_checked(prefect_api: str) -> None:
     step = ContainerStep(name="x", image="busybox", commands=[["true"]])
     with pytest.raises(ValueError, match="runner: must be one of auto, dagger, docker, local"):
@@ -473,6 +485,7 @@ def test_setup_runs_once_per_image_and_is_reused(
             client.images.remove(image.id, force=True)
 
 
+@pytest.mark.logs_errors("StepFailed")
 def test_failing_setup_fails_the_step(prefect_api: str, runner: str) -> None:
     step = ContainerStep(
         name="bad-setup",

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import anyio
+import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -19,6 +20,7 @@ from aiorch.testing.prefect_server import poll_events
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.logs_errors("RuntimeError")
 def test_the_dashboard_shows_flows_tasks_models_and_charts(prefect_api: str) -> None:
     agent = Agent(instruction="x", model="passthrough")
 

@@ -91,6 +91,7 @@ def test_demo_flow_fans_out_and_publishes_its_report(prefect_api: str) -> None:
     ("parameters", "name"),
     [({"top": 0}, "top"), ({"chunk_lines": -1}, "chunk_lines"), ({"text": ""}, "text")],
 )
+@pytest.mark.logs_errors("Parameter validation failed")
 def test_invalid_parameters_are_rejected_by_name(
     prefect_api: str, parameters: dict[str, object], name: str
 ) -> None:
@@ -142,7 +143,7 @@ def test_the_demo_agent_is_the_local_model_when_installed(
 def test_ui_link_points_at_the_configured_server(prefect_api: str) -> None:
     run_id = UUID(int=7)
     text = ui_instructions(run_id, load_settings())
-    assert text.endswith(f"{prefect_api.removesuffix('/api')}/runs/flow-run/{run_id}")
+    assert text.endswith(f"{prefect_api.removesuffix('/api')}/v2/runs/flow-run/{run_id}")
 
 
 def test_demo_command_end_to_end_and_ui_on_the_same_data(scratch_dir: Path) -> None:
@@ -177,7 +178,7 @@ def test_demo_command_end_to_end_and_ui_on_the_same_data(scratch_dir: Path) -> N
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_API_PORT": str(port),
     }
-    assert f"http://127.0.0.1:{port}/runs/flow-run/{run_id}" in demo.stdout
+    assert f"http://127.0.0.1:{port}/v2/runs/flow-run/{run_id}" in demo.stdout
 
     with running_server(home, port, command=argv, env=assignments) as api_url:
         flow_run = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=10)

@@ -119,6 +119,7 @@ def test_history_round_trip_with_the_local_model(prefect_api: str, proxy: FaultP
     assert any("the city is Paris" in json.dumps(content) for content in sent)
 
 
+@pytest.mark.logs_errors("RuntimeError")
 def test_a_retried_flow_does_not_ask_the_model_again(
     prefect_api: str, proxy: FaultProxy, local_model: str
 ) -> None:
@@ -162,6 +163,7 @@ def test_a_retried_flow_does_not_ask_the_model_again(
     assert (replayed.cache_hit, replayed.tokens_saved) == (True, first.usage.total_tokens)
 
 
+@pytest.mark.logs_errors("AgentCallError")
 def test_a_rate_limited_request_is_retried_by_prefect(prefect_api: str, proxy: FaultProxy) -> None:
     proxy.plan.append(Fault(status=429, message=f"slow down {CANARY}"))
     retrying = run_agent.with_options(
@@ -181,6 +183,7 @@ def test_a_rate_limited_request_is_retried_by_prefect(prefect_api: str, proxy: F
     assert CANARY not in logs
 
 
+@pytest.mark.logs_errors("AgentCallError")
 def test_a_500_storm_falls_back_and_never_leaks_the_key(
     prefect_api: str, proxy: FaultProxy
 ) -> None:

@@ -53,6 +53,7 @@ def test_retries_recover_from_transient_failures(prefect_api: str) -> None:
     assert len(attempts) == 3
 
 
+@pytest.mark.logs_errors("ConfigurationError")
 def test_non_retryable_errors_fail_at_once(prefect_api: str) -> None:
     attempts: list[int] = []
 
@@ -83,6 +84,7 @@ def test_backoff_is_exponential_capped_jittered_and_honours_retry_after() -> Non
     assert [delays[n] for n in range(6)] != drawn  # fresh jitter at every read
 
 
+@pytest.mark.logs_errors("StepFailed")
 def test_a_retried_flaky_step_recovers(prefect_api: str, scratch_dir: Path) -> None:
     step = flaky_step(f"flaky-{uuid4().hex[:8]}", failures=2)
 
@@ -94,6 +96,7 @@ def test_a_retried_flaky_step_recovers(prefect_api: str, scratch_dir: Path) -> N
     assert run().strip() == "recovered"
 
 
+@pytest.mark.logs_errors("StepTimedOut")
 def test_a_step_that_hangs_past_its_timeout_fails_as_timed_out(prefect_api: str) -> None:
     step = hanging_step(f"hang-{uuid4().hex[:8]}", seconds=30, timeout=0.5)
 
@@ -161,6 +164,7 @@ def test_problem_details_follow_rfc_9457_and_hold_no_secret() -> None:
     assert (unexpected.kind, unexpected.retryable) == ("unexpected-error", True)
 
 
+@pytest.mark.logs_errors("StepFailed")
 def test_a_failed_step_publishes_a_report_an_event_and_a_run_summary(prefect_api: str) -> None:
     step = ContainerStep(
         name=f"fails-{uuid4().hex[:8]}",
@@ -216,6 +220,7 @@ def test_fault_counters_reset() -> None:
         fault()
 
 
+@pytest.mark.logs_errors("CircuitOpenError", "EngineUnavailable")
 def test_an_engine_that_is_down_opens_its_breaker(prefect_api: str) -> None:
     from aiorch.tasks.container.breaker import engine_breaker
     from aiorch.tasks.container.errors import EngineUnavailable

@@ -14,8 +14,11 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
+from aiorch.core.settings import load_settings
 from aiorch.flows.dashboard import performance_dashboard
-from aiorch.flows.demo import PROGRESS_KEY, demo_flow
+from aiorch.flows.demo import PROGRESS_KEY, demo_flow, ui_instructions
+from aiorch.tasks.monitoring.charts import DPI
+from aiorch.tasks.monitoring.run_report import TIMELINE_ALT, TIMELINE_FONT_SIZE
 from tests.browser import chromium_path, opened
 from tests.services import require_service
 
@@ -23,6 +26,13 @@ ROWS = "document.querySelectorAll('table tbody tr').length"
 DIAGRAMS = (
     "[...document.querySelectorAll('svg[aria-roledescription]')]"
     ".map(svg => svg.getAttribute('aria-roledescription')).join(',')"
+)
+# The run report's timeline: its natural width, and the share of it the page shows.
+READABLE_PIXELS = 11
+TIMELINE = (
+    f"[...document.images].filter(image => image.alt === '{TIMELINE_ALT}'"
+    " && image.complete && image.naturalWidth > 0)"
+    ".map(image => [image.naturalWidth, image.width / image.naturalWidth])[0]"
 )
 LOADED_IMAGES = (
     "[...document.images].filter(image => image.src.startsWith('data:image/png')"
@@ -69,7 +79,14 @@ def test_the_demo_artifacts_render_in_the_prefect_ui(prefect_api: str, screensho
     for name, artifact_id in pages.items():
         with opened(f"{ui}/v2/artifacts/artifact/{artifact_id}") as page:
             if name == "run-report":
-                found[name] = page.wait_for(f"({DIAGRAMS}).includes('gantt') && {DIAGRAMS}")
+                found[name] = page.wait_for(f"({DIAGRAMS}).includes('flowchart') && {DIAGRAMS}")
+                found["timeline"] = page.wait_for(TIMELINE)
+                page.screenshot(screenshots / "run-report.png")
+                page.evaluate(
+                    f"document.querySelector('img[alt=\"{TIMELINE_ALT}\"]').scrollIntoView()"
+                )
+                page.screenshot(screenshots / "run-report-timeline.png")
+                continue
             elif name == "run-table":
                 found[name] = page.wait_for(f"{ROWS} >= 4 && {ROWS}")
             elif name == "progress":
@@ -80,9 +97,23 @@ def test_the_demo_artifacts_render_in_the_prefect_ui(prefect_api: str, screensho
                 found[name] = page.wait_for(f"{LOADED_IMAGES} >= 3 && {LOADED_IMAGES}")
             page.screenshot(screenshots / f"{name}.png")
     assert "flowchart-v2" in found["run-report"]
-    assert "gantt" in found["run-report"]
+    # The timeline is an image: its labels, as the page scales it, are 11 px or larger.
+    natural_width, shown = found["timeline"]
+    label_pixels = TIMELINE_FONT_SIZE * DPI / 72 * shown
+    assert natural_width >= 600
+    assert label_pixels >= READABLE_PIXELS, f"timeline labels shown at {label_pixels:.1f} px"
     assert found["run-table"] >= 7  # 3 count-words, survey, merge, agent call, report, ...
     assert "flowchart" in found["demo"]
     assert found["dashboard"] == 3
     assert found["progress"] is True
     assert all((screenshots / f"{name}.png").stat().st_size > 5_000 for name in pages)
+
+    # The link the demo prints opens the run in the V2 UI.
+    link = ui_instructions(run_id, load_settings()).rsplit(" ", 1)[-1]
+    assert "/v2/runs/flow-run/" in link
+    with get_client(sync_client=True) as client:
+        run_name = client.read_flow_run(run_id).name
+    with opened(link) as page:
+        shown_name = page.wait_for(f"document.body.innerText.includes('{run_name}')")
+        page.screenshot(screenshots / "flow-run.png")
+    assert shown_name is True

@@ -3,8 +3,8 @@
 A successful run logs no ERROR and no traceback. A test that provokes an error on
 purpose declares it by pattern, matched against the logger name, the message and the
 exception: ``@pytest.mark.logs_errors("StepFailed")``. Only the test's call phase is
-watched; records from every logger count (Prefect's loggers that do not propagate to
-the root logger included).
+watched; records from every logger count (those that do not propagate to the root
+logger, as some of Prefect's, included).
 
 Use it in your own suite with ``pytest_plugins = ["aiorch.testing.error_guard"]`` in a
 ``conftest.py``.
@@ -29,8 +29,6 @@ from collections.abc import Generator
 
 import pytest
 
-# Loggers whose records do not reach the root logger (Prefect's logging configuration).
-UNPROPAGATED_LOGGERS = ("prefect.extra", "prefect._internal", "uvicorn", "fastapi")
 MARKER = "logs_errors"
 
 
@@ -43,6 +41,15 @@ class _ErrorRecords(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+
+
+def _unpropagated_loggers() -> list[logging.Logger]:
+    """Loggers whose records stop before the root logger (some of Prefect's, uvicorn's)."""
+    return [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger) and not logger.propagate
+    ]
 
 
 def describe(record: logging.LogRecord) -> str:
@@ -66,7 +73,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_call(item: pytest.Item) -> Generator[None]:
     """Run the test, then fail it for each ERROR record it did not declare."""
     handler = _ErrorRecords()
-    loggers = [logging.getLogger(), *map(logging.getLogger, UNPROPAGATED_LOGGERS)]
+    loggers = [logging.getLogger(), *_unpropagated_loggers()]
     for logger in loggers:
         logger.addHandler(handler)
     try:

@@ -22,15 +22,11 @@ Example:
 
 from __future__ import annotations
 
-import base64
-import io
 import statistics
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-# The object API (Figure, not pyplot) keeps no global state, so dashboards drawn in
-# concurrent flows do not interfere, and it needs no display.
 from matplotlib.figure import Figure
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -47,6 +43,7 @@ from prefect.events.filters import (
 from pydantic import BaseModel
 
 from aiorch.core.events import MODEL_USAGE_EVENT
+from aiorch.tasks.monitoring.charts import png_data_url
 from aiorch.tasks.monitoring.runs import TaskRunView, read_run
 
 EVENTS_PER_PAGE = 50  # the API's largest page
@@ -206,12 +203,6 @@ async def collect(window: timedelta, limit: int = 200) -> Dashboard:
     )
 
 
-def _png(figure: Figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
 def durations_chart(dashboard: Dashboard) -> str:
     """Flow run durations over time, one series per flow, as a PNG data URL."""
     figure = Figure(figsize=(8, 3))
@@ -228,7 +219,7 @@ def durations_chart(dashboard: Dashboard) -> str:
     if series:
         axes.legend(fontsize="small")
     figure.autofmt_xdate()
-    return _png(figure)
+    return png_data_url(figure)
 
 
 def rates_chart(dashboard: Dashboard) -> str:
@@ -245,7 +236,7 @@ def rates_chart(dashboard: Dashboard) -> str:
     axes.set_ylim(0, 100)
     axes.set_title("Task runs by kind")
     axes.legend(fontsize="small")
-    return _png(figure)
+    return png_data_url(figure)
 
 
 def models_chart(dashboard: Dashboard) -> str:
@@ -259,7 +250,7 @@ def models_chart(dashboard: Dashboard) -> str:
     latency.set_title("Median latency (s)")
     for axes in (tokens, latency):
         axes.tick_params(axis="x", labelrotation=30, labelsize="small")
-    return _png(figure)
+    return png_data_url(figure)
 
 
 def render_dashboard(dashboard: Dashboard) -> str:

@@ -6,9 +6,9 @@ the Prefect UI versions them run after run:
 
 - ``<flow>-run-report`` (markdown): a summary, one table row per task run (name, kind,
   runner or model, state, duration, cache hit, attempts), the task dependency graph as
-  a mermaid flowchart coloured by state, the execution timeline as a mermaid gantt
-  chart, and for failed task runs their log tail (from aiorch's failure reports) and a
-  link to their logs;
+  a mermaid flowchart coloured by state, the execution timeline as a gantt chart image
+  (PNG: legible in the UI, where a mermaid gantt is not), and for failed task runs
+  their log tail (from aiorch's failure reports) and a link to their logs;
 - ``<flow>-run-table`` (table): the same rows, for sorting and export.
 
 Example:
@@ -26,15 +26,19 @@ Example:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from prefect.client.schemas.objects import FlowRun, State
-from prefect.settings import get_current_settings
 
 from aiorch.core.markdown import table_cell
 from aiorch.core.settings import load_settings
+from aiorch.core.ui import ui_link
 from aiorch.tasks.artifacts import publish_artifact
+from aiorch.tasks.monitoring.charts import png_data_url
 from aiorch.tasks.monitoring.runs import RunView, TaskRunView, read_run
 from aiorch.tasks.naming import TaskKind
 from aiorch.tasks.resilience.report import flow_run_problems
@@ -47,6 +51,24 @@ STATE_CLASSES = {
     "Running": "fill:#fef0c7,stroke:#f79009",
     "Pending": "fill:#f2f4f7,stroke:#98a2b3",
 }
+STATE_COLOURS = {
+    "Completed": "#12b76a",
+    "Cached": "#2e90fa",
+    "Failed": "#f04438",
+    "Crashed": "#b42318",
+    "TimedOut": "#f04438",
+    "Cancelled": "#98a2b3",
+    "Running": "#f79009",
+    "Pending": "#d0d5dd",
+}
+OTHER_COLOUR = "#667085"
+TIMELINE_ALT = "Timeline of the task runs"
+TIMELINE_ROWS = 60
+# The UI shows a markdown artifact in a column about 540 px wide at a 1400 px window:
+# a 7-inch figure (700 px) is scaled by about 0.77, so 12 pt text stays about 13 px.
+TIMELINE_WIDTH_INCHES = 7.0
+TIMELINE_ROW_INCHES = 0.35
+TIMELINE_FONT_SIZE = 12
 _FAILED = {"Failed", "Crashed", "TimedOut", "Cancelled"}
 
 
@@ -116,33 +138,76 @@ def dependency_diagram(run: RunView) -> str:
     return "\n".join(lines)
 
 
-def timeline(run: RunView) -> str:
-    """A mermaid gantt chart of the task runs that started, one section per kind."""
-    lines = [
-        "gantt",
-        f"    title {_label(run.flow_name)} / {_label(run.name)}",
-        "    dateFormat x",
-        "    axisFormat %H:%M:%S",
+@dataclass(frozen=True)
+class TimelineBar:
+    """One task run on the timeline: seconds from the run's first start."""
+
+    label: str
+    state: str
+    offset_seconds: float
+    duration_seconds: float
+
+
+def timeline_bars(run: RunView) -> list[TimelineBar]:
+    """The task runs that started, in start order (the first ``TIMELINE_ROWS``)."""
+    started = sorted(
+        ((task.start, task) for task in run.tasks if task.start), key=lambda pair: pair[0]
+    )
+    if not started:
+        return []
+    origin = started[0][0]
+    return [
+        TimelineBar(
+            label=f"{task.name} ({task.kind})",
+            state=task.state,
+            offset_seconds=(start - origin).total_seconds(),
+            duration_seconds=((task.end or start) - start).total_seconds(),
+        )
+        for start, task in started[:TIMELINE_ROWS]
     ]
-    by_kind: dict[str, list[TaskRunView]] = {}
-    for task in run.tasks:
-        if task.start is not None:
-            by_kind.setdefault(task.kind, []).append(task)
-    for kind, tasks in by_kind.items():
-        lines.append(f"    section {_label(kind)}")
-        for index, task in enumerate(tasks):
-            assert task.start is not None
-            start = int(task.start.timestamp() * 1000)
-            end = int((task.end or task.start).timestamp() * 1000)
-            status = "crit" if task.state in _FAILED else ("active" if task.end is None else "done")
-            span = f"{start}, {max(end, start + 1)}"
-            lines.append(f"    {_label(task.name)} :{status}, {kind[:1]}{index}, {span}")
-    return "\n".join(lines)
+
+
+def timeline_chart(run: RunView) -> str | None:
+    """A gantt chart of the task runs, coloured by state, as a PNG data URL (None if none).
+
+    A mermaid gantt renders small in the Prefect UI, dark text on its dark code-block
+    background; an image keeps labels at a readable size in either theme.
+    """
+    bars = timeline_bars(run)
+    if not bars:
+        return None
+    figure = Figure(figsize=(TIMELINE_WIDTH_INCHES, 0.8 + TIMELINE_ROW_INCHES * len(bars)))
+    axes = figure.subplots()
+    rows = range(len(bars))
+    # A bar of zero seconds would be invisible: show it one pixel-ish wide.
+    longest = max(bar.offset_seconds + bar.duration_seconds for bar in bars) or 1.0
+    axes.barh(
+        list(rows),
+        [max(bar.duration_seconds, longest / 400) for bar in bars],
+        left=[bar.offset_seconds for bar in bars],
+        color=[STATE_COLOURS.get(bar.state, OTHER_COLOUR) for bar in bars],
+        height=0.7,
+    )
+    axes.set_yticks(list(rows), [bar.label for bar in bars], fontsize=TIMELINE_FONT_SIZE)
+    axes.invert_yaxis()
+    axes.tick_params(axis="x", labelsize=TIMELINE_FONT_SIZE)
+    axes.set_xlabel("seconds since the first task started", fontsize=TIMELINE_FONT_SIZE)
+    shown = "" if len(bars) == len(run.tasks) else f" (first {len(bars)} task runs by start)"
+    axes.set_title(f"{run.flow_name} / {run.name}{shown}", fontsize=TIMELINE_FONT_SIZE + 1)
+    states = sorted({bar.state for bar in bars})
+    axes.legend(
+        handles=[
+            Patch(color=STATE_COLOURS.get(state, OTHER_COLOUR), label=state) for state in states
+        ],
+        fontsize=TIMELINE_FONT_SIZE,
+        loc="lower right",
+    )
+    axes.grid(axis="x", alpha=0.3)
+    return png_data_url(figure)
 
 
 def _task_link(task_run_id: UUID) -> str | None:
-    ui = get_current_settings().ui_url
-    return f"{ui}/runs/task-run/{task_run_id}" if ui else None
+    return ui_link(f"runs/task-run/{task_run_id}")
 
 
 async def render_run_report(run: RunView) -> str:
@@ -175,6 +240,8 @@ async def render_run_report(run: RunView) -> str:
     )
     cached = sum(task.cache_hit for task in run.tasks)
     failures = "\n\n".join(details) if details else "No task run failed."
+    chart = timeline_chart(run)
+    timeline_section = f"![{TIMELINE_ALT}]({chart})" if chart else "No task run started."
     return f"""# Run report: {run.flow_name} / {run.name}
 
 State **{run.state}** after {duration}: {len(run.tasks)} task runs, {cached} from cache, \
@@ -192,9 +259,7 @@ State **{run.state}** after {duration}: {len(run.tasks)} task runs, {cached} fro
 
 ## Timeline
 
-```mermaid
-{timeline(run)}
-```
+{timeline_section}
 
 ## Failed task runs
 

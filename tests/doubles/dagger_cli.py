@@ -13,7 +13,8 @@ withWorkdir, withEnvVariable, withSecretVariable, withMountedCache, withExec, st
 stderr, exitCode, file, directory), host directories, secrets, cache volumes, exports.
 Being a double, it cannot run images: ``withExec`` runs the argv as a host process in a
 directory that stands for the container's file system, and an exit code other than 0
-comes back as the engine's EXEC_ERROR. Set ``AIORCH_DAGGER_DOUBLE_MODE`` to ``hang``
+comes back as the engine's EXEC_ERROR. As in the engine, a client that disconnects
+cancels its query: the exec's process group is killed. Set ``AIORCH_DAGGER_DOUBLE_MODE`` to ``hang``
 (never report a port) or ``exit`` (fail at start) to test provisioning failures.
 """
 
@@ -24,6 +25,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,9 +37,10 @@ from typing import Any, ClassVar
 
 from graphql import GraphQLError
 
-from tests.doubles.dagger_engine import engine_double
+from tests.doubles.dagger_engine import client_gone, engine_double
 
 SCHEMA_NAME = "schema-v0.21.8.graphqls"
+CANCEL_POLL_SECONDS = 0.05
 VERSION = "v0.21.8"
 
 
@@ -151,8 +154,7 @@ class Evaluated:
                 env[name] = str(_inside(filesystem, value))
         state.engine.log(f"exec {' '.join(args[:1])} (double: host process, image not used)")
         try:
-            done = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True)
-            result = cls(filesystem, done.stdout, done.stderr, done.returncode)
+            result = cls(filesystem, *_run_unless_cancelled(args, workdir, env))
         except FileNotFoundError:
             result = cls(filesystem, "", f"exec: {args[0]!r}: executable file not found\n", 127)
         if result.code != 0:
@@ -290,6 +292,30 @@ def _resolve(_parent: Any, _info: Any, **arguments: Any) -> Any:
     # Dagger's withDirectory(source:) argument.
     value = getattr(_parent, _info.field_name)
     return value(_info, **arguments) if callable(value) else value
+
+
+def _run_unless_cancelled(
+    args: list[str], workdir: Path, env: dict[str, str]
+) -> tuple[str, str, int]:
+    """Run an exec to its end, or kill it when the query's client disconnects."""
+    with subprocess.Popen(
+        args,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as process:
+        while True:
+            try:
+                stdout, stderr = process.communicate(timeout=CANCEL_POLL_SECONDS)
+                return stdout, stderr, process.returncode
+            except subprocess.TimeoutExpired:
+                if client_gone():
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.communicate()
+                    raise GraphQLError("context canceled") from None
 
 
 def main(argv: list[str]) -> int:

@@ -4,14 +4,18 @@ No Dagger engine can run on the machines this project is tested on, so tests tha
 exercise the real dagger-io SDK over real HTTP point it at this server. It speaks the
 same protocol as an engine session: GraphQL over HTTP POST at ``/query``, with the session
 token as the basic-auth user name. Queries are executed by graphql-core against a schema
-given in SDL, with resolvers supplied by the test. The real-engine suite runs the same
-scenarios wherever a ``dagger`` CLI exists.
+given in SDL, with resolvers supplied by the test. Like the engine, which cancels a
+query's context when its client disconnects, a resolver can ask :func:`client_gone`
+whether the client of the request it serves has gone, and stop. The real-engine suite
+runs the same scenarios wherever a ``dagger`` CLI exists.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import select
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +28,22 @@ from graphql import GraphQLSchema, build_schema, graphql_sync
 from aiorch.testing.json_http import send_json
 
 Resolver = Callable[..., Any]
+
+_serving = threading.local()
+
+
+def client_gone() -> bool:
+    """Whether the client of the request this thread serves has closed its connection."""
+    connection: socket.socket | None = getattr(_serving, "connection", None)
+    if connection is None:
+        return False
+    readable, _, _ = select.select([connection], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 @dataclass
@@ -52,14 +72,18 @@ def _handler(
                 return
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             double.queries.append(body["query"])
-            result = graphql_sync(
-                schema,
-                body["query"],
-                root_value=root,
-                variable_values=body.get("variables"),
-                operation_name=body.get("operationName"),
-                field_resolver=field_resolver,
-            )
+            _serving.connection = self.connection
+            try:
+                result = graphql_sync(
+                    schema,
+                    body["query"],
+                    root_value=root,
+                    variable_values=body.get("variables"),
+                    operation_name=body.get("operationName"),
+                    field_resolver=field_resolver,
+                )
+            finally:
+                _serving.connection = None
             payload: dict[str, Any] = {"data": result.data}
             if result.errors:
                 payload["errors"] = [error.formatted for error in result.errors]

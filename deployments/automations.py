@@ -1,12 +1,16 @@
-"""The alert automations of aiorch, defined as code and created idempotently.
+"""The automations of aiorch, defined as code and created idempotently.
 
-    python deployments/automations.py --webhook-block aiorch-alerts
+    python deployments/automations.py [--webhook-block aiorch-alerts]
 
 Each run creates the automations below, or updates them in place (matched by name), so
-it is safe to run on every deploy. Notifications go to a saved
-``CustomWebhookNotificationBlock`` (Prefect's webhook block). The events come from
-aiorch: alert rules evaluated when flow runs end (``aiorch.tasks.monitoring.alerts``) and
-circuit breakers opening.
+it is safe to run on every deploy:
+
+- crash detection, always: a flow run whose heartbeats stop (its process was killed)
+  becomes Crashed (``aiorch.deploy.crash_detection``; the environments' pools turn
+  heartbeats on);
+- with ``--webhook-block``, alerts sent to a saved ``CustomWebhookNotificationBlock``
+  (Prefect's webhook block): alert rules evaluated when flow runs end
+  (``aiorch.tasks.monitoring.alerts``) and circuit breakers opening.
 """
 
 from __future__ import annotations
@@ -21,14 +25,18 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
 from aiorch.deploy.automations import ensure_automation, notification_action
+from aiorch.deploy.crash_detection import install_crash_detection
 from aiorch.tasks.monitoring.alerts import FAILURE_RATE_EVENT, SLOW_STEP_EVENT
 
 ALERT_AUTOMATION = "aiorch: alerts to webhook"
 BREAKER_AUTOMATION = "aiorch: circuit breaker opened"
 
 
-async def install(webhook_block: str) -> list[UUID]:
-    """Create or update every aiorch automation; their ids."""
+async def install(webhook_block: str | None) -> list[UUID]:
+    """Create or update every aiorch automation (alerts only with a webhook); their ids."""
+    ids = [await install_crash_detection()]
+    if webhook_block is None:
+        return ids
     notify = await notification_action(webhook_block, CustomWebhookNotificationBlock)
     automations = [
         AutomationCore(
@@ -54,14 +62,14 @@ async def install(webhook_block: str) -> list[UUID]:
             actions=[notify],
         ),
     ]
-    return [await ensure_automation(automation) for automation in automations]
+    return ids + [await ensure_automation(automation) for automation in automations]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: install the automations against PREFECT_API_URL."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--webhook-block", required=True, help="name of a saved CustomWebhookNotificationBlock"
+        "--webhook-block", help="name of a saved CustomWebhookNotificationBlock (for alerts)"
     )
     arguments = parser.parse_args(argv)
     try:

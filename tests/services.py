@@ -28,3 +28,12 @@ def require_service(service: str, available: bool, reason: str) -> None:
 
 TEST_BUSYBOX_IMAGE = "aiorch-test/busybox:latest"
 """The busybox image tests build (and remove); distinct from the one users build."""
+
+
+# What a provider failure logs on purpose: aiorch's typed error (in Prefect's task and
+# flow records) and FastAgent's own ERROR lines about the failed request.
+PROVIDER_ERRORS = (
+    "AgentCallError",
+    "APIError during OpenAI completion",
+    "Provider stream attempt failed",
+)

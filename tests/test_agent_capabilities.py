@@ -45,6 +45,7 @@ def test_a_reply_that_is_not_json_fails_as_structured_output_error(prefect_api: 
     assert caught.value.retryable is False
 
 
+@pytest.mark.logs_errors("ConfigurationError")
 def test_structured_output_from_a_model_that_cannot_fails_before_any_call(
     prefect_api: str,
 ) -> None:

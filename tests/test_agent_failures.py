@@ -16,6 +16,7 @@ from aiorch.tasks.agents.task import AgentResult, run_agent
 from aiorch.tasks.resilience.breaker import CircuitOpenError
 from aiorch.testing.fault_proxy import Fault, running_fault_proxy
 from tests.agent_flows import call_in_flow
+from tests.services import PROVIDER_ERRORS
 
 CANARY = "sk-failure-canary-0b8e"
 
@@ -30,7 +31,7 @@ def _agent(base_url: str, **provider: Any) -> Agent:
     )
 
 
-@pytest.mark.logs_errors("AgentCallError")
+@pytest.mark.logs_errors(*PROVIDER_ERRORS)
 def test_a_failing_provider_is_asked_once_per_request(prefect_api: str) -> None:
     # FastAgent's OpenAI client would retry twice on its own; Prefect owns retries.
     with running_fault_proxy(default=Fault(status=503)) as proxy:
@@ -53,7 +54,7 @@ def test_a_provider_that_does_not_answer_times_out_as_retryable(prefect_api: str
     assert elapsed < 30
 
 
-@pytest.mark.logs_errors("AgentCallError")
+@pytest.mark.logs_errors(*PROVIDER_ERRORS)
 def test_a_refused_connection_is_retryable_and_fails_fast(prefect_api: str) -> None:
     closed = f"http://127.0.0.1:{free_port()}/v1"
     started = time.monotonic()
@@ -83,7 +84,7 @@ def test_a_prefect_task_timeout_cancels_the_model_call(prefect_api: str) -> None
     assert call() == "after"  # the runtime is free again after the cancelled call
 
 
-@pytest.mark.logs_errors("AgentCallError")
+@pytest.mark.logs_errors(*PROVIDER_ERRORS)
 def test_prefect_retries_only_retryable_failures(prefect_api: str) -> None:
     retrying = run_agent.with_options(
         retries=2, retry_delay_seconds=0, retry_condition_fn=retry_if_retryable
@@ -104,7 +105,7 @@ def test_prefect_retries_only_retryable_failures(prefect_api: str) -> None:
 
 
 @pytest.mark.parametrize(("limit", "one_at_a_time"), [(1, True), (None, False)])
-@pytest.mark.logs_errors("AgentCallError")
+@pytest.mark.logs_errors(*PROVIDER_ERRORS)
 def test_concurrent_requests_respect_the_providers_limit(
     prefect_api: str, limit: int | None, one_at_a_time: bool
 ) -> None:
@@ -145,7 +146,7 @@ def test_an_open_model_breaker_moves_the_call_to_the_next_fallback(prefect_api: 
     assert (result.model, result.failed_models) == ("passthrough", ["generic.smollm2"])
 
 
-@pytest.mark.logs_errors("AgentCallError", "CircuitOpenError")
+@pytest.mark.logs_errors(*PROVIDER_ERRORS, "CircuitOpenError")
 def test_repeated_provider_failures_open_the_model_breaker(prefect_api: str) -> None:
     from aiorch.tasks.agents.breaker import model_breaker
     from aiorch.tasks.agents.endpoints import credential_fingerprint

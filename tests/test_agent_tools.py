@@ -76,6 +76,7 @@ def test_a_server_that_cannot_start_fails_as_a_retryable_tool_error(
     assert "MCP server 'calc' failed" in str(caught.value)
 
 
+@pytest.mark.logs_errors("ConfigurationError")
 def test_tools_offered_to_a_model_that_cannot_call_them_fail_before_any_call(
     prefect_api: str, tool_log: Path
 ) -> None:

@@ -21,6 +21,7 @@ from aiorch.tasks.agents.requests import request_cache_key
 from aiorch.tasks.agents.task import AgentResult, arun_agent, run_agent
 from aiorch.testing.fault_proxy import Fault, running_fault_proxy
 from tests.agent_flows import call_in_flow
+from tests.services import PROVIDER_ERRORS
 
 CANARY = "sk-agent-canary-4c2b9e"
 
@@ -106,7 +107,7 @@ def failing_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
     [(401, False), (429, True), (500, True)],
     indirect=["failing_endpoint"],
 )
-@pytest.mark.logs_errors("AgentCallError")
+@pytest.mark.logs_errors(*PROVIDER_ERRORS)
 def test_provider_failures_are_typed_and_never_leak_the_key(
     prefect_api: str, failing_endpoint: str, retryable: bool
 ) -> None:
@@ -120,7 +121,7 @@ def test_provider_failures_are_typed_and_never_leak_the_key(
 
 
 @pytest.mark.parametrize("failing_endpoint", [500], indirect=True)
-@pytest.mark.logs_errors("AgentCallError")
+@pytest.mark.logs_errors(*PROVIDER_ERRORS)
 def test_retryable_failure_moves_to_the_next_fallback(
     prefect_api: str, failing_endpoint: str
 ) -> None:
@@ -137,7 +138,7 @@ def test_retryable_failure_moves_to_the_next_fallback(
 
 
 @pytest.mark.parametrize("failing_endpoint", [401], indirect=True)
-@pytest.mark.logs_errors("AgentCallError")
+@pytest.mark.logs_errors(*PROVIDER_ERRORS)
 def test_non_retryable_failure_does_not_fall_back(prefect_api: str, failing_endpoint: str) -> None:
     provider = ModelProvider(kind="generic", base_url=failing_endpoint, api_key=SecretStr(CANARY))
     agent = Agent(
@@ -167,6 +168,7 @@ def test_a_retried_flow_replays_completed_requests(prefect_api: str) -> None:
     assert final.text == "durable"
 
 
+@pytest.mark.logs_errors("ConfigurationError")
 def test_requests_are_not_shared_between_flow_runs_unless_a_tenant_is_named(
     prefect_api: str,
 ) -> None:

@@ -118,6 +118,7 @@ def test_inputs_in_outputs_out_and_the_file_system_carries_over(
     assert (export / "out" / "lines.txt").read_text().strip() == "3"
 
 
+@pytest.mark.logs_errors("StepFailed")
 def test_failure_raises_with_exit_code_and_leaves_no_partial_output(
     prefect_api: str, runner: str, scratch_dir: Path
 ) -> None:

@@ -134,6 +134,7 @@ def test_code_first_pipeline_runs_as_a_task(prefect_api: str, dagger_double: Pat
     assert pipeline() == "HELLO"
 
 
+@pytest.mark.logs_errors("StepFailed")
 def test_code_first_exec_errors_become_step_failures(prefect_api: str, dagger_double: Path) -> None:
     @flow(name="code-first-failure-test")
     def pipeline() -> str:

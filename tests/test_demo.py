@@ -91,7 +91,7 @@ def test_demo_flow_fans_out_and_publishes_its_report(prefect_api: str) -> None:
     ("parameters", "name"),
     [({"top": 0}, "top"), ({"chunk_lines": -1}, "chunk_lines"), ({"text": ""}, "text")],
 )
-@pytest.mark.logs_errors("Parameter validation failed")
+@pytest.mark.logs_errors("Parameter validation failed", "Validation of flow parameters failed")
 def test_invalid_parameters_are_rejected_by_name(
     prefect_api: str, parameters: dict[str, object], name: str
 ) -> None:
@@ -190,7 +190,7 @@ def test_demo_command_end_to_end_and_ui_on_the_same_data(scratch_dir: Path) -> N
             timeout=10,
         )
         keys = {artifact["key"] for artifact in artifacts.json()}
-        assert {ARTIFACT_KEY, "aiorch-demo-run-report", "aiorch-demo-run-table"} <= keys
+        assert {ARTIFACT_KEY, "aiorch-demo-run-report", "aiorch-demo-run-table"} <= keys, output
         ui_settings = httpx.get(f"http://127.0.0.1:{port}/ui-settings", timeout=10)
         assert ui_settings.status_code == 200
         assert ui_settings.json()["api_url"] == f"http://127.0.0.1:{port}/api"

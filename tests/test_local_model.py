@@ -22,6 +22,7 @@ from aiorch.tasks.agents.errors import AgentCallError, retry_if_retryable
 from aiorch.tasks.agents.task import AgentResult, run_agent
 from aiorch.testing.fault_proxy import Fault, FaultProxy, running_fault_proxy
 from aiorch.testing.prefect_server import flow_run_log_text
+from tests.services import PROVIDER_ERRORS
 
 CANARY = "sk-local-canary-93ad51"
 GEOGRAPHY = "You answer geography questions with one word."
@@ -163,7 +164,7 @@ def test_a_retried_flow_does_not_ask_the_model_again(
     assert (replayed.cache_hit, replayed.tokens_saved) == (True, first.usage.total_tokens)
 
 
-@pytest.mark.logs_errors("AgentCallError")
+@pytest.mark.logs_errors(*PROVIDER_ERRORS)
 def test_a_rate_limited_request_is_retried_by_prefect(prefect_api: str, proxy: FaultProxy) -> None:
     proxy.plan.append(Fault(status=429, message=f"slow down {CANARY}"))
     retrying = run_agent.with_options(
@@ -183,7 +184,7 @@ def test_a_rate_limited_request_is_retried_by_prefect(prefect_api: str, proxy: F
     assert CANARY not in logs
 
 
-@pytest.mark.logs_errors("AgentCallError")
+@pytest.mark.logs_errors(*PROVIDER_ERRORS)
 def test_a_500_storm_falls_back_and_never_leaks_the_key(
     prefect_api: str, proxy: FaultProxy
 ) -> None:

@@ -6,9 +6,11 @@ import base64
 import json
 import struct
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import anyio
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
@@ -28,7 +30,7 @@ from aiorch.tasks.monitoring.run_report import (
     timeline_bars,
     timeline_chart,
 )
-from aiorch.tasks.monitoring.runs import RunView, TaskRunView
+from aiorch.tasks.monitoring.runs import RunView, TaskRunView, read_run
 
 
 def _artifacts(run_id: UUID) -> dict[str, Any]:
@@ -140,6 +142,43 @@ def test_a_failed_runs_report_shows_the_log_tail(prefect_api: str) -> None:
     assert f"### {step.name} (Failed)" in report
     assert "error: missing semicolon" in report
     assert "| local |" in report  # the runner, from the execution's run name
+
+
+@pytest.mark.logs_errors("StepFailed")
+def test_a_failure_a_flow_retry_fixed_reads_as_recovered(
+    prefect_api: str, scratch_dir: Path
+) -> None:
+    marker = scratch_dir / "failed-once"
+    step = ContainerStep(
+        name=f"flaky-{uuid4().hex[:6]}",
+        image="busybox",
+        commands=[["sh", "-c", f"[ -e {marker} ] || {{ touch {marker}; exit 3; }}"]],
+    )
+    steady = ContainerStep(name=f"steady-{uuid4().hex[:6]}", image="busybox", commands=[["true"]])
+    ids: list[UUID] = []
+
+    @flow(
+        name="monitoring-recovery-test",
+        retries=1,
+        retry_delay_seconds=0,
+        on_completion=[publish_run_report],
+    )
+    def recovers() -> None:
+        ids.append(UUID(flow_run.get_id()))
+        run_step(steady, "local", cache=False)
+        run_step(step, "local", cache=False)
+
+    recovers()
+    run = anyio.run(read_run, ids[0])
+    # Attempt 1's step and its execution failed; attempt 2 ran both again successfully.
+    recovered = sorted(task.name for task in run.tasks if task.recovered)
+    assert recovered == [step.name, f"{step.name}-execute-local"]
+    assert sum(task.state == "Failed" for task in run.tasks) == 2
+    report = str(_artifacts(ids[0])["monitoring-recovery-test-run-report"])
+    assert "0 failed, 2 recovered by a retry" in report
+    assert "No task run failed." in report
+    assert "## Recovered by a retry" in report
+    assert "| Failed (recovered) |" in report
 
 
 def test_two_runs_are_compared_from_a_flow_and_the_command_line(

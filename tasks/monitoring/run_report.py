@@ -39,7 +39,7 @@ from aiorch.core.settings import load_settings
 from aiorch.core.ui import ui_link
 from aiorch.tasks.artifacts import publish_artifact
 from aiorch.tasks.monitoring.charts import png_data_url
-from aiorch.tasks.monitoring.runs import RunView, TaskRunView, read_run
+from aiorch.tasks.monitoring.runs import FAILED_STATES, RunView, TaskRunView, read_run
 from aiorch.tasks.naming import TaskKind
 from aiorch.tasks.resilience.report import flow_run_problems
 
@@ -69,7 +69,6 @@ TIMELINE_ROWS = 60
 TIMELINE_WIDTH_INCHES = 7.0
 TIMELINE_ROW_INCHES = 0.35
 TIMELINE_FONT_SIZE = 12
-_FAILED = {"Failed", "Crashed", "TimedOut", "Cancelled"}
 
 
 def artifact_key(flow_name: str, suffix: str) -> str:
@@ -106,7 +105,7 @@ def report_rows(run: RunView) -> list[dict[str, Any]]:
                 "task": task.name,
                 "kind": task.kind,
                 "runner or model": task.detail or "",
-                "state": task.state,
+                "state": f"{task.state} (recovered)" if task.recovered else task.state,
                 "duration s": round(task.duration_seconds, 3)
                 if task.duration_seconds is not None
                 else None,
@@ -221,7 +220,8 @@ async def render_run_report(run: RunView) -> str:
     )
     header = "| " + " | ".join(rows[0]) + " |" if rows else "| task |"
     rule = "|" + "---|" * (len(rows[0]) if rows else 1)
-    failed = [task for task in run.tasks if task.state in _FAILED]
+    failed = [task for task in run.tasks if task.state in FAILED_STATES and not task.recovered]
+    recovered = [task for task in run.tasks if task.recovered]
     problems = {problem.task_run_id: problem for problem in await flow_run_problems(run.id)}
     details = []
     for task in failed:
@@ -240,12 +240,19 @@ async def render_run_report(run: RunView) -> str:
     )
     cached = sum(task.cache_hit for task in run.tasks)
     failures = "\n\n".join(details) if details else "No task run failed."
+    if recovered:
+        failures += "\n\n## Recovered by a retry\n\n" + "\n".join(
+            f"- {table_cell(task.name)}: {task.state} in attempt {task.flow_attempt} of the "
+            "flow run; a later attempt ran the same call successfully"
+            for task in recovered
+        )
     chart = timeline_chart(run)
     timeline_section = f"![{TIMELINE_ALT}]({chart})" if chart else "No task run started."
     return f"""# Run report: {run.flow_name} / {run.name}
 
 State **{run.state}** after {duration}: {len(run.tasks)} task runs, {cached} from cache, \
-{len(failed)} failed. Environment: {table_cell(load_settings().environment)}.
+{len(failed)} failed{f", {len(recovered)} recovered by a retry" if recovered else ""}. \
+Environment: {table_cell(load_settings().environment)}.
 
 {header}
 {rule}

@@ -25,6 +25,9 @@ from pydantic import BaseModel, Field
 
 from aiorch.tasks.naming import TaskKind, describe, task_kind
 
+FAILED_STATES = frozenset({"Failed", "Crashed", "TimedOut", "Cancelled"})
+SUCCEEDED = frozenset({"Completed", "Cached"})
+
 
 def content_digest(key: str) -> str:
     """A result's storage key shortened to its digest: the identity of work and inputs."""
@@ -52,6 +55,13 @@ class TaskRunView(BaseModel):
     content: str | None = Field(
         default=None,
         description="Identity of its work and inputs (a step's content key, shortened).",
+    )
+    flow_attempt: int = Field(
+        default=1, description="The flow run's attempt it ran in (2 after one flow retry)."
+    )
+    recovered: bool = Field(
+        default=False,
+        description="It failed, and a later attempt of the flow ran the same call successfully.",
     )
     tokens: int | None = Field(default=None, description="Tokens of a model request.")
     cost: float | None = Field(default=None, description="Estimated cost of a model request.")
@@ -131,6 +141,7 @@ async def _view(run: TaskRun) -> TaskRunView:
         start=run.start_time,
         end=run.end_time,
         attempts=max(run.run_count, 1),
+        flow_attempt=max(run.flow_run_run_count, 1),
         cache_hit=state == "Cached",
         tags=sorted(run.tags),
         detail=detail,
@@ -139,6 +150,31 @@ async def _view(run: TaskRun) -> TaskRunView:
         tokens=tokens,
         cost=cost,
     )
+
+
+def recovered_failures(tasks: list[TaskRunView]) -> set[UUID]:
+    """Failed task runs that a later attempt of the flow ran again successfully.
+
+    A flow retry makes new task runs. A call is matched across attempts by its task
+    function and its position among that function's calls in the attempt (``tasks`` in
+    start order), as ``dynamic_key`` differs between attempts.
+    """
+    position: dict[UUID, tuple[str, int]] = {}
+    counts: dict[tuple[str, int], int] = {}
+    for task in tasks:
+        group = (task.task_key, task.flow_attempt)
+        position[task.id] = (task.task_key, counts.get(group, 0))
+        counts[group] = counts.get(group, 0) + 1
+    succeeded: dict[tuple[str, int], int] = {}
+    for task in tasks:
+        if task.state in SUCCEEDED:
+            call = position[task.id]
+            succeeded[call] = max(succeeded.get(call, 0), task.flow_attempt)
+    return {
+        task.id
+        for task in tasks
+        if task.state in FAILED_STATES and succeeded.get(position[task.id], 0) > task.flow_attempt
+    }
 
 
 async def read_run(flow_run_id: UUID) -> RunView:
@@ -155,6 +191,11 @@ async def read_run(flow_run_id: UUID) -> RunView:
         views,
         key=lambda view: (view.start is None, view.start or datetime.max, view.name),
     )
+    recovered = recovered_failures(tasks)
+    tasks = [
+        task.model_copy(update={"recovered": True}) if task.id in recovered else task
+        for task in tasks
+    ]
     return RunView(
         id=flow_run.id,
         name=flow_run.name,

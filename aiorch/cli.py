@@ -4,6 +4,7 @@ Examples:
     ```bash
     aiorch run data-pipeline --runner docker --param image=busybox:1.36
     aiorch run demo --param top=3
+    aiorch server start   # or status, stop: the local server `aiorch run` shares
     aiorch runners
     aiorch image busybox
     aiorch image python-base && aiorch image flows --base aiorch/python-base:trixie
@@ -100,10 +101,45 @@ def _run(arguments: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    state = cast(State[Any], workflow(**parameters, return_state=True))
-    print(f"flow run id: {state.state_details.flow_run_id}")
-    print(f"state: {state.name}{f' ({state.message})' if state.message else ''}")
+    from aiorch.core.local_server import LocalServer, on_local_server
+    from aiorch.core.ui import ui_link
+
+    with on_local_server(LocalServer.configured()) as server:
+        if server is not None:
+            print(f"Prefect API: {server.api_url} (aiorch's local server; `aiorch server stop`)")
+        state = cast(State[Any], workflow(**parameters, return_state=True))
+        run_id = state.state_details.flow_run_id
+        print(f"flow run id: {run_id}")
+        print(f"state: {state.name}{f' ({state.message})' if state.message else ''}")
+        link = ui_link(f"runs/flow-run/{run_id}")
+        if link:
+            print(f"Prefect UI: {link}")
     return 0 if state.is_completed() else 1
+
+
+def _server(arguments: argparse.Namespace) -> int:
+    from aiorch.core.errors import ServiceUnavailable
+    from aiorch.core.local_server import LocalServer
+
+    server = LocalServer.configured()
+    if arguments.action == "stop":
+        print("stopped" if server.stop() else "no local server was running")
+        return 0
+    state = server.running()
+    if arguments.action == "start":
+        try:
+            state = server.ensure()
+        except ServiceUnavailable as error:
+            print(f"aiorch server: {error}", file=sys.stderr)
+            return 1
+    if state is None:
+        print(f"no local server runs for PREFECT_HOME={server.home}")
+        return 1
+    print(f"PREFECT_API_URL={state.api_url}")
+    print(
+        f"Prefect UI: {state.ui_url}/v2 (stops after {server.idle_seconds:g} s without flow runs)"
+    )
+    return 0
 
 
 def _runners(arguments: argparse.Namespace) -> int:
@@ -277,6 +313,13 @@ def parser() -> argparse.ArgumentParser:
         help="a flow parameter; VALUE is read as JSON when it parses, else as text",
     )
     run.set_defaults(handler=_run)
+
+    server = commands.add_parser(
+        "server",
+        help="the local Prefect server aiorch's commands share when no PREFECT_API_URL is set",
+    )
+    server.add_argument("action", choices=["start", "stop", "status"])
+    server.set_defaults(handler=_server)
 
     runners = commands.add_parser("runners", help="which runners work here, and why not")
     runners.set_defaults(handler=_runners)

@@ -20,13 +20,15 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from collections import Counter
-from pathlib import Path
 from typing import Annotated, Literal, cast
 from uuid import UUID
 
+import docker
+from docker.errors import DockerException, ImageNotFound
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
@@ -41,9 +43,11 @@ from pydantic import BaseModel, Field
 
 from aiorch.agent_blocks import Agent, ModelProvider
 from aiorch.agent_blocks.provider import LOCAL_MODEL
+from aiorch.core.local_server import LocalServer, LocalServerState, on_local_server
 from aiorch.core.markdown import table_cell
-from aiorch.core.settings import AiorchSettings, load_settings
-from aiorch.core.ui import ui_link, v2_link
+from aiorch.core.settings import load_settings
+from aiorch.core.ui import ui_link
+from aiorch.deploy.images import BUSYBOX_IMAGE, build_busybox_image, busybox_binary
 from aiorch.flows.data_pipeline import PipelineResult, data_pipeline
 from aiorch.tasks.agents.local_model import INSTALL_HINT, local_model_installed
 from aiorch.tasks.agents.task import AgentResult, run_agent
@@ -274,43 +278,96 @@ def demo_flow(
     )
 
 
-def ui_instructions(run_id: UUID, settings: AiorchSettings) -> str:
-    """How to look at this run in the Prefect UI, for the API the run used."""
-    prefect_settings = get_current_settings()
+def ui_instructions(run_id: UUID, server: LocalServerState | None) -> str:
+    """How to look at this run in the Prefect UI."""
     link = ui_link(f"runs/flow-run/{run_id}")
-    if link:
+    if link is None:
+        return f"The Prefect API has no UI to show flow run {run_id} in."
+    if server is None:
         return f"See the run in the Prefect UI: {link}"
-    prefect = Path(sys.executable).with_name("prefect")
-    host, port = settings.ui_host, settings.ui_port
+    idle = load_settings().local_server_idle_seconds
     return (
-        "The run used Prefect's embedded server. To open the Prefect UI on the same data:\n"
-        f"  PREFECT_HOME={prefect_settings.home} PREFECT_SERVER_ANALYTICS_ENABLED=false "
-        f"PREFECT_SERVER_API_PORT={port} {prefect} server start --host {host} --port {port}\n"
-        f"then browse {v2_link(f'http://{host}:{port}', f'runs/flow-run/{run_id}')}"
+        f"See the run in the Prefect UI: {link}\n"
+        f"(aiorch's local Prefect server for PREFECT_HOME={get_current_settings().home}; "
+        f"it stops after {idle / 60:g} min without flow runs, or with `aiorch server stop`)"
     )
 
 
-def main() -> int:
-    """Run the demo, prove its artifact is visible through the API, print how to see it."""
-    settings = load_settings()
-    state = demo_flow(return_state=True)
-    run_id = state.state_details.flow_run_id
-    print(f"flow run id: {run_id}")
-    if not state.is_completed() or run_id is None:
-        print(f"demo flow ended {state.name}: {state.message}", file=sys.stderr)
-        return 1
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[ARTIFACT_KEY]),
-                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+def demo_runner() -> tuple[RunnerKind, str]:
+    """Docker when an engine answers (its small image built on first use), else local."""
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except DockerException:
+        return RunnerKind.LOCAL, "no Docker engine answers: container steps run as local processes"
+    try:
+        client.images.get(BUSYBOX_IMAGE)
+    except ImageNotFound:
+        busybox = busybox_binary()
+        if busybox is None:
+            return RunnerKind.LOCAL, (
+                f"Docker is up but {BUSYBOX_IMAGE} is missing and no busybox binary can build "
+                "it (apt-get install busybox-static): container steps run as local processes"
             )
+        build_busybox_image(client, busybox, BUSYBOX_IMAGE)
+        return RunnerKind.DOCKER, f"container steps run in Docker ({BUSYBOX_IMAGE}, built now)"
+    finally:
+        client.close()
+    return RunnerKind.DOCKER, f"container steps run in Docker ({BUSYBOX_IMAGE})"
+
+
+def summary(result: DemoResult) -> str:
+    """What a person wants to see of a run: the answer, the words, where steps ran."""
+    steps = result.pipeline.steps
+    where = Counter(step.runner.value for step in steps)
+    placed = ", ".join(f"{count} on {runner}" for runner, count in sorted(where.items()))
+    words = ", ".join(f"{word} ({count})" for word, count in result.stats.top)
+    answer = " ".join(result.agent.result.text.split())
+    return "\n".join(
+        [
+            f"agent ({result.agent.result.model}): {answer}",
+            f"top words: {words}",
+            f"container steps: {len(steps)} ({placed}), "
+            f"{result.pipeline.cache_hits} served from cache",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo, check its artifact through the API, print what it did and a UI link."""
+    parser = argparse.ArgumentParser(description="Run the aiorch demo flow.")
+    parser.add_argument(
+        "--quick", action="store_true", help="FastAgent's passthrough model, not the local one"
+    )
+    arguments = parser.parse_args(argv)
+    runner, reason = demo_runner()
+    print(f"demo: {reason}")
+    with on_local_server(LocalServer.configured()) as server:
+        if server is not None:
+            print(f"demo: Prefect API {server.api_url} (aiorch's local server)")
+        state = demo_flow(
+            runner=runner,
+            agent_model="passthrough" if arguments.quick else "auto",
+            return_state=True,
         )
-    if not artifacts:
-        print(f"artifact {ARTIFACT_KEY!r} is missing from the Prefect API", file=sys.stderr)
-        return 1
-    print(f"artifact {ARTIFACT_KEY!r} ({artifacts[0].id}) is visible through the Prefect API")
-    print(ui_instructions(run_id, settings))
+        run_id = state.state_details.flow_run_id
+        print(f"flow run id: {run_id}")
+        if not state.is_completed() or run_id is None:
+            print(f"demo flow ended {state.name}: {state.message}", file=sys.stderr)
+            return 1
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=[ARTIFACT_KEY]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+                )
+            )
+        if not artifacts:
+            print(f"artifact {ARTIFACT_KEY!r} is missing from the Prefect API", file=sys.stderr)
+            return 1
+        print(f"artifact {ARTIFACT_KEY!r} ({artifacts[0].id}) is visible through the Prefect API")
+        print(summary(state.result()))
+        print(ui_instructions(run_id, server))
     return 0
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import subprocess
 from pathlib import Path
 from uuid import UUID
 
+import docker
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
@@ -21,8 +21,9 @@ from prefect.client.schemas.filters import (
 )
 from prefect.exceptions import ParameterTypeError
 
+from aiorch.core.local_server import LocalServer
 from aiorch.core.services import free_port
-from aiorch.core.settings import load_settings
+from aiorch.deploy.images import BUSYBOX_IMAGE
 from aiorch.flows.data_pipeline import PipelineResult
 from aiorch.flows.demo import (
     ARTIFACT_KEY,
@@ -37,7 +38,7 @@ from aiorch.tasks.agents.task import AgentResult
 from aiorch.tasks.agents.usage import TokenUsage
 from aiorch.tasks.container.select import RunnerStatus
 from aiorch.tasks.platform import PlatformSurvey
-from aiorch.testing.prefect_server import running_server
+from tests.processes import wait_until_gone
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DEADLINE_SECONDS = 300
@@ -142,55 +143,61 @@ def test_the_demo_agent_is_the_local_model_when_installed(
 
 def test_ui_link_points_at_the_configured_server(prefect_api: str) -> None:
     run_id = UUID(int=7)
-    text = ui_instructions(run_id, load_settings())
+    text = ui_instructions(run_id, None)
     assert text.endswith(f"{prefect_api.removesuffix('/api')}/v2/runs/flow-run/{run_id}")
 
 
-def test_demo_command_end_to_end_and_ui_on_the_same_data(scratch_dir: Path) -> None:
+def test_demo_command_end_to_end_on_a_shared_local_server(
+    scratch_dir: Path, docker_client: docker.DockerClient
+) -> None:
     home = scratch_dir / "prefect-home"
     port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "AIORCH_UI_PORT": str(port),
-    }
+    env = {**os.environ, "PREFECT_HOME": str(home), "AIORCH_UI_PORT": str(port)}
     env.pop("PREFECT_API_URL", None)
-    demo = subprocess.run(
-        [str(ROOT / "scripts" / "demo")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=DEMO_DEADLINE_SECONDS,
-    )
-    output = demo.stdout + demo.stderr
-    assert demo.returncode == 0, output
-    assert "environment up to date" in demo.stderr  # set up already: no reinstall
-    run_id = UUID(re.search(r"^flow run id: (\S+)$", demo.stdout, flags=re.M).group(1))  # type: ignore[union-attr]
-    assert f"artifact '{ARTIFACT_KEY}'" in demo.stdout
-    assert (home / "prefect.db").exists(), "the embedded server did not use PREFECT_HOME"
+    had_image = bool(docker_client.images.list(name=BUSYBOX_IMAGE))
+    server = LocalServer(home, port=port)
+    try:
+        demo = subprocess.run(
+            [str(ROOT / "scripts" / "demo")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=DEMO_DEADLINE_SECONDS,
+        )
+        output = demo.stdout + demo.stderr
+        assert demo.returncode == 0, output
+        assert "environment up to date" in demo.stderr  # set up already: no reinstall
+        assert " ERROR " not in output, output
+        assert "container steps run in Docker" in demo.stdout
+        run_id = UUID(re.search(r"^flow run id: (\S+)$", demo.stdout, flags=re.M).group(1))  # type: ignore[union-attr]
+        assert re.search(r"^agent \(\S+\): \S", demo.stdout, flags=re.M), demo.stdout
+        assert re.search(r"^container steps: \d+ \(\d+ on docker\)", demo.stdout, flags=re.M)
+        link = f"http://127.0.0.1:{port}/v2/runs/flow-run/{run_id}"
+        assert f"See the run in the Prefect UI: {link}" in demo.stdout
 
-    command = next(line.strip() for line in demo.stdout.splitlines() if "server start" in line)
-    words = shlex.split(command)
-    assignments = dict(word.split("=", 1) for word in words if re.match(r"^[A-Z_]+=", word))
-    argv = [word for word in words if not re.match(r"^[A-Z_]+=", word)]
-    assert assignments == {
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_API_PORT": str(port),
-    }
-    assert f"http://127.0.0.1:{port}/v2/runs/flow-run/{run_id}" in demo.stdout
-
-    with running_server(home, port, command=argv, env=assignments) as api_url:
-        flow_run = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=10)
-        assert flow_run.status_code == 200, flow_run.text
+        # The server the demo started is still up, on the same data, for the link.
+        state = server.running()
+        assert state is not None
+        assert state.api_url == f"http://127.0.0.1:{port}/api"
+        flow_run = httpx.get(f"{state.api_url}/flow_runs/{run_id}", timeout=10)
         assert flow_run.json()["state_type"] == "COMPLETED"
         artifacts = httpx.post(
-            f"{api_url}/artifacts/filter",
+            f"{state.api_url}/artifacts/filter",
             json={"artifacts": {"flow_run_id": {"any_": [str(run_id)]}}},
             timeout=10,
         )
         keys = {artifact["key"] for artifact in artifacts.json()}
         assert {ARTIFACT_KEY, "aiorch-demo-run-report", "aiorch-demo-run-table"} <= keys, output
-        ui_settings = httpx.get(f"http://127.0.0.1:{port}/ui-settings", timeout=10)
-        assert ui_settings.status_code == 200
-        assert ui_settings.json()["api_url"] == f"http://127.0.0.1:{port}/api"
+        # A browser gets the UI app there (the browser test checks what it renders).
+        page = httpx.get(link, headers={"Accept": "text/html"}, timeout=10)
+        assert page.status_code == 200
+        assert "<html" in page.text.lower()
+        print(demo.stdout)
+        assert (home / "prefect.db").exists(), "the server did not use PREFECT_HOME"
+    finally:
+        running = server.running()
+        assert server.stop() == (running is not None)
+        if running is not None:
+            wait_until_gone({running.supervisor_pid}, deadline_seconds=30)
+        if not had_image:
+            docker_client.images.remove(BUSYBOX_IMAGE, force=True)

@@ -53,8 +53,8 @@ class AiorchSettings(BaseSettings):
         default="127.0.0.1",
         min_length=1,
         description=(
-            "Host the suggested `prefect server start` command binds the Prefect UI to "
-            "when a run used the embedded (ephemeral) server."
+            "Host the local Prefect server aiorch's commands share binds its API and UI to "
+            "(when no PREFECT_API_URL is set)."
         ),
     )
     ui_port: int = Field(
@@ -62,8 +62,16 @@ class AiorchSettings(BaseSettings):
         ge=1,
         le=65535,
         description=(
-            "Port for that command; it is passed as both `--port` and "
-            "`PREFECT_SERVER_API_PORT` so the UI calls the API on the same port."
+            "Preferred port of that server (a free one is used when it is taken); it is "
+            "passed as both `--port` and `PREFECT_SERVER_API_PORT`."
+        ),
+    )
+    local_server_idle_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description=(
+            "The local Prefect server aiorch's commands share (when no PREFECT_API_URL is "
+            "set) stops after this long without flow-run activity."
         ),
     )
     data_dir: Path = Field(

@@ -92,12 +92,36 @@ aiorch_setup() {
     # llama.cpp (the model extra) compiles from source; portable flags, both cores.
     export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
     export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
+    local progress=
+    if [[ ",$extras," == *",model,"* ]] && ! "$AIORCH_VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+        aiorch_say "the model extra compiles llama.cpp from source: about 8 min on a 2-core machine the first time (seconds once pip has cached the wheel)"
+        aiorch_progress &
+        progress=$!
+    fi
     # Machines whose pip config lists absent local indexes warn once per package; drop
     # just those lines so real warnings stay readable.
+    local status=0
     "$AIORCH_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
         -c "$AIORCH_ROOT/constraints.txt" -e "$target" 2>&1 |
-        { grep -v "^WARNING: Location 'file://.*' is ignored" || true; } >&2 || return 1
+        { grep -v "^WARNING: Location 'file://.*' is ignored" || true; } >&2 || status=1
+    if [ -n "$progress" ]; then
+        kill "$progress" 2>/dev/null || true
+        wait "$progress" 2>/dev/null || true
+    fi
+    [ "$status" -eq 0 ] || return 1
     echo "$fingerprint $extras" >"$AIORCH_STAMP"
+}
+
+# Say every 30 s that the install still runs (until killed).
+aiorch_progress() {
+    local started=$SECONDS nap=
+    trap '[ -n "$nap" ] && kill "$nap" 2>/dev/null; exit 0' TERM
+    while true; do
+        sleep 30 &
+        nap=$!
+        wait "$nap"
+        aiorch_say "still installing ($(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s so far)"
+    done
 }
 
 # Succeeds when the installed extras ($1) include every requested one ($2).

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
-from typing import Any, cast
+from pathlib import Path
+from typing import IO, Any, cast
 from uuid import UUID
 
 import anyio
@@ -24,6 +29,7 @@ from aiorch.testing.fault_proxy import Fault, FaultProxy, running_fault_proxy
 from aiorch.testing.prefect_server import flow_run_log_text
 from tests.services import PROVIDER_ERRORS
 
+ROOT = Path(__file__).resolve().parents[1]
 CANARY = "sk-local-canary-93ad51"
 GEOGRAPHY = "You answer geography questions with one word."
 
@@ -257,3 +263,79 @@ def test_the_run_report_counts_tokens_and_cost_of_agent_calls(
     assert rows["model request"]["tokens"] > 10
     assert rows["agent call"]["tokens"] == rows["model request"]["tokens"]
     assert rows["agent call"]["cost"] > 0
+
+
+TWIN_CALL = """
+import sys
+from prefect import flow
+from pydantic import SecretStr
+from aiorch import Agent, ModelProvider, run_agent
+
+provider = ModelProvider(kind="generic", base_url=sys.argv[1], api_key=SecretStr("sk-twin"))
+agent = Agent(instruction="You answer geography questions with one word.",
+              model="generic.smollm2", provider=provider, temperature=0, max_tokens=16)
+
+@flow(name="twin-agent-call")
+def ask() -> str:
+    print("calling", flush=True)
+    result = run_agent(agent, "What is the capital of Italy?", cache_scope="tenant",
+                       tenant="twins")
+    return f"{int(result.cache_hit)}|{result.text}"
+
+print("result", ask(), flush=True)
+"""
+
+
+def test_identical_agent_calls_in_flight_in_two_processes_ask_the_model_once(
+    prefect_api: str, proxy: FaultProxy
+) -> None:
+    proxy.forward_gate.clear()  # the first request is held until both processes wait
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    twins = [
+        subprocess.Popen(
+            [sys.executable, "-c", TWIN_CALL, proxy.base_url],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for twin in twins:
+            assert twin.stdout is not None
+            assert _read_until(twin.stdout, "calling")
+        deadline = time.monotonic() + 60
+        while _chat_requests(proxy) < 1:
+            assert time.monotonic() < deadline, "no model request arrived"
+            time.sleep(0.1)
+        # Both processes are in the call and one request is held: without the lock, the
+        # second process's identical request arrives too.
+        quiet_until = time.monotonic() + 5
+        while time.monotonic() < quiet_until:
+            assert _chat_requests(proxy) == 1, "the second process asked the model too"
+            time.sleep(0.1)
+    finally:
+        proxy.forward_gate.set()
+    outputs = [twin.communicate(timeout=120)[0] for twin in twins]
+    for twin, output in zip(twins, outputs, strict=True):
+        assert twin.returncode == 0, output
+    results = sorted(
+        line.split(" ", 1)[1]
+        for output in outputs
+        for line in output.splitlines()
+        if line.startswith("result ")
+    )
+    replayed = [int(result.split("|", 1)[0]) for result in results]
+    assert replayed == [0, 1]  # one asked the model, the other replayed its reply
+    assert len({result.split("|", 1)[1] for result in results}) == 1
+    assert _chat_requests(proxy) == 1
+
+
+def _chat_requests(proxy: FaultProxy) -> int:
+    return sum("chat/completions" in str(body.get("path")) for body in proxy.received)
+
+
+def _read_until(stream: IO[str], marker: str) -> bool:
+    return any(line.strip() == marker for line in stream)

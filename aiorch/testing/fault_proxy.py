@@ -52,6 +52,8 @@ class FaultProxy:
     in_flight: int = 0
     peak_in_flight: int = 0
     release: threading.Event = field(default_factory=threading.Event)
+    # Cleared, requests to forward wait here: a test holds one in flight with it.
+    forward_gate: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     base_url: str = ""
 
@@ -83,6 +85,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             fault = proxy.next_fault({"path": self.path, **body})
             try:
                 if fault is None:
+                    proxy.forward_gate.wait(timeout=120)
                     self._relay("POST", raw)
                 elif fault.hang:
                     proxy.release.wait(timeout=120)
@@ -126,6 +129,7 @@ def running_fault_proxy(
 ) -> Iterator[FaultProxy]:
     """Serve a fault proxy on 127.0.0.1; ``proxy.base_url`` is its OpenAI-style base URL."""
     proxy = FaultProxy(upstream=upstream, default=default or Fault())
+    proxy.forward_gate.set()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(proxy))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -135,5 +139,6 @@ def running_fault_proxy(
         yield proxy
     finally:
         proxy.release.set()
+        proxy.forward_gate.set()
         server.shutdown()
         server.server_close()

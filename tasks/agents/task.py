@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from fast_agent.llm.model_factory import ModelFactory
@@ -36,6 +37,7 @@ from pydantic import ValidationError as ModelViolation
 
 from aiorch.agent_blocks.agent import Agent, check_model, check_provider
 from aiorch.core.errors import ConfigurationError, validation_problems
+from aiorch.core.settings import load_settings
 from aiorch.tasks.agents.capabilities import ModelCapabilities, model_capabilities
 from aiorch.tasks.agents.conversation import (
     SUMMARY_INSTRUCTION,
@@ -174,6 +176,15 @@ def _budget(config: Agent, capabilities: ModelCapabilities) -> int | None:
     return (window or DEFAULT_CONTEXT_TOKENS) - reserve
 
 
+def _lock_dir(key: str | None) -> Path | None:
+    """Where the locks live that make identical stored calls in flight at once run once.
+
+    Two processes (or threads) making the same model request or tool call with a key
+    both could store it: the second waits for the first and replays its record.
+    """
+    return None if key is None else load_settings().resolved_data_dir() / "locks"
+
+
 class _Turn:
     """One agent turn on one model: fitting, requests, tool calls, accounting."""
 
@@ -205,7 +216,7 @@ class _Turn:
         key = request_cache_key(config, self.model, messages, self.owner, tools, schema, mode)
         stored = await call_stored(
             model_request,
-            CallOptions(run_name=model_request_run_name(self.model)),
+            CallOptions(run_name=model_request_run_name(self.model), lock_dir=_lock_dir(key)),
             config,
             self.model,
             dump_history(messages),
@@ -259,7 +270,7 @@ class _Turn:
                 )
             server, tool = target
             key = tool_call_key(request_key, call_id, server, tool)
-            options = CallOptions(run_name=tool_call_run_name(name))
+            options = CallOptions(run_name=tool_call_run_name(name), lock_dir=_lock_dir(key))
             stored = await call_stored(tool_call, options, server, tool, arguments, key)
             return stored.value
 

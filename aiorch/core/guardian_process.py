@@ -8,7 +8,10 @@ JSON object per line from stdin, a pipe whose write end only the owner holds:
   (``"group": false``: the process PID alone, for a child in the owner's own group);
 - ``{"forget": PID}``: it ended normally;
 - ``{"sweep": PATH}`` / ``{"keep": PATH}``: remove the directory PATH when the owner
-  dies / it was cleaned up normally.
+  dies / it was cleaned up normally;
+- ``{"container": ID, "socket": PATH}`` / ``{"removed": ID}``: remove the Docker
+  container ID (forced, through the engine's unix socket PATH) when the owner dies / it
+  was removed normally.
 
 End of input means the owner is gone, however it went (``kill -9`` included: the kernel
 closes its pipes). The guardian then kills every process still watched, waits (a few
@@ -20,14 +23,17 @@ terminal does not take it first.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 
 EXIT_DEADLINE_SECONDS = 5.0
+DOCKER_TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 0.05
 
 
@@ -56,11 +62,36 @@ def _kill_all(watched: dict[int, bool]) -> None:
             time.sleep(POLL_SECONDS)
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP to the Docker engine over its unix socket."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=DOCKER_TIMEOUT_SECONDS)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(DOCKER_TIMEOUT_SECONDS)
+        self.sock.connect(self._path)
+
+
+def _remove_container(socket_path: str, container: str) -> None:
+    connection = _UnixConnection(socket_path)
+    try:
+        connection.request("DELETE", f"/containers/{container}?force=true&v=true")
+        connection.getresponse().read()
+    except OSError:
+        pass
+    finally:
+        connection.close()
+
+
 def main() -> None:
     """Serve one owner until its pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     watched: dict[int, bool] = {}
     swept: set[str] = set()
+    containers: dict[str, str] = {}
     for line in sys.stdin.buffer:
         try:
             message = json.loads(line)
@@ -74,6 +105,12 @@ def main() -> None:
             swept.add(str(message["sweep"]))
         elif "keep" in message:
             swept.discard(str(message["keep"]))
+        elif "container" in message:
+            containers[str(message["container"])] = str(message["socket"])
+        elif "removed" in message:
+            containers.pop(str(message["removed"]), None)
+    for container, socket_path in containers.items():
+        _remove_container(socket_path, container)
     _kill_all(watched)
     for path in swept:
         shutil.rmtree(path, ignore_errors=True)

@@ -33,6 +33,7 @@ import docker.errors
 import requests.exceptions
 from prefect_docker import DockerHost
 
+from aiorch.core.guardian import Guardian
 from aiorch.tasks.container.errors import (
     EngineUnavailable,
     ImageUnavailable,
@@ -68,12 +69,37 @@ _thread_clients = threading.local()
 
 
 class _Created:
-    """What one step run made on the engine, so the normal path removes it by id."""
+    """What one step run made on the engine, so the normal path removes it by id.
 
-    def __init__(self) -> None:
+    With a local engine (a unix socket), each container is also handed to the process's
+    guardian, which removes it if the flow process is killed while it exists.
+    """
+
+    def __init__(self, socket_path: str | None) -> None:
         self.containers: list[Container] = []
         self.images: list[str] = []
         self.removed = False
+        self._socket_path = socket_path
+
+    def add(self, container: Container) -> None:
+        """A container this run made."""
+        self.containers.append(container)
+        if self._socket_path is not None and container.id is not None:
+            Guardian.of_process().watch_container(container.id, self._socket_path)
+
+    def drop(self, container: Container) -> None:
+        """A container this run removed."""
+        self.containers.remove(container)
+        self._forget(container)
+
+    def forget_all(self) -> None:
+        """Every container is gone (removed by id or by the label sweep)."""
+        for container in self.containers:
+            self._forget(container)
+
+    def _forget(self, container: Container) -> None:
+        if self._socket_path is not None and container.id is not None:
+            Guardian.of_process().forget_container(container.id)
 
 
 class DockerRunner:
@@ -162,7 +188,7 @@ class DockerRunner:
         """Run the commands in containers; export outputs if all succeed."""
         run_id = uuid4().hex[:16]
         cancelled = threading.Event()
-        created = _Created()
+        created = _Created(_unix_socket(self._host))
         try:
             return await anyio.to_thread.run_sync(
                 partial(self._run, step, secrets, output, run_id, cancelled, created),
@@ -175,6 +201,7 @@ class DockerRunner:
                 # failed: sweep everything labelled with this run.
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self._remove_leftovers, run_id)
+            created.forget_all()
 
     def _run(
         self,
@@ -239,7 +266,7 @@ class DockerRunner:
             if cancelled.is_set():  # the caller gave up; leftovers are being removed
                 raise StepError("cancelled", step=step.name)
             container = self._create(client, step, secrets, image, command, run_id)
-            created.containers.append(container)
+            created.add(container)
             # Without inputs there is nothing to copy: the engine creates the workdir.
             if index == 0 and with_inputs and step.inputs:
                 container.put_archive("/", inputs_tar(step))
@@ -254,7 +281,7 @@ class DockerRunner:
             image = _image_id(committed)
             created.images.append(image)
             container.remove(force=True)
-            created.containers.remove(container)
+            created.drop(container)
         raise StepError("a step needs at least one command", step=step.name)
 
     def _prepared(
@@ -308,7 +335,7 @@ class DockerRunner:
                 changes=[f"LABEL {RUN_LABEL}=", f"LABEL {PREPARED_LABEL}={key}"],
             )
             container.remove(force=True)
-            created.containers.remove(container)
+            created.drop(container)
             return _image_id(committed)
 
     def _ensure_image(self, client: DockerClient, image: str, output: StepOutput) -> str:
@@ -429,6 +456,12 @@ class DockerRunner:
                 container.remove(force=True)
             for image in client.images.list(filters=label):
                 client.images.remove(_image_id(image), force=True)
+
+
+def _unix_socket(host: DockerHost) -> str | None:
+    """The local engine's socket path; None for a remote (tcp, ssh) engine."""
+    url = host.base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return url.removeprefix("unix://") if url.startswith("unix://") else None
 
 
 def _host_key(host: DockerHost) -> str:

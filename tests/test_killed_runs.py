@@ -63,3 +63,39 @@ def test_a_killed_flow_leaves_no_container(
         assert time.monotonic() - killed < LEFTOVER_DEADLINE_SECONDS, f"left running: {left}"
         time.sleep(0.2)
     wait_until_gone(helpers, deadline_seconds=LEFTOVER_DEADLINE_SECONDS)
+
+
+DAGGER_SCRIPT = """
+import sys
+from prefect import flow
+from aiorch.tasks.container import ContainerStep, run_step
+
+@flow(name="killed-dagger-step")
+def waits(pid_file: str) -> None:
+    run_step(ContainerStep(name="killed-dagger", image="busybox", commands=[["sh", "-c",
+        f"echo $$ > {pid_file}; exec sleep 120"]]), "dagger", cache=False)
+
+waits(sys.argv[1])
+"""
+
+
+def test_a_killed_flow_ends_its_dagger_session_and_the_exec_stops(
+    prefect_api: str, dagger_double: Path, scratch_dir: Path
+) -> None:
+    pid_file = scratch_dir / "exec-pid"  # the double runs execs as host processes
+    process = subprocess.Popen(
+        [sys.executable, "-c", DAGGER_SCRIPT, str(pid_file)],
+        cwd=ROOT,
+        env={**os.environ, "PREFECT_API_URL": prefect_api},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert process.poll() is None, "the flow ended before its step started"
+        assert time.monotonic() < deadline, "the step's exec never started"
+        time.sleep(0.2)
+    helpers = descendants(process.pid) | {int(pid_file.read_text())}
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    wait_until_gone(helpers, deadline_seconds=LEFTOVER_DEADLINE_SECONDS)

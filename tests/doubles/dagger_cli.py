@@ -14,12 +14,15 @@ stderr, exitCode, file, directory), host directories, secrets, cache volumes, ex
 Being a double, it cannot run images: ``withExec`` runs the argv as a host process in a
 directory that stands for the container's file system, and an exit code other than 0
 comes back as the engine's EXEC_ERROR. As in the engine, a client that disconnects
-cancels its query: the exec's process group is killed. Set ``AIORCH_DAGGER_DOUBLE_MODE`` to ``hang``
-(never report a port) or ``exit`` (fail at start) to test provisioning failures.
+cancels its query, and the end of the session (its stdin closed, also when its client
+process is killed) stops every exec still running: the exec's process group is killed.
+Set ``AIORCH_DAGGER_DOUBLE_MODE`` to ``hang`` (never report a port) or ``exit`` (fail at
+start) to test provisioning failures.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -58,6 +61,13 @@ class Engine:
     log: Callable[[str], None]
     objects: dict[str, Any] = field(default_factory=dict)
     counter: itertools.count[int] = field(default_factory=itertools.count)
+    # Execs running now: the session's end stops them, as the engine's does.
+    running: set[int] = field(default_factory=set)
+
+    def stop_running(self) -> None:
+        for group in list(self.running):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
 
     def register(self, kind: str, value: Any) -> str:
         identifier = f"{kind}:{next(self.counter)}"
@@ -154,7 +164,7 @@ class Evaluated:
                 env[name] = str(_inside(filesystem, value))
         state.engine.log(f"exec {' '.join(args[:1])} (double: host process, image not used)")
         try:
-            result = cls(filesystem, *_run_unless_cancelled(args, workdir, env))
+            result = cls(filesystem, *_run_unless_cancelled(args, workdir, env, state.engine))
         except FileNotFoundError:
             result = cls(filesystem, "", f"exec: {args[0]!r}: executable file not found\n", 127)
         if result.code != 0:
@@ -295,7 +305,7 @@ def _resolve(_parent: Any, _info: Any, **arguments: Any) -> Any:
 
 
 def _run_unless_cancelled(
-    args: list[str], workdir: Path, env: dict[str, str]
+    args: list[str], workdir: Path, env: dict[str, str], engine: Engine
 ) -> tuple[str, str, int]:
     """Run an exec to its end, or kill it when the query's client disconnects."""
     with subprocess.Popen(
@@ -307,15 +317,23 @@ def _run_unless_cancelled(
         text=True,
         start_new_session=True,
     ) as process:
-        while True:
-            try:
-                stdout, stderr = process.communicate(timeout=CANCEL_POLL_SECONDS)
-                return stdout, stderr, process.returncode
-            except subprocess.TimeoutExpired:
-                if client_gone():
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.communicate()
-                    raise GraphQLError("context canceled") from None
+        engine.running.add(process.pid)
+        try:
+            return _wait_unless_cancelled(process)
+        finally:
+            engine.running.discard(process.pid)
+
+
+def _wait_unless_cancelled(process: subprocess.Popen[str]) -> tuple[str, str, int]:
+    while True:
+        try:
+            stdout, stderr = process.communicate(timeout=CANCEL_POLL_SECONDS)
+            return stdout, stderr, process.returncode
+        except subprocess.TimeoutExpired:
+            if client_gone():
+                os.killpg(process.pid, signal.SIGKILL)
+                process.communicate()
+                raise GraphQLError("context canceled") from None
 
 
 def main(argv: list[str]) -> int:
@@ -344,6 +362,7 @@ def main(argv: list[str]) -> int:
         with engine_double(sdl, Query(engine), token, field_resolver=_resolve) as double:
             print(json.dumps({"port": double.port, "session_token": token}), flush=True)
             sys.stdin.read()  # the client ends the session by closing stdin
+            engine.stop_running()
         log("engine double: session closed")
     return 0
 

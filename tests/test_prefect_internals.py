@@ -28,7 +28,12 @@ def test_installed_prefect_is_one_the_internals_were_checked_against() -> None:
 
 
 def test_the_private_parts_relied_on_still_exist() -> None:
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.transactions import Transaction
+
     assert hasattr(AsyncClientContext, "__var__")
+    assert hasattr(Transaction, "__var__")
+    assert isinstance(SubprocessASGIServer._instances, dict)
     for method in ("_lock_path_for_key", "_ensure_lock_files_directory_exists"):
         assert callable(getattr(FileSystemLockManager, method, None)), method
 

@@ -83,10 +83,12 @@ def test_a_killed_flow_ends_its_dagger_session_and_the_exec_stops(
     prefect_api: str, dagger_double: Path, scratch_dir: Path
 ) -> None:
     pid_file = scratch_dir / "exec-pid"  # the double runs execs as host processes
+    temp = scratch_dir / "tmp"
+    temp.mkdir()
     process = subprocess.Popen(
         [sys.executable, "-c", DAGGER_SCRIPT, str(pid_file)],
         cwd=ROOT,
-        env={**os.environ, "PREFECT_API_URL": prefect_api},
+        env={**os.environ, "PREFECT_API_URL": prefect_api, "TMPDIR": str(temp)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -96,6 +98,8 @@ def test_a_killed_flow_ends_its_dagger_session_and_the_exec_stops(
         assert time.monotonic() < deadline, "the step's exec never started"
         time.sleep(0.2)
     helpers = descendants(process.pid) | {int(pid_file.read_text())}
+    assert list(temp.glob("aiorch-killed-dagger-*")), "no staging directory of the step"
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
     wait_until_gone(helpers, deadline_seconds=LEFTOVER_DEADLINE_SECONDS)
+    assert not list(temp.glob("aiorch-*"))  # the step's staging directory was swept

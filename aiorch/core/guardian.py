@@ -33,6 +33,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,6 +165,16 @@ class Guardian:
             with self._lock:
                 self._swept.discard(str(path))
                 self._deliver({"keep": str(path)})
+
+
+@contextlib.contextmanager
+def swept_temporary_directory(prefix: str) -> Iterator[Path]:
+    """A temporary directory removed at the end, and by the guardian if we die first."""
+    with (
+        tempfile.TemporaryDirectory(prefix=prefix) as name,
+        Guardian.of_process().sweeping(Path(name)) as path,
+    ):
+        yield path
 
 
 os.register_at_fork(after_in_child=Guardian._forget_after_fork)

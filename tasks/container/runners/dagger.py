@@ -9,7 +9,6 @@ becomes EngineUnavailable.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -18,6 +17,7 @@ from uuid import uuid4
 import anyio
 import dagger
 
+from aiorch.core.guardian import swept_temporary_directory
 from aiorch.tasks.container.dagger_engine import DaggerEngine
 from aiorch.tasks.container.dagger_session import ensure_session
 from aiorch.tasks.container.errors import EngineUnavailable, MissingOutput, StepTimedOut
@@ -37,7 +37,8 @@ class DaggerRunner:
 
     Example:
         ```python
-        from aiorch.tasks.container.dagger_engine import DaggerEngine
+        from aiorch.core.guardian import swept_temporary_directory
+    from aiorch.tasks.container.dagger_engine import DaggerEngine
         from aiorch.tasks.container.runners.dagger import DaggerRunner
 
         runner = DaggerRunner(DaggerEngine(session_timeout_seconds=120))
@@ -72,9 +73,9 @@ class DaggerRunner:
         started = time.monotonic()
         with (
             session.log.attached(lambda line: output.info(f"engine: {line}"), secrets.values()),
-            tempfile.TemporaryDirectory(prefix=f"aiorch-{step.name}-") as staging,
+            swept_temporary_directory(f"aiorch-{step.name}-") as staging,
         ):
-            inputs_dir = Path(staging) / "inputs"
+            inputs_dir = staging / "inputs"
             inputs_dir.mkdir()
             copy_inputs(step, inputs_dir)
             try:
@@ -86,7 +87,7 @@ class DaggerRunner:
                             secrets,
                             output,
                             inputs_dir,
-                            Path(staging),
+                            staging,
                             started,
                             engine_cache,
                         )

@@ -19,12 +19,11 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from functools import partial
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Literal
 from uuid import uuid4
 
@@ -33,7 +32,7 @@ import docker.errors
 import requests.exceptions
 from prefect_docker import DockerHost
 
-from aiorch.core.guardian import Guardian
+from aiorch.core.guardian import Guardian, swept_temporary_directory
 from aiorch.tasks.container.errors import (
     EngineUnavailable,
     ImageUnavailable,
@@ -430,8 +429,8 @@ class DockerRunner:
         return code
 
     def _export(self, container: Container, step: ContainerStep) -> bytes:
-        with tempfile.TemporaryDirectory(prefix="aiorch-export-") as staging:
-            root = Path(staging)
+        with swept_temporary_directory("aiorch-export-") as staging:
+            root = staging
             for output in step.outputs:
                 try:
                     chunks, _ = container.get_archive(str(PurePosixPath(step.workdir) / output))

@@ -15,14 +15,13 @@ import asyncio
 import contextlib
 import os
 import signal
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
 
-from aiorch.core.guardian import Guardian
+from aiorch.core.guardian import Guardian, swept_temporary_directory
 from aiorch.tasks.container.errors import StepTimedOut
 from aiorch.tasks.container.files import copy_inputs, pack_outputs
 from aiorch.tasks.container.logs import StepOutput, Stream
@@ -75,11 +74,8 @@ class LocalRunner:
         )
         started = time.monotonic()
         guardian = Guardian.of_process()
-        with (
-            tempfile.TemporaryDirectory(prefix=f"aiorch-{step.name}-") as sandbox,
-            guardian.sweeping(Path(sandbox)),
-        ):
-            workdir = Path(sandbox) / "workdir"
+        with swept_temporary_directory(f"aiorch-{step.name}-") as sandbox:
+            workdir = sandbox / "workdir"
             workdir.mkdir()
             copy_inputs(step, workdir)
             env = self._environment(step, secrets, workdir, output)

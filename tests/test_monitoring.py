@@ -17,6 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
 )
 from prefect.runtime import flow_run
 
@@ -179,6 +180,17 @@ def test_a_failure_a_flow_retry_fixed_reads_as_recovered(
     assert "No task run failed." in report
     assert "## Recovered by a retry" in report
     assert "| Failed (recovered) |" in report
+    # The step's failure report is superseded by one saying it recovered.
+    with get_client(sync_client=True) as client:
+        reports = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["aiorch-failure"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[ids[0]]),
+            ),
+        )
+    texts = [str(artifact.data) for artifact in reports]
+    assert any(text.startswith(f"# Recovered: {step.name}") for text in texts), texts
+    assert "attempt 2 of the flow run ran it again successfully" in "".join(texts)
 
 
 def test_two_runs_are_compared_from_a_flow_and_the_command_line(

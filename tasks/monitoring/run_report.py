@@ -39,9 +39,9 @@ from aiorch.core.settings import load_settings
 from aiorch.core.ui import ui_link
 from aiorch.tasks.artifacts import publish_artifact
 from aiorch.tasks.monitoring.charts import png_data_url
-from aiorch.tasks.monitoring.runs import FAILED_STATES, RunView, TaskRunView, read_run
+from aiorch.tasks.monitoring.runs import FAILED_STATES, RunView, TaskRunView, read_settled_run
 from aiorch.tasks.naming import TaskKind
-from aiorch.tasks.resilience.report import flow_run_problems
+from aiorch.tasks.resilience.report import flow_run_problems, publish_recovery
 
 STATE_CLASSES = {
     "Completed": "fill:#d1fadf,stroke:#12b76a",
@@ -243,7 +243,7 @@ async def render_run_report(run: RunView) -> str:
     if recovered:
         failures += "\n\n## Recovered by a retry\n\n" + "\n".join(
             f"- {table_cell(task.name)}: {task.state} in attempt {task.flow_attempt} of the "
-            "flow run; a later attempt ran the same call successfully"
+            f"flow run; attempt {task.recovered_in} ran the same call successfully"
             for task in recovered
         )
     chart = timeline_chart(run)
@@ -275,8 +275,17 @@ Environment: {table_cell(load_settings().environment)}.
 
 
 async def publish_report_for(flow_run_id: UUID) -> RunView:
-    """Read the run and publish its report and table artifacts; the run read."""
-    run = await read_run(flow_run_id)
+    """Read the run and publish its report and table artifacts; the run read.
+
+    A failure report of a call that a later attempt of the flow fixed is superseded
+    (:func:`~aiorch.tasks.resilience.report.publish_recovery`).
+    """
+    run = await read_settled_run(flow_run_id)
+    fixed = {str(task.id): task.recovered_in for task in run.tasks if task.recovered_in}
+    for problem in await flow_run_problems(run.id):
+        attempt = fixed.get(problem.task_run_id or "")
+        if attempt is not None:
+            await publish_recovery(problem, attempt)
     await publish_artifact(
         "markdown",
         key=artifact_key(run.flow_name, "run-report"),

@@ -14,10 +14,12 @@ or for tag concurrency limits) add them with ``with_options(tags=...)``.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import PurePath
 from uuid import UUID
 
+import anyio
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import TaskRun
@@ -27,6 +29,8 @@ from aiorch.tasks.naming import TaskKind, describe, task_kind
 
 FAILED_STATES = frozenset({"Failed", "Crashed", "TimedOut", "Cancelled"})
 SUCCEEDED = frozenset({"Completed", "Cached"})
+UNSETTLED_STATES = frozenset({"Pending", "Running", "Scheduled", "Retrying", "AwaitingRetry"})
+SETTLE_POLL_SECONDS = 0.25
 
 
 def content_digest(key: str) -> str:
@@ -59,12 +63,17 @@ class TaskRunView(BaseModel):
     flow_attempt: int = Field(
         default=1, description="The flow run's attempt it ran in (2 after one flow retry)."
     )
-    recovered: bool = Field(
-        default=False,
-        description="It failed, and a later attempt of the flow ran the same call successfully.",
+    recovered_in: int | None = Field(
+        default=None,
+        description="It failed, and this later attempt of the flow ran the call successfully.",
     )
     tokens: int | None = Field(default=None, description="Tokens of a model request.")
     cost: float | None = Field(default=None, description="Estimated cost of a model request.")
+
+    @property
+    def recovered(self) -> bool:
+        """It failed, and a later attempt of the flow ran the same call successfully."""
+        return self.recovered_in is not None
 
     @property
     def duration_seconds(self) -> float | None:
@@ -152,8 +161,8 @@ async def _view(run: TaskRun) -> TaskRunView:
     )
 
 
-def recovered_failures(tasks: list[TaskRunView]) -> set[UUID]:
-    """Failed task runs that a later attempt of the flow ran again successfully.
+def recovered_failures(tasks: list[TaskRunView]) -> dict[UUID, int]:
+    """Failed task runs a later attempt of the flow ran successfully, and that attempt.
 
     A flow retry makes new task runs. A call is matched across attempts by its task
     function and its position among that function's calls in the attempt (``tasks`` in
@@ -171,10 +180,26 @@ def recovered_failures(tasks: list[TaskRunView]) -> set[UUID]:
             call = position[task.id]
             succeeded[call] = max(succeeded.get(call, 0), task.flow_attempt)
     return {
-        task.id
+        task.id: succeeded[position[task.id]]
         for task in tasks
         if task.state in FAILED_STATES and succeeded.get(position[task.id], 0) > task.flow_attempt
     }
+
+
+async def read_settled_run(flow_run_id: UUID, deadline_seconds: float = 10.0) -> RunView:
+    """A finished run once its task runs' final states reached the server (or the deadline).
+
+    The server records task-run states from events, a moment after the task ended: read
+    in a flow's final-state hook, the last task runs may still show Running. A run that
+    is not finished is returned as it is.
+    """
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        run = await read_run(flow_run_id)
+        unsettled = any(task.state in UNSETTLED_STATES for task in run.tasks)
+        if run.state in UNSETTLED_STATES or not unsettled or time.monotonic() > deadline:
+            return run
+        await anyio.sleep(SETTLE_POLL_SECONDS)
 
 
 async def read_run(flow_run_id: UUID) -> RunView:
@@ -193,7 +218,9 @@ async def read_run(flow_run_id: UUID) -> RunView:
     )
     recovered = recovered_failures(tasks)
     tasks = [
-        task.model_copy(update={"recovered": True}) if task.id in recovered else task
+        task.model_copy(update={"recovered_in": recovered[task.id]})
+        if task.id in recovered
+        else task
         for task in tasks
     ]
     return RunView(

@@ -51,6 +51,7 @@ from aiorch.tasks.resilience.problems import ProblemDetails, problem_from_except
 FAILURE_KEY = "aiorch-failure"
 SUMMARY_KEY = "aiorch-run-failures"
 FAILURE_EVENT = "aiorch.failure.reported"
+RECOVERED_EVENT = "aiorch.failure.recovered"
 _PROBLEM_MARK = "<!-- aiorch-problem -->"
 
 
@@ -111,6 +112,37 @@ async def publish_problem(problem: ProblemDetails) -> None:
         },
         related=related_flow_run(problem.flow_run_id),
         payload=problem.model_dump(mode="json", exclude_none=True),
+    )
+
+
+async def publish_recovery(problem: ProblemDetails, fixed_in_attempt: int) -> None:
+    """Supersede ``problem``'s report: a later attempt of the flow ran the call successfully.
+
+    Publishes a new version of the ``aiorch-failure`` artifact saying so (the key's latest
+    version in the UI then reads as recovered) and an ``aiorch.failure.recovered`` event,
+    so automations alerting on failures can close what they opened.
+    """
+    await publish_artifact(
+        "markdown",
+        key=FAILURE_KEY,
+        data=(
+            f"# Recovered: {table_cell(problem.task or 'a task')}\n\n"
+            f"It failed ({problem.title}: {table_cell(problem.detail)[:300]}), and attempt "
+            f"{fixed_in_attempt} of the flow run ran it again successfully. The failure "
+            "report before this version is superseded.\n"
+        ),
+        description=f"Recovered by a retry: {problem.task}"[:500],
+        flow_run_id=UUID(problem.flow_run_id) if problem.flow_run_id else None,
+        task_run_id=UUID(problem.task_run_id) if problem.task_run_id else None,
+    )
+    emit_event(
+        event=RECOVERED_EVENT,
+        resource={
+            "prefect.resource.id": f"prefect.task-run.{problem.task_run_id}",
+            "aiorch.problem.kind": problem.kind,
+        },
+        related=related_flow_run(problem.flow_run_id),
+        payload={"fixed_in_attempt": fixed_in_attempt, "type": problem.type},
     )
 
 

@@ -10,7 +10,8 @@ it is safe to run on every deploy:
   heartbeats on);
 - with ``--webhook-block``, alerts sent to a saved ``CustomWebhookNotificationBlock``
   (Prefect's webhook block): alert rules evaluated when flow runs end
-  (``aiorch.tasks.monitoring.alerts``) and circuit breakers opening.
+  (``aiorch.tasks.monitoring.alerts``), circuit breakers opening, and flow runs that
+  crashed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from aiorch.tasks.monitoring.alerts import FAILURE_RATE_EVENT, SLOW_STEP_EVENT
 
 ALERT_AUTOMATION = "aiorch: alerts to webhook"
 BREAKER_AUTOMATION = "aiorch: circuit breaker opened"
+CRASHED_AUTOMATION = "aiorch: flow run crashed"
 
 
 async def install(webhook_block: str | None) -> list[UUID]:
@@ -55,6 +57,20 @@ async def install(webhook_block: str | None) -> list[UUID]:
             description="A circuit breaker opened: calls to a dependency are being refused.",
             trigger=EventTrigger(
                 expect={"aiorch.breaker.open"},
+                posture=Posture.Reactive,
+                threshold=1,
+                within=timedelta(0),
+            ),
+            actions=[notify],
+        ),
+        AutomationCore(
+            name=CRASHED_AUTOMATION,
+            description=(
+                "A flow run crashed: its process died (set Crashed by Prefect, or by the "
+                "crash-detection automation when its heartbeats stopped)."
+            ),
+            trigger=EventTrigger(
+                expect={"prefect.flow-run.Crashed"},
                 posture=Posture.Reactive,
                 threshold=1,
                 within=timedelta(0),

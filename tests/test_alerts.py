@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 import pytest
 from prefect import flow
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
+from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from aiorch.tasks.container import ContainerStep, run_step
@@ -162,6 +163,13 @@ def test_automations_as_code_reach_a_webhook(
     body = _wait_for(received, name)
     assert body["subject"] == "aiorch alert: aiorch.breaker.open"
     assert f"aiorch.breaker.{name}" in body["body"]
+
+    # A run set Crashed (by Prefect, or by the crash detection when its heartbeats
+    # stopped, tests/test_crash_detection.py) is announced too.
+    crashed = f"prefect.flow-run.{uuid4()}"
+    emit_event(event="prefect.flow-run.Crashed", resource={"prefect.resource.id": crashed})
+    body = _wait_for(received, crashed)
+    assert body["subject"] == "aiorch alert: prefect.flow-run.Crashed"
 
 
 def test_missing_webhook_block_is_named(prefect_api: str) -> None:

@@ -37,8 +37,7 @@ class DaggerRunner:
 
     Example:
         ```python
-        from aiorch.core.guardian import swept_temporary_directory
-    from aiorch.tasks.container.dagger_engine import DaggerEngine
+        from aiorch.tasks.container.dagger_engine import DaggerEngine
         from aiorch.tasks.container.runners.dagger import DaggerRunner
 
         runner = DaggerRunner(DaggerEngine(session_timeout_seconds=120))

@@ -2,27 +2,23 @@
 
     python -m aiorch.core.local_server_process HOME HOST PORT IDLE_SECONDS
 
-Runs ``prefect server start`` for HOME on HOST:PORT, watched by this process's guardian
-(a ``kill -9`` of the supervisor stops the server too), and stops it on SIGTERM or once
-no flow run has been active (created, updated, running) for IDLE_SECONDS.
+Runs ``prefect server start`` for HOME on HOST:PORT under
+:func:`aiorch.core.supervisor.supervise`, and stops it on SIGTERM or once no flow run has
+been active (created, updated, running) for IDLE_SECONDS.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 import httpx
 
-from aiorch.core.guardian import Guardian
 from aiorch.core.local_server import LocalServerState, state_file
-from aiorch.core.services import stop_process_group
+from aiorch.core.supervisor import supervise
 
 CHECK_SECONDS = 15.0
 ACTIVE_STATES = ["PENDING", "RUNNING", "CANCELLING", "PAUSED"]
@@ -62,34 +58,19 @@ def main(argv: list[str]) -> int:
     }
     env.pop("PREFECT_API_URL", None)
     prefect = str(Path(sys.executable).with_name("prefect"))
-    server = subprocess.Popen(
-        [prefect, "server", "start", "--host", host, "--port", str(port)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    Guardian.of_process().watch(server.pid)
-    stopping = False
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     api_url = f"http://{host}:{port}/api"
     started = time.time()
-    next_check = started + CHECK_SECONDS
-    while not stopping and server.poll() is None:
-        time.sleep(1)
-        if time.time() < next_check:
-            continue
-        next_check = time.time() + CHECK_SECONDS
+
+    def idle() -> bool:
         last = max(_last_activity(api_url) or started, started)
-        if time.time() - last > idle_seconds:
-            print(f"aiorch: no flow-run activity for {idle_seconds:g} s; stopping", flush=True)
-            break
-    stop_process_group(server)
+        return time.time() - last > idle_seconds
+
+    supervise(
+        [prefect, "server", "start", "--host", host, "--port", str(port)],
+        idle,
+        CHECK_SECONDS,
+        env,
+    )
     _forget_if_mine(state_file(home))
     return 0
 

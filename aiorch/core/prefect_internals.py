@@ -76,6 +76,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.guardian import Guardian
+from aiorch.core.services import process_alive
 
 # A PEP 440 specifier: the Prefect releases these touches were checked against.
 CHECKED_PREFECT = ">=3.9.1,<3.10"
@@ -245,22 +246,7 @@ def _holder_is_gone(lock: dict[str, object]) -> bool:
     if not isinstance(pid, int):
         return False
     watchers = [pid, guardian] if isinstance(guardian, int) else [pid]
-    return not any(map(_alive, watchers))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    try:
-        # A killed process nobody has reaped yet still answers signal 0.
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
+    return not any(map(process_alive, watchers))
 
 
 def lock_manager(directory: Path) -> AtomicFileSystemLockManager:

@@ -29,6 +29,21 @@ def free_port() -> int:
         return port
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a killed process nobody has reaped yet does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def log_tail(log: Path, lines: int = 40) -> str:
     """The last ``lines`` lines of a service's log."""
     if not log.exists():

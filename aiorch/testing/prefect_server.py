@@ -17,6 +17,7 @@ import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
+from aiorch.core.guardian import Guardian
 from aiorch.core.services import stop_process_group as stop
 from aiorch.core.services import wait_until_ready
 
@@ -59,10 +60,13 @@ def running_server(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+    guardian = Guardian.of_process()
     try:
-        api_url = f"http://127.0.0.1:{port}/api"
-        wait_until_ready(f"{api_url}/health", process, log, STARTUP_DEADLINE_SECONDS)
-        yield api_url
+        # A test session killed before its teardown does not leave the server running.
+        with guardian.watching(process.pid):
+            api_url = f"http://127.0.0.1:{port}/api"
+            wait_until_ready(f"{api_url}/health", process, log, STARTUP_DEADLINE_SECONDS)
+            yield api_url
     finally:
         stop(process)
 

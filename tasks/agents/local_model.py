@@ -37,7 +37,12 @@ import httpx
 
 from aiorch.agent_blocks.provider import LOCAL_MODEL_NAME
 from aiorch.core.errors import ServiceUnavailable
-from aiorch.core.services import free_port, stop_process_group, wait_until_ready
+from aiorch.core.services import (
+    free_port,
+    process_alive,
+    stop_process_group,
+    wait_until_ready,
+)
 from aiorch.core.settings import load_settings
 from aiorch.tasks.agents.local_model_process import STATE_FILE, ModelServerState
 
@@ -107,7 +112,7 @@ class LocalModelServer:
             LocalModelUnavailable: the ``model`` extra is missing or the server failed.
         """
         with self._lock:
-            if self._state is not None and _alive(self._state.supervisor_pid):
+            if self._state is not None and process_alive(self._state.supervisor_pid):
                 return self._state.base_url
             self._state = self._ensure()
             return self._state.base_url
@@ -125,7 +130,11 @@ class LocalModelServer:
         with (state_dir / "server.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state = ModelServerState.read(state_dir)
-            if state is not None and _alive(state.supervisor_pid) and _answers(state.base_url):
+            if (
+                state is not None
+                and process_alive(state.supervisor_pid)
+                and _answers(state.base_url)
+            ):
                 return state
             return self._start(model, state_dir)
 
@@ -207,16 +216,6 @@ class LocalModelServer:
             self._state = None
             self._lease = None
             self._tokenizer_client = None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _answers(base_url: str) -> bool:

@@ -2,27 +2,23 @@
 
     python -m aiorch.tasks.agents.local_model_process STATE_DIR IDLE_SECONDS -- COMMAND...
 
-Runs COMMAND (llama.cpp's server) in a process group of its own, watched by this
-process's guardian (a ``kill -9`` of the supervisor stops it too). Every process using
-the server holds a lease: a file in ``STATE_DIR/leases`` named after its pid. Once no
-lease holder has been alive for IDLE_SECONDS (they exited, or were killed), or on
-SIGTERM, the supervisor stops the server, removes its state file and exits.
+Runs COMMAND (llama.cpp's server) under :func:`aiorch.core.supervisor.supervise`. Every
+process using the server holds a lease: a file in ``STATE_DIR/leases`` named after its
+pid. Once no lease holder has been alive for IDLE_SECONDS (they exited, or were killed),
+or on SIGTERM, the supervisor stops the server, removes its state file and exits.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 
 from pydantic import BaseModel, ValidationError
 
-from aiorch.core.guardian import Guardian
-from aiorch.core.services import stop_process_group
+from aiorch.core.services import process_alive
+from aiorch.core.supervisor import supervise
 
 CHECK_SECONDS = 1.0
 STATE_FILE = "server.json"
@@ -47,15 +43,10 @@ def live_leases(leases: Path) -> list[int]:
     """Pids of the processes holding a lease; leases of dead processes are removed."""
     alive = []
     for lease in leases.glob("*"):
-        try:
-            pid = int(lease.name)
-            os.kill(pid, 0)
-        except (ValueError, ProcessLookupError):
+        if lease.name.isdigit() and process_alive(int(lease.name)):
+            alive.append(int(lease.name))
+        else:
             lease.unlink(missing_ok=True)
-            continue
-        except PermissionError:
-            pass
-        alive.append(pid)
     return alive
 
 
@@ -64,25 +55,15 @@ def main(argv: list[str]) -> int:
     state_dir, idle_seconds = Path(argv[0]), float(argv[1])
     command = argv[argv.index("--") + 1 :]
     leases = state_dir / "leases"
-    server = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
-    Guardian.of_process().watch(server.pid)
-    stopping = False
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     last_used = time.monotonic()
-    while not stopping and server.poll() is None:
-        time.sleep(CHECK_SECONDS)
+
+    def idle() -> bool:
+        nonlocal last_used
         if live_leases(leases):
             last_used = time.monotonic()
-        elif time.monotonic() - last_used > idle_seconds:
-            print(f"aiorch: no process used the model for {idle_seconds:g} s; stopping", flush=True)
-            break
-    stop_process_group(server)
+        return time.monotonic() - last_used > idle_seconds
+
+    supervise(command, idle, CHECK_SECONDS)
     recorded = ModelServerState.read(state_dir)
     if recorded is not None and recorded.supervisor_pid == os.getpid():
         (state_dir / STATE_FILE).unlink(missing_ok=True)

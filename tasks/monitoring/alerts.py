@@ -39,7 +39,7 @@ from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiorch.tasks.monitoring.runs import read_run
+from aiorch.tasks.monitoring.runs import read_run, read_settled_run
 from aiorch.tasks.naming import TaskKind, task_kind
 
 SLOW_STEP_EVENT = "aiorch.alert.slow-step"
@@ -88,8 +88,8 @@ async def _baseline(name: str, before: UUID, runs: int) -> list[float]:
 
 
 async def slow_steps(flow_run_id: UUID, rules: AlertRules) -> list[Alert]:
-    """Step executions of the run slower than their baseline."""
-    run = await read_run(flow_run_id)
+    """Step executions of the run slower than their baseline (its final states read)."""
+    run = await read_settled_run(flow_run_id)
     alerts = []
     for task in run.tasks:
         seconds = task.duration_seconds

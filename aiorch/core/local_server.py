@@ -41,7 +41,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_UI_URL,
@@ -51,7 +50,7 @@ from prefect.settings import (
 from pydantic import BaseModel, ValidationError
 
 from aiorch.core.errors import ServiceUnavailable
-from aiorch.core.services import free_port, log_tail
+from aiorch.core.services import answers, free_port, log_tail
 from aiorch.core.settings import load_settings
 
 STATE_FILE = "aiorch-local-server.json"
@@ -69,10 +68,7 @@ class LocalServerState(BaseModel):
 
 
 def _healthy(api_url: str) -> bool:
-    try:
-        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+    return answers(f"{api_url}/health")
 
 
 def state_file(home: Path) -> Path:

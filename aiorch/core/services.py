@@ -44,6 +44,14 @@ def process_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 right now (a health check)."""
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def log_tail(log: Path, lines: int = 40) -> str:
     """The last ``lines`` lines of a service's log."""
     if not log.exists():
@@ -65,11 +73,8 @@ def wait_until_ready(
             raise ServiceUnavailable(
                 f"{process.args!r} exited with {process.returncode}:\n{log_tail(log)}"
             )
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
+        if answers(url):
+            return
         time.sleep(POLL_INTERVAL_SECONDS)
     raise ServiceUnavailable(f"{url} not ready after {deadline_seconds}s:\n{log_tail(log)}")
 

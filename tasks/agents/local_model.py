@@ -38,6 +38,7 @@ import httpx
 from aiorch.agent_blocks.provider import LOCAL_MODEL_NAME
 from aiorch.core.errors import ServiceUnavailable
 from aiorch.core.services import (
+    answers,
     free_port,
     process_alive,
     stop_process_group,
@@ -133,7 +134,7 @@ class LocalModelServer:
             if (
                 state is not None
                 and process_alive(state.supervisor_pid)
-                and _answers(state.base_url)
+                and answers(f"{state.base_url}/models")
             ):
                 return state
             return self._start(model, state_dir)
@@ -216,10 +217,3 @@ class LocalModelServer:
             self._state = None
             self._lease = None
             self._tokenizer_client = None
-
-
-def _answers(base_url: str) -> bool:
-    try:
-        return httpx.get(f"{base_url}/models", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False

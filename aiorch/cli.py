@@ -31,6 +31,7 @@ from uuid import UUID
 from prefect import Flow
 from prefect.client.schemas.objects import State
 
+from aiorch.core.ui import v2_base
 from aiorch.tasks.container.select import runner_statuses
 
 Loader = Callable[[], Flow[..., Any]]
@@ -137,7 +138,8 @@ def _server(arguments: argparse.Namespace) -> int:
         return 1
     print(f"PREFECT_API_URL={state.api_url}")
     print(
-        f"Prefect UI: {state.ui_url}/v2 (stops after {server.idle_seconds:g} s without flow runs)"
+        f"Prefect UI: {v2_base(state.ui_url)} "
+        f"(stops after {server.idle_seconds:g} s without flow runs)"
     )
     return 0
 

@@ -49,6 +49,8 @@ def test_four_commands_started_at_once_share_one_server(scratch_dir: Path) -> No
         assert state is not None
         assert apis == {state.api_url}  # one server, which all four used
         assert re.search(rf"^Prefect UI: {state.ui_url}/v2/runs/flow-run/", outputs[0], re.M)
+        # Prefect's own log line links the V2 UI too, not the V1 pages.
+        assert f"View at {state.ui_url}/v2/runs/flow-run/" in outputs[0], outputs[0]
     finally:
         if state is not None:
             started = {state.supervisor_pid, *descendants(state.supervisor_pid)}

@@ -32,6 +32,7 @@ from aiorch.tasks.monitoring.run_report import (
     timeline_chart,
 )
 from aiorch.tasks.monitoring.runs import RunView, TaskRunView, read_run
+from aiorch.tasks.resilience.report import flow_run_problems
 
 
 def _artifacts(run_id: UUID) -> dict[str, Any]:
@@ -191,6 +192,8 @@ def test_a_failure_a_flow_retry_fixed_reads_as_recovered(
     texts = [str(artifact.data) for artifact in reports]
     assert any(text.startswith(f"# Recovered: {step.name}") for text in texts), texts
     assert "attempt 2 of the flow run ran it again successfully" in "".join(texts)
+    # The run's failure summary no longer lists it.
+    assert anyio.run(flow_run_problems, ids[0]) == []
 
 
 def test_two_runs_are_compared_from_a_flow_and_the_command_line(

@@ -52,6 +52,7 @@ from pydantic import BaseModel, ValidationError
 from aiorch.core.errors import ServiceUnavailable
 from aiorch.core.services import answers, free_port, log_tail
 from aiorch.core.settings import load_settings
+from aiorch.core.ui import v2_base
 
 STATE_FILE = "aiorch-local-server.json"
 LOCK_FILE = "aiorch-local-server.lock"
@@ -198,5 +199,7 @@ def on_local_server(server: LocalServer) -> Iterator[LocalServerState | None]:
         yield None
         return
     state = server.ensure()
-    with temporary_settings(updates={PREFECT_API_URL: state.api_url, PREFECT_UI_URL: state.ui_url}):
+    # The V2 root as UI URL makes Prefect's own "View at" log lines open the V2 UI too.
+    ui_url = v2_base(state.ui_url)
+    with temporary_settings(updates={PREFECT_API_URL: state.api_url, PREFECT_UI_URL: ui_url}):
         yield state

@@ -20,12 +20,15 @@ from prefect.settings import get_current_settings
 V2_PREFIX = "/v2"
 
 
+def v2_base(ui_url: str) -> str:
+    """The V2 UI's root for the server whose UI is at ``ui_url`` (no trailing slash)."""
+    base = ui_url.rstrip("/")
+    return base if base.endswith(V2_PREFIX) else base + V2_PREFIX
+
+
 def v2_link(ui_url: str, path: str) -> str:
     """``path`` under the V2 UI of the server whose UI is at ``ui_url``."""
-    base = ui_url.rstrip("/")
-    if not base.endswith(V2_PREFIX):
-        base += V2_PREFIX
-    return f"{base}/{path.lstrip('/')}"
+    return f"{v2_base(ui_url)}/{path.lstrip('/')}"
 
 
 def ui_link(path: str) -> str | None:

@@ -41,6 +41,7 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
 )
 from prefect.client.schemas.objects import FlowRun, State, TaskRun
+from prefect.client.schemas.sorting import ArtifactSort
 from prefect.events import emit_event
 
 from aiorch.core.events import related_flow_run
@@ -171,16 +172,30 @@ def _problem_from_markdown(markdown: str) -> ProblemDetails | None:
 
 
 async def flow_run_problems(flow_run_id: UUID) -> list[ProblemDetails]:
-    """The failures reported in a flow run, oldest first."""
+    """The failures reported in a flow run and not recovered since, oldest first.
+
+    A task run's report superseded by :func:`publish_recovery` (a later version of the
+    artifact on the same task run) is left out: a retry fixed that call.
+    """
     async with get_client() as client:
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(
                 key=ArtifactFilterKey(any_=[FAILURE_KEY]),
                 flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
             ),
+            sort=ArtifactSort.CREATED_DESC,
         )
-    problems = [_problem_from_markdown(str(artifact.data)) for artifact in artifacts]
-    return [problem for problem in problems if problem is not None]
+    seen: set[UUID] = set()
+    outstanding: list[ProblemDetails] = []
+    for artifact in artifacts:
+        if artifact.task_run_id is not None:
+            if artifact.task_run_id in seen:
+                continue
+            seen.add(artifact.task_run_id)
+        problem = _problem_from_markdown(str(artifact.data))
+        if problem is not None:
+            outstanding.append(problem)
+    return outstanding[::-1]
 
 
 def render_summary(flow_run_id: UUID, problems: list[ProblemDetails]) -> str:

@@ -16,17 +16,15 @@ import docker
 from prefect.client.orchestration import get_client
 
 from aiorch.deploy.crash_detection import (
+    CRASH_BOUND_SECONDS,
     CRASH_MESSAGE,
     HEARTBEAT_SECONDS,
-    MISSED_HEARTBEATS,
     install_crash_detection,
 )
 from aiorch.tasks.container.runners.docker import STEP_LABEL
 from tests.processes import descendants, wait_until_gone
 
 ROOT = Path(__file__).resolve().parents[1]
-# The automation's window, plus the server's evaluation of proactive triggers.
-CRASH_BOUND_SECONDS = HEARTBEAT_SECONDS * MISSED_HEARTBEATS + 15
 SCRIPT = """
 import sys
 from prefect import flow

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import docker
 import pytest
@@ -35,14 +36,27 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
 )
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, State
 
 from aiorch.agent_blocks.provider import LOCAL_MODEL
 from aiorch.core.errors import ConfigurationError
+from aiorch.deploy.crash_detection import (
+    CRASH_BOUND_SECONDS,
+    CRASH_MESSAGE,
+    install_crash_detection,
+)
 from aiorch.deploy.environments import Environment, apply_environment, load_environment
 from aiorch.deploy.images import build_flow_image, build_python_base_image
 from aiorch.tasks.agents.local_model import local_model_installed
-from aiorch.testing.workers import Worker, creation_to_completion, pause_schedules, run_deployment
+from aiorch.testing.workers import (
+    RUN_DEADLINE_SECONDS,
+    Worker,
+    child_processes,
+    creation_to_completion,
+    pause_schedules,
+    run_deployment,
+)
+from tests.processes import descendants, wait_until_gone
 from tests.services import require_service
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -415,3 +429,87 @@ def test_environment_apply_checks_everything_before_writing(
         with pytest.raises(ObjectNotFound):
             client.read_work_pool(pool)
         assert client.read_variable_by_name("aiorch_untouched") is None
+
+
+def test_killed_worker_runs_become_crashed(deployed: Path, prefect_api: str) -> None:
+    """A worker's flow process killed: the worker reports Crashed. The worker killed with
+    it (a lost machine): the heartbeat automation does, within the documented bound."""
+    automation = asyncio.run(install_crash_detection())
+    env = _subprocess_env(prefect_api, deployed)
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("aiorch-resume-test")
+        deployment = client.create_deployment(
+            flow_id,
+            f"crash-{uuid4().hex[:6]}",
+            entrypoint="tests/resume_flow.py:three_steps",
+            work_pool_name="aiorch-process",
+            pull_steps=[
+                {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+            ],
+        )
+    worker = Worker("aiorch-process", "process", env, deployed / "crash-worker.log", ROOT)
+    try:
+        flow_process, run_id, left = _run_to_step_three(deployment, worker, deployed / "one")
+        os.kill(flow_process, signal.SIGKILL)
+        wait_until_gone(left, deadline_seconds=15)
+        state = _wait_for_state(run_id, "Crashed", deadline_seconds=60)
+        assert "exited with non-zero status code -9" in (state.message or ""), state.message
+
+        flow_process, run_id, left = _run_to_step_three(deployment, worker, deployed / "two")
+        for pid in (worker.process.pid, flow_process):
+            os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        worker.process.wait(timeout=30)
+        wait_until_gone(left, deadline_seconds=15)
+        state = _wait_for_state(run_id, "Crashed", deadline_seconds=CRASH_BOUND_SECONDS)
+        assert state.message == CRASH_MESSAGE
+        print(f"lost worker: Crashed {time.monotonic() - killed:.1f} s after kill -9")
+    finally:
+        if worker.process.poll() is None:
+            worker.stop()
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(deployment)
+        asyncio.run(_delete_automation(automation))
+
+
+def _run_to_step_three(
+    deployment: UUID, worker: Worker, scratch: Path
+) -> tuple[int, UUID, set[int]]:
+    """Start a resume-flow run; once its last step runs, the flow's pid, the run's id and
+    every process below the worker.
+    """
+    scratch.mkdir()
+    ledger = scratch / "ledger"
+    parameters = {
+        "output_dir": str(scratch / "out"),
+        "gate": str(scratch / "gate"),
+        "ledger": str(ledger),
+    }
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(deployment, parameters=parameters)
+    deadline = time.monotonic() + RUN_DEADLINE_SECONDS
+    while not ledger.exists():
+        assert worker.process.poll() is None, worker.log.read_text()[-3000:]
+        assert time.monotonic() < deadline, worker.log.read_text()[-3000:]
+        time.sleep(0.2)
+    flows = child_processes(worker.process.pid)
+    assert len(flows) == 1, flows
+    return flows[0], run.id, descendants(worker.process.pid)
+
+
+def _wait_for_state(run_id: UUID, name: str, deadline_seconds: float) -> State[Any]:
+    started = time.monotonic()
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(run_id).state
+            assert state is not None
+            if state.name == name:
+                return state
+            elapsed = time.monotonic() - started
+            assert elapsed < deadline_seconds, f"{state.name} {elapsed:.0f} s on: {state.message}"
+            time.sleep(1)
+
+
+async def _delete_automation(automation: UUID) -> None:
+    async with get_client() as client:
+        await client.delete_automation(automation)

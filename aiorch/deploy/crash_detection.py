@@ -36,6 +36,9 @@ HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
 # Prefect's minimum heartbeat interval, and the value aiorch's deployments set.
 HEARTBEAT_SECONDS = 30
 MISSED_HEARTBEATS = 2.5
+# The bound documented above: the window, plus the server's evaluation of proactive
+# triggers (seen taking up to 5 s here; 15 s leaves room for a loaded machine).
+CRASH_BOUND_SECONDS = HEARTBEAT_SECONDS * MISSED_HEARTBEATS + 15
 FINAL_STATES = ("Completed", "Failed", "Cancelled", "Crashed", "TimedOut")
 CRASH_AUTOMATION = "aiorch: crash runs whose heartbeats stopped"
 CRASH_MESSAGE = "the flow run's process stopped sending heartbeats: it died (killed, OOM, lost)"

@@ -92,7 +92,7 @@ class Worker:
         removed, and a worker stopped in between waits for that (seen taking over 20 s
         on a loaded machine).
         """
-        if _children(self.process.pid):
+        if child_processes(self.process.pid):
             return False
         if self.kind != "docker" or not self.runs:
             return True
@@ -133,7 +133,7 @@ class Worker:
         )
 
 
-def _children(pid: int) -> list[int]:
+def child_processes(pid: int) -> list[int]:
     """The direct child processes of ``pid`` (none once it has exited)."""
     found: list[int] = []
     for children in Path(f"/proc/{pid}/task").glob("*/children"):

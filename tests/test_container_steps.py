@@ -38,7 +38,14 @@ from aiorch.tasks.container import (
     run_step,
 )
 from aiorch.tasks.container.cache_key import step_cache_key
-from aiorch.tasks.container.errors import EngineUnavailable, ImageUnavailable, MissingOutput
+from aiorch.tasks.container.errors import (
+    EngineUnavailable,
+    ExportConflict,
+    ImageUnavailable,
+    MissingOutput,
+    UnsafeOutput,
+)
+from aiorch.tasks.container.files import EXPORT_MANIFEST, pack_outputs, restore_outputs
 from aiorch.tasks.container.logs import StepOutput
 from aiorch.tasks.container.runners.docker import RUN_LABEL, DockerRunner
 from aiorch.tasks.container.select import choose_runner
@@ -142,6 +149,23 @@ def test_missing_output_fails_the_step(prefect_api: str, runner: str) -> None:
     step = ContainerStep(name="no-out", image=BUSYBOX_IMAGE, commands=[["true"]], outputs=["out"])
     with pytest.raises(MissingOutput, match="output 'out' was not produced"):
         _run(step, runner, cache=False)
+
+
+@pytest.mark.logs_errors("UnsafeOutput")
+def test_an_output_that_cannot_be_restored_fails_the_step_and_is_not_cached(
+    prefect_api: str, runner: str, scratch_dir: Path
+) -> None:
+    step = ContainerStep(
+        name=f"abs-link-{runner}",
+        image=BUSYBOX_IMAGE,
+        commands=[["sh", "-c", "mkdir -p out && echo x > out/file && ln -s /etc/hostname out/l"]],
+        outputs=["out"],
+    )
+    export = scratch_dir / "export"
+    for _ in range(2):  # the second run runs again: nothing was stored the first time
+        with pytest.raises(UnsafeOutput, match="output 'out/l' cannot be restored safely"):
+            _run(step, runner, export_to=export)
+    assert not export.exists()
 
 
 @pytest.mark.logs_errors("StepFailed")
@@ -427,6 +451,16 @@ def test_auto_prefers_docker_then_falls_back_to_local(
         ({"env": {"A": "1"}, "secrets": {"A": SecretStr("x")}}, "set in both env and secrets"),
         ({"env": {"1BAD": "x"}}, "environment variable name '1BAD' is not valid"),
         ({"unknown": 1}, "Extra inputs are not permitted"),
+        ({"outputs": ["."]}, "name a path below workdir, e.g. 'out'"),
+        ({"outputs": ["out", "out/a"]}, "outputs 'out/a' lies inside 'out'; list only 'out'"),
+        ({"image": ":::@@@"}, "image ':::@@@' must be a reference such as 'busybox:1.36'"),
+        ({"image": "Busybox"}, "must be a reference"),
+        ({"commands": "echo hi"}, "commands must be a list of argv lists, not a string"),
+        ({"commands": ["echo", "hi"]}, "commands[0] is a string; each command is an argv list"),
+        ({"setup": [["a\0b"]]}, "setup[0] holds a NUL byte"),
+        ({"env": {"A": "x\0y"}}, "env['A'] holds a NUL byte"),
+        ({"secrets": {"TOKEN": 12345678}}, "secrets['TOKEN'] is of type int; give SecretStr"),
+        ({"secrets": {"TOKEN": SecretStr(CANARY + "\0")}}, "secrets['TOKEN'] holds a NUL byte"),
     ],
 )
 def test_invalid_specs_name_the_field_and_the_fix(fields: dict[str, object], message: str) -> None:
@@ -497,3 +531,83 @@ def test_failing_setup_fails_the_step(prefect_api: str, runner: str) -> None:
     with pytest.raises(StepFailed) as caught:
         _run(step, runner, cache=False)
     assert caught.value.exit_code == 6
+
+
+def _export_step(name: str) -> ContainerStep:
+    return ContainerStep(
+        name=name,
+        image=BUSYBOX_IMAGE,
+        commands=[["sh", "-c", "mkdir -p out && echo made > out/result"]],
+        outputs=["out"],
+    )
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(root)): path.read_text() if path.is_file() else "<dir>"
+        for path in sorted(root.rglob("*"))
+    }
+
+
+@pytest.mark.logs_errors("ExportConflict")
+def test_an_export_never_touches_what_aiorch_did_not_make(
+    prefect_api: str, scratch_dir: Path
+) -> None:
+    step = _export_step(f"export-{os.getpid()}-{time.monotonic_ns()}")
+    users = scratch_dir / "users"
+    (users / "out").mkdir(parents=True)
+    (users / "out" / "thesis.txt").write_text("mine")
+    before = _tree(scratch_dir)
+    with pytest.raises(ExportConflict, match="exists and aiorch did not export it there"):
+        _run(step, "local", export_to=users)
+    a_file = scratch_dir / "a-file"
+    a_file.write_text("keep")
+    before = _tree(scratch_dir)
+    with pytest.raises(ExportConflict, match="is a file, not a directory"):
+        _run(step, "local", export_to=a_file)
+    with pytest.raises(ExportConflict, match="is a file, not a directory"):
+        _run(step, "local", export_to=a_file / "below")
+    assert _tree(scratch_dir) == before  # nothing moved, nothing left behind
+
+    # Refused before running: the first run that can export is not a cache hit.
+    mine = scratch_dir / "mine"
+    first = _run(step, "local", export_to=mine)
+    assert not first.cache_hit
+    assert (mine / "out" / "result").read_text() == "made\n"
+    again = _run(step, "local", export_to=mine)  # aiorch's own export is replaced
+    assert again.cache_hit
+    assert sorted(path.name for path in mine.iterdir()) == [EXPORT_MANIFEST, "out"]
+    # Once the user puts their own directory there, it is theirs.
+    (mine / "out").rename(scratch_dir / "moved")
+    (mine / "out").mkdir()
+    with pytest.raises(ExportConflict):
+        _run(step, "local", export_to=mine)
+    assert list((mine / "out").iterdir()) == []
+
+
+def test_a_failed_export_puts_back_what_it_replaced(
+    scratch_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = scratch_dir / "work"
+    for name, text in [("one", "new one"), ("two", "new two")]:
+        (work / name).mkdir(parents=True)
+        (work / name / "f").write_text(text)
+    export = scratch_dir / "export"
+    restore_outputs(pack_outputs(work, ["one", "two"], "s"), ["one", "two"], export)
+    (work / "one" / "f").write_text("newer one")
+    archive = pack_outputs(work, ["one", "two"], "s")
+    before = _tree(export)
+    renames: list[Path] = []
+    original = Path.rename
+
+    def failing_rename(self: Path, target: Any) -> Path:
+        renames.append(self)
+        if len(renames) == 4:  # one: old aside, new in; two: old aside, then this fails
+            raise OSError("injected: disk full")
+        return original(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(OSError, match="injected"):
+        restore_outputs(archive, ["one", "two"], export)
+    monkeypatch.undo()
+    assert _tree(export) == before

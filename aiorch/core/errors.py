@@ -17,6 +17,8 @@ problem-details document.
 | engine-unavailable | ``EngineUnavailable`` (Dagger or Docker unreachable) | yes |
 | image-unavailable | ``ImageUnavailable`` | no |
 | missing-output | ``MissingOutput`` | no |
+| unsafe-output | ``UnsafeOutput`` (an absolute or escaping symlink, a device file) | no |
+| export-conflict | ``ExportConflict`` (``export_to`` holds what aiorch did not make) | no |
 | provider-error | ``AgentCallError`` (model provider failed) | by status |
 | structured-output-invalid | ``StructuredOutputError`` | no |
 | tool-error | ``ToolCallError`` (MCP server) | yes |

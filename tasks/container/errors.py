@@ -95,3 +95,23 @@ class MissingOutput(StepError):
     kind = "missing-output"
     title = "A declared output is missing"
     status = 422
+
+
+class UnsafeOutput(StepError):
+    """An output holds what cannot be restored safely.
+
+    An absolute symlink, a link that leaves the output, a device file: rejected when the
+    step runs, so no cache entry that could not be restored is stored.
+    """
+
+    kind = "unsafe-output"
+    title = "An output cannot be restored safely"
+    status = 422
+
+
+class ExportConflict(StepError):
+    """Exporting the outputs would move or replace a path aiorch did not create."""
+
+    kind = "export-conflict"
+    title = "The export destination holds something else"
+    status = 409

@@ -3,7 +3,8 @@
 Inputs are hashed by relative name, mode and content (never mtime), so a fresh checkout
 of the same files hits the same cache entry. Outputs travel as one gzip'd tar archive,
 which is also what the cache stores, and are restored atomically: a reader never sees a
-half-written output.
+half-written output. An export replaces only what an earlier export made (recorded in
+``.aiorch-exports.json`` beside the outputs) and otherwise changes nothing.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pathspec
+from pydantic import BaseModel
 
-from aiorch.tasks.container.errors import MissingOutput
+from aiorch.tasks.container.errors import ExportConflict, MissingOutput, UnsafeOutput
 from aiorch.tasks.container.spec import ContainerStep, StepInput
 
 CHUNK = 1 << 20
@@ -122,8 +124,13 @@ def _directory_entry(name: str) -> tarfile.TarInfo:
 def pack_outputs(workdir: Path, outputs: Iterable[str], step: str) -> bytes:
     """Archive each declared output (file or directory) found under ``workdir``.
 
+    The archive is checked with the filter :func:`restore_outputs` applies, so a cache
+    entry that could not be restored is never made.
+
     Raises:
         MissingOutput: an output path does not exist.
+        UnsafeOutput: an output holds what cannot be restored safely (an absolute
+            symlink, a link leaving the output, a device file).
     """
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
@@ -134,25 +141,143 @@ def pack_outputs(workdir: Path, outputs: Iterable[str], step: str) -> bytes:
                     f"output {output!r} was not produced under the workdir", step=step
                 )
             archive.add(path, arcname=output)
+    _check_restorable(buffer.getvalue(), step)
     return buffer.getvalue()
 
 
-def restore_outputs(archive: bytes, outputs: Iterable[str], destination: Path) -> dict[str, Path]:
-    """Unpack an outputs archive under ``destination``, replacing each output atomically."""
+def _check_restorable(archive: bytes, step: str) -> None:
+    with (
+        tempfile.TemporaryDirectory(prefix="aiorch-check-") as destination,
+        tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar,
+    ):
+        for member in tar:
+            try:
+                tarfile.data_filter(member, destination)
+            except tarfile.FilterError as error:
+                raise unsafe_output(error, step) from None
+
+
+def unsafe_output(error: tarfile.FilterError, step: str) -> UnsafeOutput:
+    """The step error for an output member tarfile's ``data`` filter refused."""
+    return UnsafeOutput(
+        f"output {error.tarinfo.name!r} cannot be restored safely ({error}); make links "
+        "relative and pointing inside the output, or copy the file they point at",
+        step=step,
+    )
+
+
+EXPORT_MANIFEST = ".aiorch-exports.json"
+
+
+class _Manifest(BaseModel):
+    """What aiorch exported into a directory, so a later export may replace only that.
+
+    Each output is recorded with the device and inode it was exported as: a path the
+    user replaced since is the user's, and is left alone.
+    """
+
+    outputs: dict[str, tuple[int, int]] = {}
+
+    @classmethod
+    def read(cls, destination: Path) -> _Manifest:
+        try:
+            return cls.model_validate_json((destination / EXPORT_MANIFEST).read_bytes())
+        except (OSError, ValueError):
+            return cls()
+
+    def owns(self, destination: Path, output: str) -> bool:
+        try:
+            info = (destination / output).lstat()
+        except FileNotFoundError:
+            return True
+        return self.outputs.get(output) == (info.st_dev, info.st_ino)
+
+    def write(self, destination: Path) -> None:
+        staged = destination / f"{EXPORT_MANIFEST}.{os.getpid()}"
+        staged.write_text(self.model_dump_json())
+        staged.replace(destination / EXPORT_MANIFEST)
+
+
+def check_export_destination(destination: Path, outputs: Iterable[str], step: str) -> None:
+    """Refuse, before anything runs, an export that would touch what aiorch did not make.
+
+    Raises:
+        ExportConflict: ``destination`` (or a parent of an output in it) is a file, or an
+            output's path exists and was not exported there by aiorch.
+    """
+    for parent in (destination, *destination.parents):
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise ExportConflict(
+                    f"export_to {str(destination)!r}: {str(parent)!r} is a file, not a "
+                    "directory; pass a directory path for export_to",
+                    step=step,
+                )
+            break
+    manifest = _Manifest.read(destination)
+    for output in outputs:
+        final = destination / output
+        for between in list(reversed(PurePosixPath(output).parents))[1:]:
+            holder = destination / between
+            if holder.is_symlink() or (holder.exists() and not holder.is_dir()):
+                raise ExportConflict(
+                    f"export_to {str(destination)!r}: {str(holder)!r} is in the way of output "
+                    f"{output!r} and aiorch did not make it; nothing was changed. Move it, "
+                    "or pass another export_to",
+                    step=step,
+                )
+        if (final.exists() or final.is_symlink()) and not manifest.owns(destination, output):
+            raise ExportConflict(
+                f"export_to {str(destination)!r}: {str(final)!r} exists and aiorch did not "
+                "export it there; nothing was changed. Move it, or pass an export_to "
+                "directory that does not hold it",
+                step=step,
+            )
+
+
+def restore_outputs(
+    archive: bytes, outputs: Iterable[str], destination: Path, step: str | None = None
+) -> dict[str, Path]:
+    """Unpack an outputs archive under ``destination``: all outputs or none.
+
+    Only paths aiorch exported there before are replaced; anything else in the way is
+    an :class:`ExportConflict` and the destination is left as it was. Each output is
+    swapped in by rename, so a reader never sees a half-written one, and a failure
+    part-way puts back what was replaced.
+    """
+    outputs = list(outputs)
+    check_export_destination(destination, outputs, step or "")
     destination.mkdir(parents=True, exist_ok=True)
-    restored = {}
+    manifest = _Manifest.read(destination)
+    restored: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(dir=destination, prefix=".aiorch-restore-") as staging:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
             tar.extractall(staging, filter="data")
-        for output in outputs:
-            staged, final = Path(staging) / output, destination / output
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if final.is_dir() and not final.is_symlink():
-                retired = Path(tempfile.mkdtemp(dir=final.parent, prefix=".aiorch-old-"))
-                final.rename(retired / "old")
+        retired = Path(staging) / ".retired"
+        retired.mkdir()
+        done: list[tuple[Path, Path | None]] = []
+        try:
+            for index, output in enumerate(outputs):
+                staged, final = Path(staging) / output, destination / output
+                final.parent.mkdir(parents=True, exist_ok=True)
+                previous = None
+                if final.exists() or final.is_symlink():
+                    previous = retired / str(index)
+                    final.rename(previous)
+                done.append((final, previous))
                 staged.rename(final)
-                shutil.rmtree(retired)
-            else:
-                staged.replace(final)
-            restored[output] = final
+                info = final.lstat()
+                manifest.outputs[output] = (info.st_dev, info.st_ino)
+                restored[output] = final
+            manifest.write(destination)
+        except BaseException:
+            for final, previous in reversed(done):
+                if final.exists() or final.is_symlink():
+                    if final.is_dir() and not final.is_symlink():
+                        shutil.rmtree(final)
+                    else:
+                        final.unlink()
+                if previous is not None:
+                    previous.rename(final)
+            raise
     return restored

@@ -27,6 +27,18 @@ from aiorch.core.errors import ConfigurationError
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+# The reference grammar of the distribution project (github.com/distribution/reference),
+# which Docker, Dagger and every registry parse: [domain[:port]/]path[:tag][@digest].
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = (
+    r"(?:localhost|\[[0-9A-Fa-f:]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)(?::[0-9]+)?"
+)
+IMAGE_REFERENCE = re.compile(
+    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+ARGV_EXAMPLE = "[['sh', '-c', 'echo hello']]"
 
 
 class RunnerKind(StrEnum):
@@ -38,12 +50,12 @@ class RunnerKind(StrEnum):
     LOCAL = "local"
 
 
-def _relative_inside(value: str, field: str) -> str:
+def _relative_inside(value: str, field: str, example: str) -> str:
     path = PurePosixPath(value)
-    if not value or path.is_absolute() or ".." in path.parts:
+    if not value or not path.parts or path.is_absolute() or ".." in path.parts:
         raise ConfigurationError(
             f"{field} must be a relative path inside the step's workdir without '..' "
-            f"(got {value!r}); write it relative to workdir, e.g. 'data/input.csv'"
+            f"(got {value!r}); name a path below workdir, e.g. {example!r}"
         )
     return path.as_posix()
 
@@ -86,7 +98,7 @@ class StepInput(StrictModel):
     @field_validator("target")
     @classmethod
     def _target_relative(cls, value: str) -> str:
-        return _relative_inside(value, "target")
+        return _relative_inside(value, "target", "data/input.csv")
 
 
 class CacheVolume(StrictModel):
@@ -173,8 +185,36 @@ class ContainerStep(StrictModel):
     @field_validator("image")
     @classmethod
     def _image(cls, value: str) -> str:
-        if not value or any(character.isspace() for character in value):
-            raise ValueError(f"image {value!r} must be a reference such as 'busybox:1.36'")
+        if not IMAGE_REFERENCE.match(value):
+            raise ValueError(
+                f"image {value!r} must be a reference such as 'busybox:1.36', "
+                "'registry.example.com:5000/team/tool:2.1' or 'name@sha256:<64 hex digits>'"
+            )
+        return value
+
+    @field_validator("commands", "setup", mode="before")
+    @classmethod
+    def _argv_shape(cls, value: Any, info: ValidationInfo) -> Any:
+        # Pydantic alone says "Input should be a valid tuple": name the shape expected.
+        if isinstance(value, str):
+            raise ValueError(
+                f"{info.field_name} must be a list of argv lists, not a string (nothing is "
+                f"split by a shell); e.g. {ARGV_EXAMPLE}"
+            )
+        if isinstance(value, list | tuple):
+            for index, command in enumerate(value):
+                if isinstance(command, str):
+                    raise ValueError(
+                        f"{info.field_name}[{index}] is a string; each command is an argv "
+                        f"list, e.g. {ARGV_EXAMPLE}"
+                    )
+                if isinstance(command, list | tuple) and any(
+                    "\0" in argument for argument in command if isinstance(argument, str)
+                ):
+                    raise ValueError(
+                        f"{info.field_name}[{index}] holds a NUL byte, which no command line "
+                        "can carry; remove it"
+                    )
         return value
 
     @field_validator("commands", "setup")
@@ -190,16 +230,37 @@ class ContainerStep(StrictModel):
             )
         return value
 
+    @field_validator("env")
+    @classmethod
+    def _env_values(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, item in value.items():
+            if "\0" in item:
+                raise ValueError(
+                    f"env[{name!r}] holds a NUL byte, which no process environment can "
+                    "carry; remove it"
+                )
+        return value
+
     @field_validator("secrets", mode="before")
     @classmethod
     def _secrets_are_wrapped(cls, value: Any) -> Any:
-        # A bare string could be the secret itself: refuse it without echoing it.
+        # A bare value could be the secret itself: refuse it without echoing it.
         if isinstance(value, dict):
             for key, item in value.items():
                 if isinstance(item, str):
                     raise ValueError(
                         f"secrets[{key!r}] is a plain string; wrap the value in SecretStr(...) "
                         "or name a Prefect Secret block with SecretRef(block=...)"
+                    )
+                if isinstance(item, SecretStr) and "\0" in item.get_secret_value():
+                    raise ValueError(
+                        f"secrets[{key!r}] holds a NUL byte, which no process environment "
+                        "can carry; remove it"
+                    )
+                if not isinstance(item, SecretStr | SecretRef | dict):
+                    raise ValueError(
+                        f"secrets[{key!r}] is of type {type(item).__name__}; give SecretStr('...') "
+                        "or SecretRef(block='name-of-a-secret-block')"
                     )
         return value
 
@@ -214,7 +275,16 @@ class ContainerStep(StrictModel):
     @field_validator("outputs")
     @classmethod
     def _outputs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_relative_inside(item, "outputs") for item in value)
+        outputs = tuple(_relative_inside(item, "outputs", "out") for item in value)
+        for output in outputs:
+            for other in outputs:
+                if other != output and PurePosixPath(output).is_relative_to(other):
+                    raise ValueError(
+                        f"outputs {output!r} lies inside {other!r}; list only {other!r}"
+                    )
+        if len(set(outputs)) != len(outputs):
+            raise ValueError("outputs lists a path twice; list each path once")
+        return outputs
 
     @model_validator(mode="after")
     def _names_do_not_clash(self) -> Self:

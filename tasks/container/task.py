@@ -27,7 +27,7 @@ from aiorch.tasks.container.breaker import engine_breaker
 from aiorch.tasks.container.cache_key import step_cache_key
 from aiorch.tasks.container.dagger_engine import DaggerEngine
 from aiorch.tasks.container.errors import StepError, StepFailed
-from aiorch.tasks.container.files import restore_outputs
+from aiorch.tasks.container.files import check_export_destination, restore_outputs
 from aiorch.tasks.container.logs import StepOutput
 from aiorch.tasks.container.select import choose_runner, make_runner
 from aiorch.tasks.container.slots import StepSlots
@@ -187,6 +187,13 @@ async def _run_step(
                 step.name,
                 step.image,
             )
+    destination = export_to or settings.output_dir / step.name
+    if step.outputs:
+        # Before anything runs: a destination that cannot take the outputs fails now,
+        # not after the work is done and stored.
+        await anyio.to_thread.run_sync(
+            check_export_destination, destination, step.outputs, step.name
+        )
     key = await anyio.to_thread.run_sync(step_cache_key, step, kind, identity)
     options = CallOptions(
         run_name=execution_run_name(step.name, kind.value),
@@ -208,9 +215,8 @@ async def _run_step(
     record, cache_hit = stored.value, stored.cache_hit
     outputs: dict[str, Path] = {}
     if step.outputs and record.outputs_archive is not None:
-        destination = export_to or settings.output_dir / step.name
         outputs = await anyio.to_thread.run_sync(
-            restore_outputs, record.outputs_archive, step.outputs, destination
+            restore_outputs, record.outputs_archive, step.outputs, destination, step.name
         )
     if cache_hit:
         logger.info("step %s served from cache (key %s); outputs restored", step.name, key)

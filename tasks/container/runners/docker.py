@@ -40,7 +40,7 @@ from aiorch.tasks.container.errors import (
     StepError,
     StepTimedOut,
 )
-from aiorch.tasks.container.files import inputs_tar, pack_outputs
+from aiorch.tasks.container.files import inputs_tar, pack_outputs, unsafe_output
 from aiorch.tasks.container.logs import StepOutput
 from aiorch.tasks.container.runners.base import Execution
 from aiorch.tasks.container.spec import ContainerStep, RunnerKind
@@ -441,7 +441,10 @@ class DockerRunner:
                 parent = (root / output).parent
                 parent.mkdir(parents=True, exist_ok=True)
                 with tarfile.open(fileobj=io.BytesIO(b"".join(chunks)), mode="r") as archive:
-                    archive.extractall(parent, filter="data")
+                    try:
+                        archive.extractall(parent, filter="data")
+                    except tarfile.FilterError as error:
+                        raise unsafe_output(error, step.name) from None
             return pack_outputs(root, step.outputs, step.name)
 
     def _remove_leftovers(self, run_id: str) -> None:

@@ -97,13 +97,15 @@ def busybox_image(docker_client: docker.DockerClient) -> Iterator[str]:
 def dagger_double(scratch_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Put the ``dagger`` CLI double first on PATH; close its session afterwards.
 
-    Skips when ../shared (with Dagger's published schema) is not beside the checkout.
+    Needs ../shared (with Dagger's published schema) beside the checkout: skips without
+    it, fails under CI=true as every missing service does.
     """
     from aiorch.tasks.container.dagger_session import close_dagger_session
     from tests.doubles.dagger_cli import schema_path
 
-    if schema_path() is None:
-        pytest.skip("../shared/dagger/schema-v0.21.8.graphqls is absent")
+    require_service(
+        "Dagger double", schema_path() is not None, "../shared/dagger/schema-*.graphqls is absent"
+    )
     bin_dir = scratch_dir / "dagger-bin"
     bin_dir.mkdir()
     cli = bin_dir / "dagger"

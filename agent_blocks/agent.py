@@ -27,10 +27,12 @@ from fast_agent.llm.provider_types import Provider
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 from prefect.blocks.core import Block
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from aiorch.agent_blocks.provider import LOCAL_MODEL, ModelProvider, ProviderKind
+from aiorch.core.blocks import StrictFields
 from aiorch.core.errors import ConfigurationError
+from aiorch.core.models import AiorchModel
 
 # Test models of FastAgent's own ("fast-agent" provider) need no endpoint or key.
 _NEEDS_NO_PROVIDER = {Provider.FAST_AGENT}
@@ -49,7 +51,7 @@ def check_model(model: str, field: str = "model") -> str:
     return model
 
 
-class HistoryPolicy(BaseModel):
+class HistoryPolicy(AiorchModel):
     """How a conversation is kept inside the model's context window."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -72,7 +74,7 @@ class HistoryPolicy(BaseModel):
     )
 
 
-class McpServer(BaseModel):
+class McpServer(AiorchModel):
     """An MCP server whose tools the agent may call; each call runs as its own task."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -114,7 +116,7 @@ class McpServer(BaseModel):
         return self
 
 
-class Agent(Block):
+class Agent(StrictFields, Block):
     """An agent: what it is told, which model answers, and what to try when it fails."""
 
     _block_type_name = "aiorch Agent"
@@ -163,6 +165,16 @@ class Agent(Block):
             "in the result's `output`. A task's output_type overrides it."
         ),
     )
+
+    @field_validator("instruction")
+    @classmethod
+    def _instruction_says_something(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(
+                "instruction is only whitespace; write what the agent is for, e.g. "
+                "'You summarise incident reports in three bullet points.'"
+            )
+        return value
 
     @field_validator("model")
     @classmethod

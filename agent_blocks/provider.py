@@ -21,7 +21,10 @@ from enum import StrEnum
 from typing import Self
 
 from prefect.blocks.core import Block
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AnyHttpUrl, ConfigDict, Field, SecretStr, model_validator
+
+from aiorch.core.blocks import StrictFields
+from aiorch.core.models import AiorchModel
 
 LOCAL_MODEL_NAME = "smollm2"
 LOCAL_MODEL = f"generic.{LOCAL_MODEL_NAME}"
@@ -49,7 +52,7 @@ class ProviderKind(StrEnum):
         return "generic" if self is ProviderKind.LOCAL else self.value
 
 
-class TokenPrice(BaseModel):
+class TokenPrice(AiorchModel):
     """What a model charges, per million tokens, for cost estimates."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -58,7 +61,7 @@ class TokenPrice(BaseModel):
     output_per_million: float = Field(ge=0, description="Price of one million output tokens.")
 
 
-class ModelProvider(Block):
+class ModelProvider(StrictFields, Block):
     """Where a model provider is reached and with which credentials.
 
     The API key is a secret: the Prefect API and UI show it masked, and aiorch never

@@ -17,14 +17,14 @@ from __future__ import annotations
 from dagger import dag
 from prefect import flow
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
 
+from aiorch.core.models import AiorchModel
 from aiorch.tasks.container import ContainerStep, run_step
 from aiorch.tasks.container.dagger_session import close_dagger_session
 from aiorch.tasks.container.pipeline import dagger_task
 
 
-class DaggerCheck(BaseModel):
+class DaggerCheck(AiorchModel):
     """What the engine said."""
 
     engine_version: str

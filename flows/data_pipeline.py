@@ -28,8 +28,9 @@ from typing import Annotated
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from aiorch.core.models import AiorchModel
 from aiorch.core.settings import load_settings
 from aiorch.deploy.images import BUSYBOX_IMAGE
 from aiorch.tasks.container import ContainerStep, RunnerKind, StepInput, StepResult, run_step
@@ -55,7 +56,7 @@ END { printf "%s,%d,%d,%.2f,%.2f\n", region, zones, countries, minimum, maximum 
 """
 
 
-class RegionSummary(BaseModel):
+class RegionSummary(AiorchModel):
     """One region's row in the merged summary."""
 
     region: str
@@ -65,7 +66,7 @@ class RegionSummary(BaseModel):
     max_latitude: float
 
 
-class PipelineResult(BaseModel):
+class PipelineResult(AiorchModel):
     """What the pipeline produced and how its steps ran."""
 
     regions: list[RegionSummary]

@@ -39,12 +39,13 @@ from prefect.client.schemas.filters import (
 )
 from prefect.runtime import flow_run
 from prefect.settings import get_current_settings
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from aiorch.agent_blocks import Agent, ModelProvider
 from aiorch.agent_blocks.provider import LOCAL_MODEL
 from aiorch.core.local_server import LocalServer, LocalServerState, on_local_server
 from aiorch.core.markdown import table_cell
+from aiorch.core.models import AiorchModel
 from aiorch.core.settings import load_settings
 from aiorch.core.ui import ui_link
 from aiorch.deploy.images import BUSYBOX_IMAGE, build_busybox_image, busybox_binary
@@ -70,7 +71,7 @@ Artifacts and events make every run visible in the Prefect UI.
 """
 
 
-class WordStats(BaseModel):
+class WordStats(AiorchModel):
     """Word counts merged from every chunk of the demo text."""
 
     chunks: int
@@ -83,7 +84,7 @@ AgentChoice = Literal["auto", "local", "passthrough"]
 SUMMARY_INSTRUCTION = "You describe texts in one short sentence."
 
 
-class AgentStep(BaseModel):
+class AgentStep(AiorchModel):
     """What the demo's agent call did."""
 
     result: AgentResult
@@ -92,7 +93,7 @@ class AgentStep(BaseModel):
     )
 
 
-class DemoResult(BaseModel):
+class DemoResult(AiorchModel):
     """What one demo run produced."""
 
     flow_run_id: UUID

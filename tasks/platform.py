@@ -18,14 +18,15 @@ import platform
 from importlib import metadata
 
 from prefect.settings import get_current_settings
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from aiorch.core.models import AiorchModel
 from aiorch.tasks.container.select import RunnerStatus, runner_statuses
 
 SURVEYED_PACKAGES = ("prefect", "prefect-docker", "dagger-io", "fast-agent-mcp", "pydantic")
 
 
-class PlatformSurvey(BaseModel):
+class PlatformSurvey(AiorchModel):
     """The versions and runners aiorch sees from this process."""
 
     python: str

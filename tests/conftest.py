@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="aiorch-tests-"))
+# The session server's home: its SQLite database (prefect.db) and its log live here.
+SERVER_HOME = _SESSION_HOME / "server"
 os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("PREFECT_API_URL", None)
@@ -43,7 +45,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def prefect_api() -> Iterator[str]:
     """A real Prefect server for the whole session; the test process talks to it."""
     with (
-        running_server(_SESSION_HOME / "server", free_port()) as api_url,
+        running_server(SERVER_HOME, free_port()) as api_url,
         temporary_settings(updates={PREFECT_API_URL: api_url}),
     ):
         yield api_url

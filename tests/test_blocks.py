@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from importlib import metadata
 from typing import cast
 
 import httpx
 import pytest
+from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import BlockDocumentUpdate
 from pydantic import SecretStr, ValidationError
 
 from aiorch.agent_blocks import Agent, HistoryPolicy, McpServer, ModelProvider, ProviderKind
+from aiorch.tasks.container.dagger_engine import DaggerEngine
 
 CANARY = "sk-aiorch-canary-5b1e0d"
 
@@ -115,3 +120,54 @@ def test_saved_agent_keeps_its_providers_key_secret(prefect_api: str) -> None:
     assert loaded.provider.api_key.get_secret_value() == CANARY
     assert loaded.mcp_servers[0].secret_env == {"TOKEN": "search-token"}
     assert loaded.history.strategy == "summarize"
+
+
+@pytest.mark.parametrize(
+    ("block", "fields", "message"),
+    [
+        (Agent, {"temprature": 0.2}, "unknown field 'temprature'; did you mean 'temperature'?"),
+        (Agent, {"max_token": 9}, "unknown field 'max_token'; did you mean 'max_tokens'?"),
+        (Agent, {"modle": "x"}, "unknown field 'modle'; did you mean 'model'?"),
+        (ModelProvider, {"base_ulr": "http://h/v1"}, "did you mean 'base_url'?"),
+        (DaggerEngine, {"cli_pth": "dagger"}, "did you mean 'cli_path'?"),
+        (Agent, {"instruction": "  \n"}, "instruction is only whitespace"),
+    ],
+)
+def test_block_typos_are_rejected_with_a_suggestion(
+    block: type[Block], fields: dict[str, object], message: str
+) -> None:
+    required = {"instruction": "x", "model": "passthrough"} if block is Agent else {}
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        block.model_validate({**required, **fields})
+
+
+def test_a_document_saved_by_an_older_block_version_still_loads(prefect_api: str) -> None:
+    Agent(instruction="x", model="passthrough").save("older-agent", overwrite=True)
+    with get_client(sync_client=True) as client:
+        document = client.read_block_document_by_name("older-agent", "aiorch-agent")
+        # A field this version no longer has, as an older version of the block saved it.
+        client.update_block_document(
+            document.id,
+            BlockDocumentUpdate(data={**document.data, "retired_option": True}),
+        )
+    loaded = Agent.load("older-agent")
+    assert isinstance(loaded, Agent)
+    assert loaded.instruction == "x"
+    with pytest.raises(ValidationError, match="unknown field 'retired_option'"):
+        Agent.model_validate({**document.data, "retired_option": True})
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": "generic", "api_key": CANARY},  # no base_url: the model validator fails
+        {"kind": "generic", "base_url": CANARY, "api_key": CANARY},
+        {"kind": CANARY, "api_key": CANARY},
+        {"kind": "openai", "api_key": CANARY, "request_timeout_seconds": CANARY},
+    ],
+)
+def test_block_validation_errors_never_echo_their_input(fields: dict[str, object]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ModelProvider.model_validate(fields)
+    assert CANARY not in str(caught.value)
+    assert CANARY not in repr(caught.value)

@@ -31,9 +31,18 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
+from aiorch.core.redaction import redact
+
 
 class AiorchError(Exception):
-    """Base of aiorch's errors: a kind, a title, a status and a retry hint."""
+    """Base of aiorch's errors: a kind, a title, a status and a retry hint.
+
+    The message is masked as the error is made: a secret the process has registered
+    never reaches the exception, so neither Prefect's states, events and logs nor the
+    pickled exception in result storage hold it. Every error survives a pickle round
+    trip (Prefect persists exceptions; process pools send them between processes),
+    whatever its ``__init__`` takes.
+    """
 
     kind: ClassVar[str] = "error"
     title: ClassVar[str] = "aiorch error"
@@ -41,9 +50,25 @@ class AiorchError(Exception):
     retryable: bool = False
     retry_after: float | None = None
 
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_error, (type(self), self.args, dict(self.__dict__)))
+
     def context(self) -> dict[str, Any]:
         """Structured facts about this failure (step, runner, model, exit code, ...)."""
         return {}
+
+
+def _rebuild_error(
+    cls: type[AiorchError], args: tuple[object, ...], state: dict[str, Any]
+) -> AiorchError:
+    """Unpickle an error without calling its ``__init__`` (whose arguments differ)."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigurationError(AiorchError, ValueError):

@@ -47,9 +47,10 @@ from prefect.settings import (
     get_current_settings,
     temporary_settings,
 )
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from aiorch.core.errors import ServiceUnavailable
+from aiorch.core.models import AiorchModel
 from aiorch.core.services import answers, free_port, log_tail
 from aiorch.core.settings import load_settings
 from aiorch.core.ui import v2_base
@@ -60,7 +61,7 @@ LOG_FILE = "aiorch-local-server.log"
 POLL_SECONDS = 0.2
 
 
-class LocalServerState(BaseModel):
+class LocalServerState(AiorchModel):
     """Where the shared server of a PREFECT_HOME answers, and who supervises it."""
 
     supervisor_pid: int

@@ -1,29 +1,38 @@
-"""Secret values aiorch has handled in this process, and a function that hides them.
+"""Secret values this process has handled, and the masking that keeps them out of output.
 
-Every place that resolves a secret (a provider's API key, a step's secrets, an MCP
-server's secret environment) registers its value, so text that leaves the process
-(problem reports, artifacts, events) can be redacted even when a library quoted the
-secret somewhere unexpected.
+Every place that resolves a secret (a provider's API key from its block or from the
+environment variable the provider reads, a Secret block, a step's secrets, an MCP
+server's secret environment) registers its value with the process's
+:class:`SecretRegistry`. From then on:
+
+- every aiorch error's message is masked as it is made (so the exception, Prefect's
+  state messages and events, and result storage never hold the value);
+- problem reports, artifacts and events are masked before they leave;
+- a logging filter on every handler masks log records, so a library that quotes the
+  secret in a log line or a traceback (FastAgent, httpx, Prefect) is masked too.
+
+Masking works on the value as written: a command that prints a secret transformed
+(split across lines, base64) or writes it to a file cannot be masked (docs/security.md).
+
+Example:
+    ```python
+    from aiorch.core.redaction import redact, register_secret
+
+    register_secret("sk-example-123456")
+    print(redact("key sk-example-123456 refused"))  # key ******** refused
+    ```
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
+from typing import ClassVar
 
 MASK = "********"
 # Very short values would mask ordinary words; real secrets are longer.
 MINIMUM_LENGTH = 6
-
-_secrets: set[str] = set()
-_lock = threading.Lock()
-
-
-def register_secret(value: str | None) -> None:
-    """Remember ``value`` as a secret for :func:`redact`."""
-    if value and len(value) >= MINIMUM_LENGTH:
-        with _lock:
-            _secrets.add(value)
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
@@ -36,8 +45,78 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+class SecretRegistry:
+    """The secrets one process knows; the process is its owner (:meth:`shared`)."""
+
+    _shared: ClassVar[SecretRegistry | None] = None
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self) -> None:
+        self._secrets: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+        self.filter = RedactingFilter(self)
+
+    @classmethod
+    def shared(cls) -> SecretRegistry:
+        """The process's registry."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    def register(self, value: str | None) -> None:
+        """Remember ``value`` as a secret, and mask it in every log handler from now on."""
+        if not value or len(value) < MINIMUM_LENGTH or value in self._secrets:
+            return
+        with self._lock:
+            self._secrets = self._secrets | {value}
+        self.filter.install()
+
+    def redact(self, text: str) -> str:
+        """``text`` with every registered secret replaced by asterisks."""
+        secrets = self._secrets
+        return mask(text, secrets) if secrets and any(s in text for s in secrets) else text
+
+
+class RedactingFilter(logging.Filter):
+    """Masks a registry's secrets in log records: message, arguments and traceback."""
+
+    def __init__(self, registry: SecretRegistry) -> None:
+        super().__init__("aiorch-redaction")
+        self._registry = registry
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Mask the record in place; never drop it."""
+        message = record.getMessage()
+        redacted = self._registry.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._registry.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._registry.redact(record.stack_info)
+        return True
+
+    def install(self) -> None:
+        """Attach to every handler of every logger that exists now (idempotent)."""
+        loggers = [logging.getLogger()] + [
+            logger
+            for logger in list(logging.Logger.manager.loggerDict.values())
+            if isinstance(logger, logging.Logger)
+        ]
+        for logger in loggers:
+            for handler in list(logger.handlers):
+                if self not in handler.filters:
+                    handler.addFilter(self)
+
+
+def register_secret(value: str | None) -> None:
+    """Register ``value`` with the process's :class:`SecretRegistry`."""
+    SecretRegistry.shared().register(value)
+
+
 def redact(text: str) -> str:
-    """``text`` with every registered secret replaced by asterisks."""
-    with _lock:
-        known = list(_secrets)
-    return mask(text, known)
+    """``text`` with every secret this process registered replaced by asterisks."""
+    return SecretRegistry.shared().redact(text)

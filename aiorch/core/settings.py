@@ -34,6 +34,7 @@ class AiorchSettings(BaseSettings):
     """aiorch's settings. Field descriptions are the documentation users see."""
 
     model_config = SettingsConfigDict(
+        hide_input_in_errors=True,
         env_prefix=ENV_PREFIX,
         env_file=".env",
         env_file_encoding="utf-8",

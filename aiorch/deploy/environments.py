@@ -40,17 +40,18 @@ from prefect.context import get_settings_context
 from prefect.exceptions import ObjectNotFound
 from prefect.variables import Variable
 from prefect.workers.utilities import get_default_base_job_template_for_infrastructure_type
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import ConfigDict, Field, SecretStr, ValidationError
 
 from aiorch.agent_blocks import Agent, ModelProvider
 from aiorch.core.errors import ConfigurationError, validation_problems
+from aiorch.core.models import AiorchModel
 from aiorch.tasks.blocks import aload_block
 
 ENVIRONMENTS_DIR = Path("deployments/environments")
 EXAMPLE_FILE = ENVIRONMENTS_DIR / "dev.yaml"
 
 
-class _Strict(BaseModel):
+class _Strict(AiorchModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

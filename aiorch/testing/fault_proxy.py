@@ -38,6 +38,8 @@ class Fault:
     message: str = "injected failure"
     hang: bool = False
     delay: float = 0.0
+    # As some OpenAI-compatible proxies do in a 401: quote the bearer key it was sent.
+    echo_key: bool = False
 
 
 @dataclass
@@ -92,9 +94,11 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 else:
                     # Simulates a slow provider; it ends early when the proxy shuts down.
                     proxy.release.wait(timeout=fault.delay)
-                    send_json(
-                        self, fault.status, {"error": {"message": fault.message, "type": "x"}}
-                    )
+                    message = fault.message
+                    if fault.echo_key:
+                        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                        message = f"{message}: Incorrect API key provided: {key}"
+                    send_json(self, fault.status, {"error": {"message": message, "type": "x"}})
             finally:
                 with proxy.lock:
                     proxy.in_flight -= 1

@@ -26,10 +26,11 @@ import httpx
 from fast_agent.llm.model_database import ModelDatabase
 from fast_agent.llm.model_factory import ModelFactory
 from fast_agent.llm.provider_types import Provider
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from aiorch.agent_blocks.provider import LOCAL_MODEL, ModelProvider, ProviderKind
 from aiorch.core.errors import ConfigurationError
+from aiorch.core.models import AiorchModel
 from aiorch.core.settings import load_settings
 from aiorch.tasks.agents.endpoints import connection_arguments, credential_fingerprint
 
@@ -43,7 +44,7 @@ _PROBE_SCHEMA: dict[str, Any] = {
 }
 
 
-class ModelCapabilities(BaseModel):
+class ModelCapabilities(AiorchModel):
     """What one model supports; ``None`` means not known."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -32,9 +32,10 @@ from fast_agent.types import PromptMessageExtended
 from mcp.types import TextContent
 from prefect.filesystems import WritableFileSystem
 from prefect.results import aget_default_result_storage
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from aiorch.core.errors import ConfigurationError
+from aiorch.core.models import AiorchModel
 from aiorch.core.prefect_internals import call_block_method
 
 CHARS_PER_TOKEN = 3
@@ -133,7 +134,7 @@ def split_to_fit(
     return history, []
 
 
-class _Turn(BaseModel):
+class _Turn(AiorchModel):
     model_config = ConfigDict(extra="forbid")
 
     start: int = Field(description="Index of the turn's first message.")
@@ -141,7 +142,7 @@ class _Turn(BaseModel):
     prompt_sha: str
 
 
-class StoredConversation(BaseModel):
+class StoredConversation(AiorchModel):
     """A conversation saved under a key, with the turns that built it."""
 
     model_config = ConfigDict(extra="forbid")

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import hashlib
 
+from fast_agent.llm.model_factory import ModelFactory
+from fast_agent.llm.provider_key_manager import ProviderKeyManager
+
 from aiorch.agent_blocks.provider import LOCAL_MODEL_NAME, ModelProvider, ProviderKind
 from aiorch.core.redaction import register_secret
 from aiorch.tasks.agents.local_model import LocalModelServer
+from aiorch.tasks.agents.runtime import library_settings
 
 LOCAL_API_KEY = "local"
 
@@ -42,12 +46,29 @@ def connection_arguments(provider: ModelProvider | None) -> dict[str, str]:
     return arguments
 
 
-def secrets_of(provider: ModelProvider | None) -> list[str]:
-    """The secret values a provider holds, to mask wherever text may contain them."""
-    if provider is None or provider.api_key is None:
-        return []
-    register_secret(provider.api_key.get_secret_value())
-    return [provider.api_key.get_secret_value()]
+def secrets_of(provider: ModelProvider | None, model: str) -> list[str]:
+    """The secret values a request to ``model`` may carry; each is registered for masking.
+
+    The provider block's key; without one, the key FastAgent itself takes for the
+    provider serving ``model``: from its settings, or from the environment variable
+    that provider reads (``OPENAI_API_KEY``, ...). A provider that echoes the key in an
+    error then has it masked whichever source it came from.
+    """
+    if provider is not None and provider.api_key is not None:
+        values = [provider.api_key.get_secret_value()]
+    else:
+        served_by = ModelFactory.parse_model_string(model).provider.value
+        values = [
+            value
+            for value in (
+                ProviderKeyManager.get_config_file_key(served_by, library_settings()),
+                ProviderKeyManager.get_env_var(served_by),
+            )
+            if value
+        ]
+    for value in values:
+        register_secret(value)
+    return values
 
 
 def credential_fingerprint(provider: ModelProvider | None) -> str:

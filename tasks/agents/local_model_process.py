@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from aiorch.core.models import AiorchModel
 from aiorch.core.services import process_alive
 from aiorch.core.supervisor import supervise
 
@@ -24,7 +25,7 @@ CHECK_SECONDS = 1.0
 STATE_FILE = "server.json"
 
 
-class ModelServerState(BaseModel):
+class ModelServerState(AiorchModel):
     """Where the machine's shared model server answers, and who supervises it."""
 
     supervisor_pid: int

@@ -23,12 +23,13 @@ from mcp.types import Tool
 from prefect import get_run_logger, task
 from prefect.events import emit_event
 from prefect.runtime import flow_run
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from aiorch.agent_blocks.agent import Agent
 from aiorch.agent_blocks.provider import ProviderKind
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.events import MODEL_USAGE_EVENT, related_flow_run
+from aiorch.core.models import AiorchModel
 from aiorch.tasks.agents.breaker import model_breaker
 from aiorch.tasks.agents.capabilities import JsonMode
 from aiorch.tasks.agents.conversation import canonical_messages, dump_history, parse_history
@@ -44,7 +45,7 @@ REQUEST_KEY_VERSION = "aiorch-model-request-v2"
 CacheScope = Literal["flow-run", "tenant"]
 
 
-class ModelReply(BaseModel):
+class ModelReply(AiorchModel):
     """What one model request returned; stored, so a replay reports it unchanged."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -192,7 +193,7 @@ async def model_request(
             (nothing is stored).
     """
     provider = config.provider
-    secrets = secrets_of(provider)
+    secrets = secrets_of(provider, model)
     timeout = provider.request_timeout_seconds if provider else None
     messages = parse_history(messages_json)
     arguments = await asyncio.to_thread(connection_arguments, provider)

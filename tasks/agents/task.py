@@ -37,6 +37,7 @@ from pydantic import ValidationError as ModelViolation
 
 from aiorch.agent_blocks.agent import Agent, check_model, check_provider
 from aiorch.core.errors import ConfigurationError, validation_problems
+from aiorch.core.models import AiorchModel
 from aiorch.core.settings import load_settings
 from aiorch.tasks.agents.capabilities import ModelCapabilities, model_capabilities
 from aiorch.tasks.agents.conversation import (
@@ -74,7 +75,7 @@ DEFAULT_REPLY_RESERVE_TOKENS = 1024
 TOOL_USE = "toolUse"
 
 
-class AgentResult(BaseModel):
+class AgentResult(AiorchModel):
     """What one agent call produced."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)

@@ -11,15 +11,16 @@ import json
 from typing import Any, Literal
 
 from fast_agent.types import PromptMessageExtended
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from aiorch.agent_blocks.provider import ModelProvider
+from aiorch.core.models import AiorchModel
 
 USAGE_CHANNEL = "fast-agent-usage"
 UsageSource = Literal["provider", "tokenizer", "none"]
 
 
-class TokenUsage(BaseModel):
+class TokenUsage(AiorchModel):
     """Tokens used, as the provider reported them or as aiorch counted them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -15,8 +15,10 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from aiorch.core.blocks import StrictFields
 
-class DaggerEngine(Block):
+
+class DaggerEngine(StrictFields, Block):
     """Where the Dagger CLI is and which engine it talks to.
 
     The dagger runner starts ``dagger session`` with this CLI itself, with a timeout,

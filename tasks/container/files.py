@@ -22,8 +22,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pathspec
-from pydantic import BaseModel
+from pydantic import Field
 
+from aiorch.core.models import AiorchModel
 from aiorch.tasks.container.errors import ExportConflict, MissingOutput, UnsafeOutput
 from aiorch.tasks.container.spec import ContainerStep, StepInput
 
@@ -169,14 +170,14 @@ def unsafe_output(error: tarfile.FilterError, step: str) -> UnsafeOutput:
 EXPORT_MANIFEST = ".aiorch-exports.json"
 
 
-class _Manifest(BaseModel):
+class _Manifest(AiorchModel):
     """What aiorch exported into a directory, so a later export may replace only that.
 
     Each output is recorded with the device and inode it was exported as: a path the
     user replaced since is the user's, and is left alone.
     """
 
-    outputs: dict[str, tuple[int, int]] = {}
+    outputs: dict[str, tuple[int, int]] = Field(default_factory=dict)
 
     @classmethod
     def read(cls, destination: Path) -> _Manifest:

@@ -10,9 +10,10 @@ import os
 import shutil
 
 from prefect_docker import DockerHost
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from aiorch.core.errors import ConfigurationError
+from aiorch.core.models import AiorchModel
 from aiorch.core.settings import AiorchSettings
 from aiorch.tasks.container.dagger_engine import DaggerEngine
 from aiorch.tasks.container.runners.base import StepRunner
@@ -24,7 +25,7 @@ from aiorch.tasks.container.spec import RunnerKind
 DOCKER_PING_TIMEOUT_SECONDS = 3
 
 
-class RunnerStatus(BaseModel):
+class RunnerStatus(AiorchModel):
     """Whether one runner can be used from this process, and why (not)."""
 
     kind: RunnerKind

@@ -13,7 +13,6 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Self
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     SecretStr,
@@ -23,6 +22,7 @@ from pydantic import (
 )
 
 from aiorch.core.errors import ConfigurationError
+from aiorch.core.models import AiorchModel
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -60,14 +60,14 @@ def _relative_inside(value: str, field: str, example: str) -> str:
     return path.as_posix()
 
 
-class StrictModel(BaseModel):
+class StrictModel(AiorchModel):
     """Immutable; unknown fields are errors; inputs never echoed (they may hold secrets).
 
     Validation messages name the field and the fix, and quote values only where the
     validator knows they are not secret.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class SecretRef(StrictModel):

@@ -17,9 +17,10 @@ import anyio
 from prefect import get_run_logger, task
 from prefect.blocks.system import Secret
 from prefect_docker import DockerHost
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 
 from aiorch.core.errors import ConfigurationError
+from aiorch.core.models import AiorchModel
 from aiorch.core.redaction import register_secret
 from aiorch.core.settings import load_settings
 from aiorch.tasks.blocks import MissingBlockError, aload_block
@@ -38,7 +39,7 @@ from aiorch.tasks.resilience.report import report_task_failure
 from aiorch.tasks.twins import task_pair
 
 
-class StepRecord(BaseModel):
+class StepRecord(AiorchModel):
     """What the cache stores for a step: its result and its outputs archive."""
 
     result: StepResult

@@ -37,8 +37,9 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
 from prefect.events import emit_event
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from aiorch.core.models import AiorchModel
 from aiorch.tasks.monitoring.runs import read_run, read_settled_run
 from aiorch.tasks.naming import TaskKind, task_kind
 
@@ -47,7 +48,7 @@ FAILURE_RATE_EVENT = "aiorch.alert.failure-rate"
 _FINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]
 
 
-class AlertRules(BaseModel):
+class AlertRules(AiorchModel):
     """Thresholds of the rules aiorch evaluates."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -62,7 +63,7 @@ class AlertRules(BaseModel):
     minimum_runs: int = Field(default=3, ge=1, description="Runs needed before it alerts.")
 
 
-class Alert(BaseModel):
+class Alert(AiorchModel):
     """One finding, as emitted."""
 
     event: str

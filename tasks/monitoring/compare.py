@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from pydantic import BaseModel
-
+from aiorch.core.models import AiorchModel
 from aiorch.tasks.monitoring.runs import RunView, TaskRunView, read_run
 
 
-class TaskComparison(BaseModel):
+class TaskComparison(AiorchModel):
     """One task in both runs (or in only one of them)."""
 
     task: str
@@ -39,7 +38,7 @@ class TaskComparison(BaseModel):
     content: str  # same, changed, unknown, only before, only after
 
 
-class RunComparison(BaseModel):
+class RunComparison(AiorchModel):
     """Two runs side by side."""
 
     before: RunView

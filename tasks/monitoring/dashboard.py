@@ -40,9 +40,9 @@ from prefect.events.filters import (
     EventNameFilter,
     EventOccurredFilter,
 )
-from pydantic import BaseModel
 
 from aiorch.core.events import MODEL_USAGE_EVENT
+from aiorch.core.models import AiorchModel
 from aiorch.tasks.monitoring.charts import png_data_url
 from aiorch.tasks.monitoring.runs import TaskRunView, read_run
 
@@ -51,7 +51,7 @@ MAX_EVENT_PAGES = 40
 _FAILED = {"Failed", "Crashed", "TimedOut"}
 
 
-class FlowStats(BaseModel):
+class FlowStats(AiorchModel):
     """Runs of one flow in the window."""
 
     flow: str
@@ -60,7 +60,7 @@ class FlowStats(BaseModel):
     median_seconds: float | None
 
 
-class KindStats(BaseModel):
+class KindStats(AiorchModel):
     """Task runs of one kind in the window."""
 
     kind: str
@@ -70,7 +70,7 @@ class KindStats(BaseModel):
     median_seconds: float | None
 
 
-class ModelStats(BaseModel):
+class ModelStats(AiorchModel):
     """Model requests of one model in the window."""
 
     model: str
@@ -82,7 +82,7 @@ class ModelStats(BaseModel):
     estimated_cost: float | None
 
 
-class Dashboard(BaseModel):
+class Dashboard(AiorchModel):
     """Everything the dashboard shows."""
 
     since: datetime

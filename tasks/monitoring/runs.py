@@ -23,8 +23,9 @@ import anyio
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import TaskRun
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from aiorch.core.models import AiorchModel
 from aiorch.tasks.naming import TaskKind, describe, task_kind
 
 FAILED_STATES = frozenset({"Failed", "Crashed", "TimedOut", "Cancelled"})
@@ -38,7 +39,7 @@ def content_digest(key: str) -> str:
     return PurePath(key).name.rsplit("-", 1)[-1][:16]
 
 
-class TaskRunView(BaseModel):
+class TaskRunView(AiorchModel):
     """One task run of the flow run."""
 
     id: UUID
@@ -83,7 +84,7 @@ class TaskRunView(BaseModel):
         return (self.end - self.start).total_seconds()
 
 
-class RunView(BaseModel):
+class RunView(AiorchModel):
     """A flow run and its task runs, oldest first."""
 
     id: UUID

@@ -43,10 +43,11 @@ from typing import Any, Literal, ParamSpec, Self, TypeVar, cast
 
 import anyio
 from prefect.events import emit_event
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from sqlalchemy import Connection
 
 from aiorch.core.errors import AiorchError, ConfigurationError
+from aiorch.core.models import AiorchModel
 from aiorch.tasks.resilience.breaker_store import BreakerStore
 
 P = ParamSpec("P")
@@ -67,7 +68,7 @@ class BreakerState(StrEnum):
     DISABLED = "disabled"
 
 
-class BreakerConfig(BaseModel):
+class BreakerConfig(AiorchModel):
     """How a breaker decides. Defaults follow resilience4j's."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -140,7 +141,7 @@ class CircuitOpenError(AiorchError):
         return {"breaker": self.breaker, "breaker_state": self.state.value}
 
 
-class Permit(BaseModel):
+class Permit(AiorchModel):
     """The answer to "may I call?"."""
 
     allowed: bool

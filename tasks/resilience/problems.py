@@ -20,15 +20,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from aiorch.core.errors import AiorchError
+from aiorch.core.models import AiorchModel
 from aiorch.core.redaction import redact
 
 TYPE_PREFIX = "urn:aiorch:problem:"
 
 
-class ProblemDetails(BaseModel):
+class ProblemDetails(AiorchModel):
     """RFC 9457 members plus aiorch's extensions."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

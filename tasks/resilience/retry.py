@@ -29,7 +29,9 @@ from contextvars import ContextVar
 from typing import Any, SupportsIndex, overload
 
 from prefect.client.schemas.objects import State
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from aiorch.core.models import AiorchModel
 
 _requested_wait: ContextVar[float | None] = ContextVar("aiorch_retry_after", default=None)
 
@@ -64,7 +66,7 @@ class BackoffDelays(list[float]):
         return self._policy.delay(int(index), self._random.random(), _requested_wait.get())
 
 
-class RetryPolicy(BaseModel):
+class RetryPolicy(AiorchModel):
     """How often and how long to wait between attempts."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

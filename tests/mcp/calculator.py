@@ -2,6 +2,7 @@
 
 The log lets a test count how often the tool really ran (a replayed call does not run),
 and shows AIORCH_TEST_TOOL_SECRET when set, proving the secret reached the server.
+``refuse`` fails quoting that secret, as a careless upstream service would.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ def add(a: int, b: int) -> int:
             secret = os.environ.get("AIORCH_TEST_TOOL_SECRET")
             calls.write(f"add {a} {b}{f' {secret}' if secret else ''}\n")
     return a + b
+
+
+@app.tool()
+def refuse() -> str:
+    """Fail with an error that quotes the server's secret."""
+    raise ValueError(f"upstream refused token {os.environ.get('AIORCH_TEST_TOOL_SECRET')}")
 
 
 if __name__ == "__main__":

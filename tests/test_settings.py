@@ -80,3 +80,20 @@ def test_settings_are_immutable() -> None:
     settings = AiorchSettings()
     with pytest.raises(ValueError, match="frozen"):
         settings.ui_port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("value", ["garbage-9c1f", "pg:/x-9c1f", "postgresql+psycopg://u:sk-canary-1e4c@"])
+def test_a_breaker_store_url_that_does_not_parse_fails_when_settings_load(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("AIORCH_BREAKER_STORE_URL", value)
+    if value.endswith("@"):
+        # A URL SQLAlchemy parses: accepted here, its connection is the store's business.
+        assert load_settings().breaker_store_url is not None
+        return
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "AIORCH_BREAKER_STORE_URL: Value error, not an SQLAlchemy database URL" in message
+    assert "postgresql+psycopg://user:password@host:5432/aiorch" in message
+    assert value not in message

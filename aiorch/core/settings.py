@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aiorch.core.errors import ConfigurationError
@@ -146,6 +146,26 @@ class AiorchSettings(BaseSettings):
             "never printed."
         ),
     )
+
+    @field_validator("breaker_store_url")
+    @classmethod
+    def _store_url_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here, not at the first model request, with SQLAlchemy's own parser;
+        # its message would quote the URL (and its password), so it is not passed on.
+        if value is None:
+            return None
+        from sqlalchemy.engine import make_url  # only when set: it is a heavy import
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value.get_secret_value())
+        except ArgumentError:
+            raise ValueError(
+                "not an SQLAlchemy database URL; write it as "
+                "postgresql+psycopg://user:password@host:5432/aiorch or "
+                "sqlite:////var/lib/aiorch/breakers.db"
+            ) from None
+        return value
 
     def resolved_data_dir(self) -> Path:
         """``data_dir`` with ``~`` expanded, created if missing."""

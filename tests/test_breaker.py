@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -19,7 +20,8 @@ from aiorch.tasks.resilience.breaker import (
     CircuitBreaker,
     CircuitOpenError,
 )
-from aiorch.tasks.resilience.breaker_store import BreakerStore
+from aiorch.tasks.resilience.breaker_report import breaker_rows
+from aiorch.tasks.resilience.breaker_store import BreakerStore, BreakerStoreUnavailable
 from aiorch.testing.prefect_server import poll_events
 
 # Transitions are emitted as Prefect events: send them to the test server.
@@ -308,3 +310,103 @@ def test_operators_use_the_command_line_and_see_an_artifact(
     assert main(["breaker", name, "close"]) == 0
     with CircuitBreaker(name).guard():
         pass
+
+
+def test_a_probe_that_never_reports_frees_its_slot_when_its_lease_ends(
+    store: BreakerStore,
+) -> None:
+    clock = FakeClock()
+    breaker = _breaker(store, clock, permitted_calls_in_half_open=1, probe_lease_seconds=60)
+    for _ in range(4):
+        _fail(breaker)
+    clock.now += 30
+    lost = breaker.acquire()
+    assert lost.probe  # its caller dies before recording anything
+    refused = breaker.acquire()
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(60)
+    clock.now += 60
+    again = breaker.acquire()
+    assert again.allowed
+    assert again.probe
+    breaker.record(again, failed=False, duration=0.1)
+    assert breaker.state() is BreakerState.CLOSED
+
+
+def _fail_after(action: Any) -> None:
+    action()
+    raise Boom
+
+
+def _make_unreachable(store: BreakerStore, path: Path) -> Path:
+    """Take the SQLite store away, as a database that went down: new connections fail."""
+    store.engine.dispose()
+    aside = path.with_name(path.name + "-aside")
+    path.rename(aside)
+    path.write_text("a file where the store's directory was")
+    return aside
+
+
+def test_an_unreachable_store_refuses_calls_but_keeps_outcomes_of_calls_made(
+    scratch_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    home = scratch_dir / "store"
+    home.mkdir()
+    store = BreakerStore(f"sqlite:///{home / 'breakers.sqlite'}")
+    clock = FakeClock()
+    breaker = _breaker(store, clock, permitted_calls_in_half_open=1, probe_lease_seconds=60)
+    calls: list[str] = []
+    try:
+        with breaker.guard():  # the permit is taken while the store answers...
+            aside = _make_unreachable(store, home)
+            calls.append("made")  # ...and the outcome cannot be recorded: not lost
+        assert calls == ["made"]
+        assert "the call's outcome (success) was not recorded" in caplog.text
+        assert "circuit breaker store (sqlite, the SQLite store) is unavailable" in caplog.text
+
+        with pytest.raises(BreakerStoreUnavailable) as refused, breaker.guard():
+            calls.append("made while the store was down")
+        assert calls == ["made"]  # fail closed: nothing is called
+        assert refused.value.retryable
+        assert refused.value.status == 503
+        assert "OperationalError" not in type(refused.value).__name__
+
+        home.unlink()
+        aside.rename(home)
+        with pytest.raises(Boom), breaker.guard():  # the call's own error, not the store's
+            _fail_after(lambda: _make_unreachable(store, home))
+        assert "the call's outcome (failure) was not recorded" in caplog.text
+    finally:
+        store.engine.dispose()
+
+
+def test_a_store_url_that_cannot_connect_is_a_project_error(scratch_dir: Path) -> None:
+    with pytest.raises(BreakerStoreUnavailable, match="is unavailable: OperationalError"):
+        BreakerStore(f"sqlite:///{scratch_dir / 'no-such-dir' / 'breakers.sqlite'}")
+
+
+def test_calls_cancelled_by_an_outer_timeout_count_as_failures(store: BreakerStore) -> None:
+    clock = FakeClock()
+    breaker = _breaker(store, clock)
+
+    async def hangs() -> None:
+        await asyncio.Event().wait()
+
+    async def four_timeouts() -> None:
+        for _ in range(4):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(breaker.call(hangs), timeout=0.05)
+
+    asyncio.run(four_timeouts())
+    assert breaker.state() is BreakerState.OPEN
+
+
+def test_the_breakers_listing_shows_the_state_a_caller_meets(store: BreakerStore) -> None:
+    clock = FakeClock()
+    breaker = _breaker(store, clock)
+    for _ in range(4):
+        _fail(breaker)
+    rows = {row["breaker"]: row["state"] for row in breaker_rows(store, now=clock.now + 29)}
+    assert rows["dependency"] == "open"
+    rows = {row["breaker"]: row["state"] for row in breaker_rows(store, now=clock.now + 30)}
+    assert rows["dependency"] == "half_open"  # its wait is over: the next call probes

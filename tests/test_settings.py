@@ -82,7 +82,9 @@ def test_settings_are_immutable() -> None:
         settings.ui_port = 1  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("value", ["garbage-9c1f", "pg:/x-9c1f", "postgresql+psycopg://u:sk-canary-1e4c@"])
+@pytest.mark.parametrize(
+    "value", ["garbage-9c1f", "pg:/x-9c1f", "postgresql+psycopg://u:sk-canary-1e4c@"]
+)
 def test_a_breaker_store_url_that_does_not_parse_fails_when_settings_load(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:

@@ -23,6 +23,7 @@ problem-details document.
 | structured-output-invalid | ``StructuredOutputError`` | no |
 | tool-error | ``ToolCallError`` (MCP server) | yes |
 | circuit-open | ``CircuitOpenError`` | yes, after the wait |
+| breaker-store-unavailable | ``BreakerStoreUnavailable`` (the breakers' database) | yes |
 """
 
 from __future__ import annotations

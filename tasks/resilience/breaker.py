@@ -9,9 +9,21 @@ function) and stops calling it while it is failing:
 - ``open``: calls fail at once with :class:`CircuitOpenError` (``retry_after`` says how
   long is left) for ``wait_seconds``; then the breaker is half-open.
 - ``half_open``: ``permitted_calls_in_half_open`` probe calls go through, counted
-  across processes; any failure opens the breaker again, all succeeding closes it.
+  across processes; any failure opens the breaker again, all succeeding closes it. A
+  probe holds its slot on a lease of ``probe_lease_seconds``: a probe whose process died,
+  or whose outcome could not be stored, frees its slot when the lease ends.
 - ``forced_open`` and ``disabled``: set by an operator (``aiorch breaker``); they stay
   until reset.
+
+What counts: an exception the failure rule (``is_failure``) accepts is a failure, and
+so is a call cancelled from outside (``asyncio.wait_for``, Prefect's ``timeout_seconds``,
+an anyio cancel scope): a dependency that hangs behind a timeout trips the breaker. A
+process shutting down (``KeyboardInterrupt``, ``SystemExit``) records nothing.
+
+When the store cannot be reached (:class:`BreakerStoreUnavailable`): a call is refused
+before it is made (fail closed: the breaker cannot tell whether the dependency is
+healthy), but a call that has been made keeps its outcome: its result is returned (or
+its own error raised) and the lost bookkeeping is logged as a warning.
 
 Transitions are emitted, once stored, as Prefect events named after the new state
 (``aiorch.breaker.open``, ``.half-open``, ``.closed``, ``.forced-open``, ``.disabled``)
@@ -35,6 +47,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -48,8 +62,9 @@ from sqlalchemy import Connection
 
 from aiorch.core.errors import AiorchError, ConfigurationError
 from aiorch.core.models import AiorchModel
-from aiorch.tasks.resilience.breaker_store import BreakerStore
+from aiorch.tasks.resilience.breaker_store import BreakerStore, BreakerStoreUnavailable
 
+logger = logging.getLogger("aiorch.breaker")
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
@@ -95,6 +110,15 @@ class BreakerConfig(AiorchModel):
     permitted_calls_in_half_open: int = Field(
         default=10, ge=1, description="Probe calls allowed while half-open (all processes)."
     )
+    probe_lease_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "How long a half-open probe holds its slot; a probe that has not reported by "
+            "then (its process died, its outcome could not be stored) frees it. Make it "
+            "longer than the slowest call."
+        ),
+    )
 
     @model_validator(mode="after")
     def _window_holds_minimum(self) -> Self:
@@ -114,6 +138,9 @@ DEPENDENCY_BREAKER = BreakerConfig(
     failure_rate_threshold=50,
     wait_seconds=30,
     permitted_calls_in_half_open=2,
+    # Longer than a container step's default timeout (600 s), which the engine breaker
+    # wraps whole.
+    probe_lease_seconds=660,
 )
 """The window of the breakers aiorch puts around its own dependencies: each engine a
 container step runs on (``engine:...``, in :mod:`aiorch.tasks.container.breaker`) and
@@ -147,7 +174,31 @@ class Permit(AiorchModel):
     allowed: bool
     state: BreakerState
     probe: bool = False
+    probe_id: int | None = Field(default=None, description="The probe's lease, if a probe.")
     retry_after: float | None = None
+
+
+def reopens_at(row: dict[str, Any], wait_seconds: float | None = None) -> float:
+    """When a stored open breaker starts probing.
+
+    A breaker object decides by its own ``wait_seconds``; without one (the command line
+    knows no configuration) by the time stored when it opened, or never for a row an
+    older aiorch wrote without it.
+    """
+    if wait_seconds is not None:
+        return float(row["opened_at"] or 0.0) + wait_seconds
+    stored = row.get("reopens_at")
+    return math.inf if stored is None else float(stored)
+
+
+def effective_state(
+    row: dict[str, Any], now: float, wait_seconds: float | None = None
+) -> BreakerState:
+    """A stored breaker's state as a caller sees it: open past its wait is half-open."""
+    state = BreakerState(row["state"])
+    if state is BreakerState.OPEN and now >= reopens_at(row, wait_seconds):
+        return BreakerState.HALF_OPEN
+    return state
 
 
 def counts_as_failure(error: BaseException) -> bool:
@@ -192,11 +243,7 @@ class CircuitBreaker:
         """The current state, as a caller would see it now."""
         for row in self.store.states():
             if row["name"] == self.name:
-                state = BreakerState(row["state"])
-                opened = row["opened_at"] or 0.0
-                if state is BreakerState.OPEN and self.clock() >= opened + self.config.wait_seconds:
-                    return BreakerState.HALF_OPEN
-                return state
+                return effective_state(row, self.clock(), self.config.wait_seconds)
         return BreakerState.CLOSED
 
     def acquire(self) -> Permit:
@@ -240,7 +287,7 @@ class CircuitBreaker:
         if state is BreakerState.FORCED_OPEN:
             return Permit(allowed=False, state=state)
         if state is BreakerState.OPEN:
-            reopen_at = (row["opened_at"] or now) + self.config.wait_seconds
+            reopen_at = reopens_at(row, self.config.wait_seconds)
             if now < reopen_at:
                 return Permit(allowed=False, state=state, retry_after=reopen_at - now)
             self.store.set_state(
@@ -252,14 +299,18 @@ class CircuitBreaker:
                 updated_at=now,
             )
             changes.append((state, BreakerState.HALF_OPEN))
-            row = {**row, "probes_started": 0}
+            row = {**row, "probes_succeeded": 0}
             state = BreakerState.HALF_OPEN
-        if row["probes_started"] >= self.config.permitted_calls_in_half_open:
-            return Permit(allowed=False, state=state)
-        self.store.set_state(
-            connection, self.name, probes_started=row["probes_started"] + 1, updated_at=now
+        leases = self.store.live_probes(connection, self.name, now)
+        taken = row["probes_succeeded"] + len(leases)
+        if taken >= self.config.permitted_calls_in_half_open:
+            # Every slot is out; the first lease to end (reported or lost) frees one.
+            return Permit(allowed=False, state=state, retry_after=min(leases, default=now) - now)
+        probe_id = self.store.take_probe(
+            connection, self.name, now + self.config.probe_lease_seconds
         )
-        return Permit(allowed=True, state=state, probe=True)
+        self.store.set_state(connection, self.name, probes_started=taken + 1, updated_at=now)
+        return Permit(allowed=True, state=state, probe=True, probe_id=probe_id)
 
     def record(self, permit: Permit, *, failed: bool, duration: float) -> BreakerState:
         """Record a call made under ``permit``; returns the state afterwards."""
@@ -293,6 +344,8 @@ class CircuitBreaker:
         slow = duration >= config.slow_call_seconds
         state = BreakerState(row["state"])
         if state is BreakerState.HALF_OPEN and permit.probe:
+            if permit.probe_id is not None:
+                self.store.release_probe(connection, permit.probe_id)
             if failed or slow:
                 return self._move(connection, state, BreakerState.OPEN, now, changes)
             succeeded = row["probes_succeeded"] + 1
@@ -328,11 +381,13 @@ class CircuitBreaker:
         changes: Changes,
     ) -> BreakerState:
         """Change state inside the caller's transaction: fresh probes and window."""
+        opening = target is BreakerState.OPEN
         self.store.set_state(
             connection,
             self.name,
             state=target.value,
-            opened_at=now if target is BreakerState.OPEN else None,
+            opened_at=now if opening else None,
+            reopens_at=now + self.config.wait_seconds if opening else None,
             probes_started=0,
             probes_succeeded=0,
             updated_at=now,
@@ -367,12 +422,35 @@ class CircuitBreaker:
     def _refuse(self, permit: Permit) -> CircuitOpenError:
         return CircuitOpenError(self.name, permit.state, permit.retry_after)
 
+    def _failed(self, error: BaseException) -> bool | None:
+        """Whether ``error`` counts as a failure; None: record nothing (shutting down)."""
+        if isinstance(error, KeyboardInterrupt | SystemExit):
+            return None
+        if not isinstance(error, Exception):
+            return True  # cancelled from outside: the call did not finish in time
+        return self.is_failure(error)
+
+    def _keep_outcome(self, permit: Permit, failed: bool | None, duration: float) -> None:
+        """Record the outcome of a call that was made; a store failure must not lose it."""
+        if failed is None:
+            return
+        try:
+            self.record(permit, failed=failed, duration=duration)
+        except BreakerStoreUnavailable as unavailable:
+            logger.warning(
+                "breaker %r: the call's outcome (%s) was not recorded: %s",
+                self.name,
+                "failure" if failed else "success",
+                unavailable,
+            )
+
     @contextmanager
     def guard(self) -> Iterator[Permit]:
         """Make one call under the breaker: ``with breaker.guard(): ...``.
 
         Raises:
             CircuitOpenError: the breaker is open, forced open, or out of probes.
+            BreakerStoreUnavailable: the store could not be asked; the call was not made.
         """
         permit = self.acquire()
         if not permit.allowed:
@@ -381,13 +459,17 @@ class CircuitBreaker:
         try:
             yield permit
         except BaseException as error:
-            failed = isinstance(error, Exception) and self.is_failure(error)
-            self.record(permit, failed=failed, duration=time.perf_counter() - started)
+            self._keep_outcome(permit, self._failed(error), time.perf_counter() - started)
             raise
-        self.record(permit, failed=False, duration=time.perf_counter() - started)
+        self._keep_outcome(permit, False, time.perf_counter() - started)
 
     async def call(self, function: Callable[[], Awaitable[R]]) -> R:
-        """Await ``function()`` under the breaker (store access runs in a worker thread)."""
+        """Await ``function()`` under the breaker (store access runs in a worker thread).
+
+        Raises:
+            CircuitOpenError: the breaker is open, forced open, or out of probes.
+            BreakerStoreUnavailable: the store could not be asked; the call was not made.
+        """
         permit = await anyio.to_thread.run_sync(self.acquire)
         if not permit.allowed:
             raise self._refuse(permit)
@@ -395,16 +477,17 @@ class CircuitBreaker:
         try:
             result = await function()
         except BaseException as error:
-            failed = isinstance(error, Exception) and self.is_failure(error)
-            duration = time.perf_counter() - started
-            await anyio.to_thread.run_sync(
-                functools.partial(self.record, permit, failed=failed, duration=duration)
+            outcome = functools.partial(
+                self._keep_outcome, permit, self._failed(error), time.perf_counter() - started
             )
+            # A cancelled call is recorded too: shielded from the cancellation itself.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(outcome)
             raise
-        duration = time.perf_counter() - started
-        await anyio.to_thread.run_sync(
-            functools.partial(self.record, permit, failed=False, duration=duration)
+        outcome = functools.partial(
+            self._keep_outcome, permit, False, time.perf_counter() - started
         )
+        await anyio.to_thread.run_sync(outcome)
         return result
 
     def __call__(self, function: Callable[P, R]) -> Callable[P, R]:

@@ -10,11 +10,13 @@ Example:
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from uuid import UUID
 
 from prefect.artifacts import create_table_artifact
 
+from aiorch.tasks.resilience.breaker import effective_state
 from aiorch.tasks.resilience.breaker_store import BreakerStore
 
 BREAKERS_KEY = "aiorch-breakers"
@@ -26,13 +28,21 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
-def breaker_rows(store: BreakerStore | None = None) -> list[dict[str, str]]:
-    """One row per breaker: name, state, when it opened, when it last changed."""
+def breaker_rows(
+    store: BreakerStore | None = None, now: float | None = None
+) -> list[dict[str, str]]:
+    """One row per breaker: name, effective state, when it opened, when it last changed.
+
+    The state is what a caller would meet now: an open breaker whose wait is over shows
+    ``half_open``, as its next call is a probe. (A breaker opened by an aiorch older than
+    the stored reopening time shows ``open`` until its next call.)
+    """
     rows = (store or BreakerStore.default()).states()
+    moment = time.time() if now is None else now
     return [
         {
             "breaker": str(row["name"]),
-            "state": str(row["state"]),
+            "state": effective_state(row, moment).value,
             "opened at": _when(row["opened_at"]),
             "updated at": _when(row["updated_at"]),
         }

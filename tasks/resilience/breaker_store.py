@@ -7,6 +7,11 @@ decision that may write is one transaction that locks the breaker's row (``BEGIN
 IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL), so two processes never
 both take the last half-open probe; reads (is it closed? is the window all successes?)
 take no lock.
+
+A half-open probe holds a lease row (``aiorch_breaker_probes``) until its outcome is
+recorded; a lease that expires (its process died, or the outcome could not be stored)
+frees the slot for another caller. When the database cannot be reached, every operation
+raises :class:`BreakerStoreUnavailable`, never a raw driver error.
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ from sqlalchemy import (
     delete,
     event,
     insert,
+    inspect,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from aiorch.core.errors import AiorchError
 from aiorch.core.settings import load_settings
 
 # How long a caller waits for the write lock, in all, before the store gives up.
@@ -56,6 +63,15 @@ breakers = Table(
     Column("probes_started", Integer, nullable=False, default=0),
     Column("probes_succeeded", Integer, nullable=False, default=0),
     Column("updated_at", Float, nullable=False),
+    # When an open breaker starts probing (opened_at + the wait it opened with).
+    Column("reopens_at", Float, nullable=True),
+)
+probes = Table(
+    "aiorch_breaker_probes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, index=True),
+    Column("expires_at", Float, nullable=False),
 )
 outcomes = Table(
     "aiorch_breaker_calls",
@@ -66,6 +82,15 @@ outcomes = Table(
     Column("failed", Boolean, nullable=False),
     Column("slow", Boolean, nullable=False),
 )
+
+
+class BreakerStoreUnavailable(AiorchError):
+    """The database breakers share could not be reached or stayed locked too long."""
+
+    kind = "breaker-store-unavailable"
+    title = "Circuit breaker store unavailable"
+    status = 503
+    retryable = True
 
 
 class BreakerStore:
@@ -80,7 +105,19 @@ class BreakerStore:
         if self.engine.dialect.name == "sqlite":
             _immediate_transactions(self.engine)
         # Several processes may open a new store at once (workers starting together).
-        self.retrying(lambda: metadata.create_all(self.engine))
+        self.retrying(self._create_schema)
+
+    def _create_schema(self) -> None:
+        metadata.create_all(self.engine)
+        # A store made by an older aiorch lacks the columns added since.
+        present = {column["name"] for column in inspect(self.engine).get_columns("aiorch_breakers")}
+        with self.engine.begin() as connection:
+            for column in breakers.columns:
+                if column.name not in present:
+                    kind = column.type.compile(dialect=self.engine.dialect)
+                    connection.exec_driver_sql(
+                        f"ALTER TABLE aiorch_breakers ADD COLUMN {column.name} {kind}"
+                    )
 
     @classmethod
     def default(cls) -> BreakerStore:
@@ -205,8 +242,34 @@ class BreakerStore:
 
     @staticmethod
     def clear_window(connection: Connection, name: str) -> None:
-        """Forget the breaker's recent calls (after a state change)."""
+        """Forget the breaker's recent calls and probe leases (after a state change)."""
         connection.execute(delete(outcomes).where(outcomes.c.name == name))
+        connection.execute(delete(probes).where(probes.c.name == name))
+
+    @staticmethod
+    def live_probes(connection: Connection, name: str, now: float) -> list[float]:
+        """When each unexpired probe lease of the breaker expires; expired ones go."""
+        connection.execute(delete(probes).where(probes.c.name == name, probes.c.expires_at <= now))
+        return [
+            float(expires_at)
+            for expires_at in connection.execute(
+                select(probes.c.expires_at).where(probes.c.name == name)
+            ).scalars()
+        ]
+
+    @staticmethod
+    def take_probe(connection: Connection, name: str, expires_at: float) -> int:
+        """Lease a probe slot until ``expires_at``; the lease's id."""
+        result = connection.execute(insert(probes).values(name=name, expires_at=expires_at))
+        key = result.inserted_primary_key
+        if key is None:  # every dialect aiorch supports returns it
+            raise BreakerStoreUnavailable("the breaker store did not return the probe's id")
+        return int(key[0])
+
+    @staticmethod
+    def release_probe(connection: Connection, probe_id: int) -> None:
+        """Give a probe's slot back (its outcome is being recorded)."""
+        connection.execute(delete(probes).where(probes.c.id == probe_id))
 
     def states(self) -> list[dict[str, Any]]:
         """Every breaker's row."""
@@ -218,7 +281,12 @@ class BreakerStore:
         return self.retrying(read)
 
     def retrying(self, action: Callable[[], T]) -> T:
-        """Run ``action``, retrying for up to LOCK_WAIT_SECONDS while SQLite is busy."""
+        """Run ``action``, retrying for up to LOCK_WAIT_SECONDS while SQLite is busy.
+
+        Raises:
+            BreakerStoreUnavailable: the database could not be reached, or stayed
+                locked past the wait.
+        """
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         attempt = 0
         while True:
@@ -226,12 +294,24 @@ class BreakerStore:
                 return action()
             except OperationalError as error:
                 if "locked" not in str(error) or time.monotonic() >= deadline:
-                    raise
+                    raise self._unavailable(error) from None
+            except DBAPIError as error:
+                raise self._unavailable(error) from None
             # SQLite may answer "locked" without waiting its busy timeout (for one, while
             # another connection rebuilds the write-ahead log's index): back off, with
             # jitter. A lock really held that long uses up the deadline in one busy wait.
             time.sleep(random.uniform(0, min(RETRY_CAP_SECONDS, 0.01 * 2**attempt)))
             attempt += 1
+
+    def _unavailable(self, error: DBAPIError) -> BreakerStoreUnavailable:
+        # The driver's message may name the host, user or password: give its kind only.
+        where = "AIORCH_BREAKER_STORE_URL" if self.kind != "sqlite" else "the SQLite store"
+        return BreakerStoreUnavailable(
+            f"the circuit breaker store ({self.kind}, {where}) is unavailable: "
+            f"{type(error.orig).__name__ if error.orig is not None else type(error).__name__}; "
+            "check that the database runs and the URL is right. Guarded calls are refused "
+            "until it answers"
+        )
 
 
 def _immediate_transactions(engine: Engine) -> None:

@@ -263,9 +263,29 @@ def _compare(arguments: argparse.Namespace) -> int:
     except ValueError:
         print("aiorch compare: give two flow run ids (UUIDs)", file=sys.stderr)
         return 2
+    # Checked before the comparison flow starts: a flow run for ids that do not exist
+    # would only fail, with Prefect's tracebacks.
+    anyio.run(_existing_runs, before, after)
     comparison = anyio.run(compare_runs_flow, before, after)
     print(render_comparison(comparison))
     return 0
+
+
+async def _existing_runs(*run_ids: UUID) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from aiorch.core.errors import ConfigurationError
+
+    async with get_client() as client:
+        for run_id in run_ids:
+            try:
+                await client.read_flow_run(run_id)
+            except ObjectNotFound:
+                raise ConfigurationError(
+                    f"flow run {run_id} does not exist on {client.api_url}; "
+                    "`prefect flow-run ls` lists the runs there"
+                ) from None
 
 
 def _breakers(arguments: argparse.Namespace) -> int:
@@ -283,7 +303,11 @@ def _breakers(arguments: argparse.Namespace) -> int:
 
 
 def _breaker(arguments: argparse.Namespace) -> int:
+    import difflib
+
+    from aiorch.core.errors import ConfigurationError
     from aiorch.tasks.resilience.breaker import CircuitBreaker
+    from aiorch.tasks.resilience.breaker_store import BreakerStore
 
     targets: dict[str, Literal["forced_open", "closed", "disabled"]] = {
         "open": "forced_open",
@@ -291,6 +315,14 @@ def _breaker(arguments: argparse.Namespace) -> int:
         "disable": "disabled",
     }
     target = targets[arguments.action]
+    known = sorted(str(row["name"]) for row in BreakerStore.default().states())
+    if arguments.name not in known and not arguments.create:
+        close = difflib.get_close_matches(arguments.name, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigurationError(
+            f"no breaker named {arguments.name!r} has been used here; {hint}"
+            "`aiorch breakers` lists them; pass --create to set one before its first use"
+        )
     CircuitBreaker(arguments.name).force(target)
     print(f"breaker {arguments.name!r} is now {target}")
     return 0
@@ -301,6 +333,9 @@ def parser() -> argparse.ArgumentParser:
     from aiorch.deploy.images import BUSYBOX_IMAGE, FLOW_IMAGE, PYTHON_BASE_IMAGE
 
     root = argparse.ArgumentParser(prog="aiorch", description=__doc__.splitlines()[0])
+    root.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error, not one line"
+    )
     commands = root.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a workflow as a Prefect flow run")
@@ -397,15 +432,46 @@ def parser() -> argparse.ArgumentParser:
         choices=["open", "close", "disable"],
         help="open: reject calls until closed; close: reset to closed; disable: never trip",
     )
+    breaker.add_argument(
+        "--create",
+        action="store_true",
+        help="set a breaker that has not been used yet (a typo otherwise makes a new one)",
+    )
     breaker.set_defaults(handler=_breaker)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``aiorch`` command."""
+    """Entry point of the ``aiorch`` command.
+
+    An error is one or two lines naming what was wrong and the fix, with exit code 2
+    for bad input and 1 for anything else; ``--debug`` shows the traceback instead.
+    """
+    from pydantic import ValidationError
+
+    from aiorch.core.errors import AiorchError, ConfigurationError, validation_problems
+    from aiorch.core.redaction import redact
+
     arguments = parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = arguments.handler
-    return handler(arguments)
+    where = f"aiorch {arguments.command}"
+    try:
+        return handler(arguments)
+    except Exception as error:
+        if arguments.debug:
+            raise
+        if isinstance(error, ValidationError):
+            print(f"{where}: {validation_problems(error, error.title)}", file=sys.stderr)
+            return 2
+        if isinstance(error, AiorchError):
+            print(f"{where}: {error}", file=sys.stderr)
+            return 2 if isinstance(error, ConfigurationError) else 1
+        print(
+            f"{where}: unexpected {type(error).__name__}: {redact(str(error))}\n"
+            "run again with --debug for the traceback, and report it if it persists",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -56,13 +56,35 @@ def test_a_provider_that_does_not_answer_times_out_as_retryable(prefect_api: str
 
 @pytest.mark.logs_errors(*PROVIDER_ERRORS)
 def test_a_refused_connection_is_retryable_and_fails_fast(prefect_api: str) -> None:
-    closed = f"http://127.0.0.1:{free_port()}/v1"
+    port = free_port()
     started = time.monotonic()
     with pytest.raises(AgentCallError) as caught:
-        call_in_flow(_agent(closed))
+        call_in_flow(_agent(f"http://127.0.0.1:{port}/v1"))
     assert caught.value.retryable is True
+    assert f"connection refused: nothing listens at 127.0.0.1:{port}" in str(caught.value)
+    assert caught.value.error_type is not None
+    assert caught.value.error_type.endswith(": refused")
     assert CANARY not in str(caught.value)
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.logs_errors(*PROVIDER_ERRORS)
+def test_a_host_that_does_not_resolve_is_named_and_not_retried(prefect_api: str) -> None:
+    with pytest.raises(AgentCallError) as caught:
+        call_in_flow(_agent("http://no-such-host.invalid/v1"))
+    assert "the host 'no-such-host.invalid' does not resolve" in str(caught.value)
+    assert "check base_url" in str(caught.value)
+    assert caught.value.retryable is False
+
+
+@pytest.mark.logs_errors(*PROVIDER_ERRORS)
+def test_tls_to_a_plain_http_server_is_reported_as_tls(prefect_api: str) -> None:
+    with running_fault_proxy() as proxy:
+        https = proxy.base_url.replace("http://", "https://")
+        with pytest.raises(AgentCallError) as caught:
+            call_in_flow(_agent(https))
+    assert "TLS handshake with 127.0.0.1:" in str(caught.value)
+    assert caught.value.retryable is False
 
 
 @pytest.mark.logs_errors("TaskRunTimeoutError", "exceeded timeout")

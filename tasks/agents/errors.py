@@ -22,7 +22,9 @@ from aiorch.core.redaction import mask
 PROVIDER_ERROR_CHANNEL = "fast-agent-provider-error"
 ERROR_CHANNEL = "fast-agent-error"
 RETRYABLE_STATUS = frozenset({408, 409, 429})
-RETRYABLE_TYPES = frozenset({"APITimeoutError", "APIConnectionError", "RateLimitError"})
+# How the OpenAI SDK reports every way of not reaching a server (refused, DNS, TLS, slow).
+UNREACHED_TYPES = frozenset({"APITimeoutError", "APIConnectionError"})
+RETRYABLE_TYPES = UNREACHED_TYPES | {"RateLimitError"}
 
 
 class AgentError(AiorchError):

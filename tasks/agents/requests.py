@@ -33,8 +33,9 @@ from aiorch.core.models import AiorchModel
 from aiorch.tasks.agents.breaker import model_breaker
 from aiorch.tasks.agents.capabilities import JsonMode
 from aiorch.tasks.agents.conversation import canonical_messages, dump_history, parse_history
+from aiorch.tasks.agents.diagnosis import diagnose_endpoint
 from aiorch.tasks.agents.endpoints import connection_arguments, credential_fingerprint, secrets_of
-from aiorch.tasks.agents.errors import AgentCallError, error_from_reply
+from aiorch.tasks.agents.errors import UNREACHED_TYPES, AgentCallError, error_from_reply
 from aiorch.tasks.agents.llm_agents import agent_factory
 from aiorch.tasks.agents.local_model import LocalModelServer
 from aiorch.tasks.agents.runtime import AgentRuntime
@@ -159,8 +160,13 @@ async def _checked(
     model: str,
     secrets: list[str],
     timeout: float | None,
+    base_url: str | None = None,
 ) -> tuple[PromptMessageExtended, float]:
-    """The reply, or its failure raised as an AgentCallError (so the breaker sees it)."""
+    """The reply, or its failure raised as an AgentCallError (so the breaker sees it).
+
+    A failure the SDK can only call a timeout or a connection error is diagnosed at
+    ``base_url`` (refused, DNS, TLS, no answer), which also decides ``retryable``.
+    """
     try:
         reply, latency = await call
     except TimeoutError:
@@ -171,6 +177,14 @@ async def _checked(
             error_type="Timeout",
         ) from None
     failure = error_from_reply(reply, model, secrets)
+    if failure is not None and failure.error_type in UNREACHED_TYPES and base_url is not None:
+        found = await asyncio.to_thread(diagnose_endpoint, base_url)
+        raise AgentCallError(
+            found.detail,
+            model=model,
+            retryable=found.retryable,
+            error_type=f"{failure.error_type}: {found.kind}",
+        ) from None
     if failure is not None:
         raise failure
     return reply, latency
@@ -214,7 +228,9 @@ async def model_request(
 
     breaker = model_breaker(credential_fingerprint(provider), model)
     reply, latency = await breaker.call(
-        lambda: _checked(runtime.acall(on_runtime), model, secrets, timeout)
+        lambda: _checked(
+            runtime.acall(on_runtime), model, secrets, timeout, arguments.get("base_url")
+        )
     )
     usage = reported_usage(reply)
     if not usage.total_tokens and provider is not None and provider.kind is ProviderKind.LOCAL:

@@ -147,6 +147,16 @@ class AiorchSettings(BaseSettings):
         ),
     )
 
+    fingerprint_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Key of the keyed hashes that stand for secret values in step cache keys (so a "
+            "changed secret is a cache miss, and a key reveals nothing of the value). "
+            "Empty: a random key made once in the data directory. Set the same value on "
+            "every machine that shares a result store. A secret: never printed."
+        ),
+    )
+
     @field_validator("breaker_store_url")
     @classmethod
     def _store_url_parses(cls, value: SecretStr | None) -> SecretStr | None:

@@ -195,7 +195,10 @@ async def _run_step(
         await anyio.to_thread.run_sync(
             check_export_destination, destination, step.outputs, step.name
         )
-    key = await anyio.to_thread.run_sync(step_cache_key, step, kind, identity)
+    # Resolved here for the key's fingerprints; the execution resolves them again
+    # itself, so secret values never travel as task arguments.
+    secret_values = await _resolve_secrets(step)
+    key = await anyio.to_thread.run_sync(step_cache_key, step, kind, identity, secret_values)
     options = CallOptions(
         run_name=execution_run_name(step.name, kind.value),
         cache=cache,

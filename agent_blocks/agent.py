@@ -33,6 +33,7 @@ from aiorch.agent_blocks.provider import LOCAL_MODEL, ModelProvider, ProviderKin
 from aiorch.core.blocks import StrictFields
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
+from aiorch.core.redaction import quoted
 
 # Test models of FastAgent's own ("fast-agent" provider) need no endpoint or key.
 _NEEDS_NO_PROVIDER = {Provider.FAST_AGENT}
@@ -44,7 +45,7 @@ def check_model(model: str, field: str = "model") -> str:
         ModelFactory.parse_model_string(model)
     except ModelConfigError:
         raise ConfigurationError(
-            f"{field} {model!r} is not a model FastAgent knows; use provider.model, e.g. "
+            f"{field} {quoted(model)} is not a model FastAgent knows; use provider.model, e.g. "
             "'openai.gpt-4.1-mini', 'generic.<name>' for an OpenAI-compatible server, or "
             "'passthrough' for tests"
         ) from None
@@ -110,7 +111,7 @@ class McpServer(AiorchModel):
     def _one_transport(self) -> Self:
         if (self.command is None) == (self.url is None):
             raise ValueError(
-                f"MCP server {self.name!r} needs exactly one of command (a stdio server) "
+                f"MCP server {quoted(self.name)} needs exactly one of command (a stdio server) "
                 "or url (a streamable-HTTP server)"
             )
         return self
@@ -231,7 +232,7 @@ def check_provider(model: str, provider: ModelProvider | None, field: str = "mod
         return
     if provider.kind.model_prefix != served_by.value:
         raise ConfigurationError(
-            f"{field} {model!r} is served by {served_by.value!r} but provider.kind is "
+            f"{field} {quoted(model)} is served by {served_by.value!r} but provider.kind is "
             f"{provider.kind.value!r}; use a matching provider block"
         )
     if provider.kind is ProviderKind.LOCAL and model != LOCAL_MODEL:

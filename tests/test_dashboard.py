@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import anyio
 import pytest
@@ -12,7 +12,8 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from aiorch.agent_blocks import Agent
+from aiorch.agent_blocks import Agent, ModelProvider
+from aiorch.agent_blocks.provider import TokenPrice
 from aiorch.flows.dashboard import DASHBOARD_KEY, performance_dashboard
 from aiorch.tasks.agents.task import AgentResult, run_agent
 from aiorch.testing.prefect_server import poll_events
@@ -65,3 +66,48 @@ def test_the_dashboard_shows_flows_tasks_models_and_charts(prefect_api: str) -> 
     for image in images:
         assert base64.b64decode(image.split(")", 1)[0]).startswith(PNG_SIGNATURE)
     assert UUID(str(artifacts[-1].flow_run_id))
+
+
+@pytest.mark.logs_errors("RuntimeError")
+def test_token_and_cost_totals_match_hand_computed_sums_on_the_real_model(
+    prefect_api: str, local_model: str
+) -> None:
+    # A model name of its own, so the dashboard's row holds this test's requests only.
+    name = f"dash-{uuid4().hex[:8]}"
+    price = TokenPrice(input_per_million=1000.0, output_per_million=2000.0)
+    agent = Agent(
+        instruction="Answer in one short sentence.",
+        model=f"generic.{name}",
+        provider=ModelProvider(kind="generic", base_url=local_model, prices={name: price}),
+        max_tokens=24,
+    )
+    results: list[AgentResult] = []
+    attempts: list[int] = []
+
+    @flow(name="dashboard-totals", retries=1)
+    def asks() -> None:
+        results.append(run_agent(agent, "Name a colour."))
+        results.append(run_agent(agent, "Name a fruit."))
+        if not attempts:
+            attempts.append(1)
+            raise RuntimeError("retry: both requests replay, at no new cost")
+
+    started = datetime.now(UTC)
+    asks()
+    fresh, replayed = results[:2], results[2:]
+    assert [result.cache_hit for result in results] == [False, False, True, True]
+    usage = poll_events(prefect_api, None, count=4, names=["aiorch.model.usage"], since=started)
+    assert len([event for event in usage if event["payload"]["model"].endswith(name)]) == 4
+
+    input_tokens = sum(result.usage.input_tokens for result in fresh)
+    output_tokens = sum(result.usage.output_tokens for result in fresh)
+    assert input_tokens > 0
+    assert output_tokens > 0
+    assert sum(result.tokens_saved for result in replayed) == input_tokens + output_tokens
+    expected_cost = input_tokens * 1000.0 / 1e6 + output_tokens * 2000.0 / 1e6
+
+    dashboard = anyio.run(performance_dashboard, 1.0)
+    row = {stats.model: stats for stats in dashboard.models}[f"generic.{name}"]
+    assert (row.requests, row.replayed) == (4, 2)
+    assert (row.input_tokens, row.output_tokens) == (input_tokens, output_tokens)
+    assert row.estimated_cost == pytest.approx(expected_cost)

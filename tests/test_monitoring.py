@@ -132,15 +132,20 @@ def test_a_failed_runs_report_shows_the_log_tail(prefect_api: str) -> None:
     )
     ids: list[UUID] = []
 
+    steady = ContainerStep(name=f"fine-{uuid4().hex[:6]}", image="busybox", commands=[["true"]])
+
     @flow(name="monitoring-failure-test", on_failure=[publish_run_report])
     def broken() -> None:
         ids.append(UUID(flow_run.get_id()))
+        run_step(steady, "local", cache=False)
         run_step(step, "local", cache=False)
 
     with pytest.raises(StepFailed):
         broken()
     report = str(_artifacts(ids[0])["monitoring-failure-test-run-report"])
     assert "State **Failed**" in report
+    # Two steps, each an outer task and its execution; the broken step's two failed.
+    assert "4 task runs, 0 from cache, 2 failed." in report
     assert f"### {step.name} (Failed)" in report
     assert "error: missing semicolon" in report
     assert "| local |" in report  # the runner, from the execution's run name

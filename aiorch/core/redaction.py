@@ -26,6 +26,8 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
+import re
 import threading
 from collections.abc import Iterable
 from typing import ClassVar
@@ -33,6 +35,52 @@ from typing import ClassVar
 MASK = "********"
 # Very short values would mask ordinary words; real secrets are longer.
 MINIMUM_LENGTH = 6
+
+
+# Prefixes of well-known credential formats (OpenAI/Anthropic/Stripe, GitHub, Slack, AWS,
+# Google, Hugging Face).
+_KEY_PREFIX = re.compile(
+    r"^((sk|pk|rk|hf)[-_][\w-]{8,}|gh[pous]_\w{20,}|github_pat_\w{20,}|xox[abpr]-[\w-]{8,}"
+    r"|AKIA[0-9A-Z]{16}|AIza[\w-]{30,})"
+)
+_TOKEN_CHARACTERS = re.compile(r"^[A-Za-z0-9_\-+=.]{24,}$")
+_ENTROPY_BITS = 3.5
+_SEPARATORS = re.compile(r"[^A-Za-z0-9_\-+=.]+")
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+
+
+def looks_secret(text: str) -> bool:
+    """Whether ``text`` may be or hold a credential.
+
+    It may when it holds a registered secret, a known key format, or a long
+    random-looking token (letters and digits, high entropy; hex digests and ids aside),
+    alone or inside a longer text such as a URL.
+    """
+    if SecretRegistry.shared().redact(text) != text:
+        return True
+    return any(_token_looks_secret(piece) for piece in _SEPARATORS.split(text))
+
+
+def _token_looks_secret(token: str) -> bool:
+    if _KEY_PREFIX.match(token):
+        return True
+    if not _TOKEN_CHARACTERS.match(token) or token.isalpha() or token.isdigit():
+        return False
+    if _HEX.match(token):
+        return False
+    counts = [token.count(character) for character in set(token)]
+    entropy = -sum(count / len(token) * math.log2(count / len(token)) for count in counts)
+    return entropy >= _ENTROPY_BITS
+
+
+def quoted(value: object) -> str:
+    """``repr(value)`` for an error message, unless it may be a secret (then a notice).
+
+    Validators quote what was wrong so the user sees it; a key pasted into the wrong
+    field must not travel into logs and events that way.
+    """
+    text = str(value)
+    return "<hidden: it looks like a secret>" if looks_secret(text) else repr(value)
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:

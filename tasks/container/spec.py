@@ -23,6 +23,7 @@ from pydantic import (
 
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
+from aiorch.core.redaction import quoted
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -55,7 +56,7 @@ def _relative_inside(value: str, field: str, example: str) -> str:
     if not value or not path.parts or path.is_absolute() or ".." in path.parts:
         raise ConfigurationError(
             f"{field} must be a relative path inside the step's workdir without '..' "
-            f"(got {value!r}); name a path below workdir, e.g. {example!r}"
+            f"(got {quoted(value)}); name a path below workdir, e.g. {example!r}"
         )
     return path.as_posix()
 
@@ -92,7 +93,7 @@ class StepInput(StrictModel):
     @classmethod
     def _source_exists(cls, value: Path) -> Path:
         if not value.exists():
-            raise ValueError(f"source {str(value)!r} does not exist; point it at a host path")
+            raise ValueError(f"source {quoted(str(value))} does not exist; point it at a host path")
         return value.resolve()
 
     @field_validator("target")
@@ -121,7 +122,7 @@ class CacheVolume(StrictModel):
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and not ENV_NAME.match(value):
-            raise ValueError(f"env_var {value!r} is not a valid variable name")
+            raise ValueError(f"env_var {quoted(value)} is not a valid variable name")
         return value
 
 
@@ -177,7 +178,7 @@ class ContainerStep(StrictModel):
     def _name(cls, value: str) -> str:
         if not STEP_NAME.match(value):
             raise ValueError(
-                f"name {value!r} must be 1-63 lower-case letters, digits, '.', '_' or '-', "
+                f"name {quoted(value)} must be 1-63 lower-case letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit"
             )
         return value
@@ -187,7 +188,7 @@ class ContainerStep(StrictModel):
     def _image(cls, value: str) -> str:
         if not IMAGE_REFERENCE.match(value):
             raise ValueError(
-                f"image {value!r} must be a reference such as 'busybox:1.36', "
+                f"image {quoted(value)} must be a reference such as 'busybox:1.36', "
                 "'registry.example.com:5000/team/tool:2.1' or 'name@sha256:<64 hex digits>'"
             )
         return value
@@ -269,7 +270,7 @@ class ContainerStep(StrictModel):
     def _workdir(cls, value: str) -> str:
         path = PurePosixPath(value)
         if not path.is_absolute() or ".." in path.parts:
-            raise ValueError(f"workdir {value!r} must be an absolute path such as '/work'")
+            raise ValueError(f"workdir {quoted(value)} must be an absolute path such as '/work'")
         return path.as_posix()
 
     @field_validator("outputs")

@@ -45,7 +45,15 @@ from aiorch.deploy.crash_detection import (
     CRASH_MESSAGE,
     install_crash_detection,
 )
-from aiorch.deploy.environments import Environment, apply_environment, load_environment
+from aiorch.deploy.environments import (
+    AgentSpec,
+    Environment,
+    ProviderSpec,
+    agent_block,
+    apply_environment,
+    load_environment,
+    provider_block,
+)
 from aiorch.deploy.images import build_flow_image, build_python_base_image
 from aiorch.tasks.agents.local_model import local_model_installed
 from aiorch.testing.workers import (
@@ -175,6 +183,13 @@ def test_bad_environment_files_name_the_field_and_the_fix(tmp_path: Path) -> Non
         load_environment(typo)
     with pytest.raises(ConfigurationError, match=r"environments here are \['dev', 'prod'"):
         load_environment("nowhere")
+
+    agent = AgentSpec(instruction="x", model="passthrough", temprature=0.2)
+    with pytest.raises(ConfigurationError, match=r"blocks.agents.a: .*did you mean 'temperature'"):
+        asyncio.run(agent_block("a", agent))
+    provider = ProviderSpec(kind="openai", base_ulr="http://127.0.0.1:1/v1")
+    with pytest.raises(ConfigurationError, match=r"blocks.providers.p: .*did you mean 'base_url'"):
+        provider_block("p", provider)
 
     keyed = yaml.safe_load((ROOT / "deployments/environments/prod.yaml").read_text())
     keyed["blocks"]["providers"]["aiorch-openai"]["api_key"] = "sk-in-the-file"

@@ -296,7 +296,7 @@ def test_operators_use_the_command_line_and_see_an_artifact(
     from aiorch.cli import main
 
     name = f"cli-{uuid4().hex[:8]}"
-    assert main(["breaker", name, "open"]) == 0
+    assert main(["breaker", name, "open", "--create"]) == 0
     assert f"breaker '{name}' is now forced_open" in capsys.readouterr().out
     with pytest.raises(CircuitOpenError), CircuitBreaker(name).guard():
         pass

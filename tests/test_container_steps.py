@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -611,3 +612,29 @@ def test_a_failed_export_puts_back_what_it_replaced(
         restore_outputs(archive, ["one", "two"], export)
     monkeypatch.undo()
     assert _tree(export) == before
+
+
+def test_exports_to_one_place_at_once_take_turns(scratch_dir: Path) -> None:
+    work = scratch_dir / "work"
+    (work / "out").mkdir(parents=True)
+    (work / "out" / "f").write_text("same result")
+    archive = pack_outputs(work, ["out"], "s")
+    export = scratch_dir / "export"
+    restore_outputs(archive, ["out"], export)
+    failures: list[BaseException] = []
+
+    def export_many() -> None:
+        try:
+            for _ in range(30):
+                restore_outputs(archive, ["out"], export)
+        except BaseException as error:  # collected: the main thread asserts on them
+            failures.append(error)
+
+    workers = [threading.Thread(target=export_many) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert failures == []  # none took another's fresh export for the user's
+    assert (export / "out" / "f").read_text() == "same result"
+    assert sorted(path.name for path in export.iterdir()) == [EXPORT_MANIFEST, "out"]

@@ -9,6 +9,7 @@ half-written output. An export replaces only what an earlier export made (record
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
@@ -16,7 +17,8 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -199,6 +201,24 @@ class _Manifest(AiorchModel):
         staged.replace(destination / EXPORT_MANIFEST)
 
 
+@contextmanager
+def _exporting(destination: Path) -> Iterator[None]:
+    """Hold the destination's lock: two processes exporting there take turns.
+
+    Without it, one process could see the other's output renamed in before its
+    manifest records it, and take it for the user's.
+    """
+    if not destination.is_dir():
+        yield
+        return
+    descriptor = os.open(destination, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
 def check_export_destination(destination: Path, outputs: Iterable[str], step: str) -> None:
     """Refuse, before anything runs, an export that would touch what aiorch did not make.
 
@@ -206,6 +226,11 @@ def check_export_destination(destination: Path, outputs: Iterable[str], step: st
         ExportConflict: ``destination`` (or a parent of an output in it) is a file, or an
             output's path exists and was not exported there by aiorch.
     """
+    with _exporting(destination):
+        _check_destination(destination, list(outputs), step)
+
+
+def _check_destination(destination: Path, outputs: list[str], step: str) -> None:
     for parent in (destination, *destination.parents):
         if parent.exists() or parent.is_symlink():
             if not parent.is_dir():
@@ -247,8 +272,14 @@ def restore_outputs(
     part-way puts back what was replaced.
     """
     outputs = list(outputs)
-    check_export_destination(destination, outputs, step or "")
+    check_export_destination(destination, outputs, step or "")  # before anything is made
     destination.mkdir(parents=True, exist_ok=True)
+    with _exporting(destination):
+        return _restore(archive, outputs, destination, step or "")
+
+
+def _restore(archive: bytes, outputs: list[str], destination: Path, step: str) -> dict[str, Path]:
+    _check_destination(destination, outputs, step)  # again, now that the lock is held
     manifest = _Manifest.read(destination)
     restored: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(dir=destination, prefix=".aiorch-restore-") as staging:

@@ -153,6 +153,9 @@ async def _run_step(
 
     Raises:
         StepFailed: a command exited non-zero (exit code and output tails attached).
+        ExportConflict: ``export_to`` holds something aiorch did not export there
+            (checked before the step runs; nothing is moved).
+        UnsafeOutput: an output cannot be restored safely (an absolute symlink, ...).
         StepError: the step could not run; ``retryable`` says whether a retry may help.
 
     Example:

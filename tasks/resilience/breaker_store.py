@@ -101,6 +101,8 @@ class BreakerStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        # Its own generator: the shared one's state belongs to the application.
+        self._jitter = random.Random()
         self.engine: Engine = create_engine(url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             _immediate_transactions(self.engine)
@@ -300,7 +302,7 @@ class BreakerStore:
             # SQLite may answer "locked" without waiting its busy timeout (for one, while
             # another connection rebuilds the write-ahead log's index): back off, with
             # jitter. A lock really held that long uses up the deadline in one busy wait.
-            time.sleep(random.uniform(0, min(RETRY_CAP_SECONDS, 0.01 * 2**attempt)))
+            time.sleep(self._jitter.uniform(0, min(RETRY_CAP_SECONDS, 0.01 * 2**attempt)))
             attempt += 1
 
     def _unavailable(self, error: DBAPIError) -> BreakerStoreUnavailable:

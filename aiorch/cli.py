@@ -15,6 +15,7 @@ Examples:
     aiorch compare 3f2a... 9c41...
     aiorch breakers --artifact
     aiorch breaker "engine:docker:default" open
+    aiorch messages dead-letters && aiorch messages redeliver 3
     ```
 """
 
@@ -288,6 +289,25 @@ async def _existing_runs(*run_ids: UUID) -> None:
                 ) from None
 
 
+def _messages(arguments: argparse.Namespace) -> int:
+    import anyio
+
+    from aiorch.tasks.messaging.bus import MessageBus
+    from aiorch.tasks.messaging.store import MessageStore
+
+    store = MessageStore.default()
+    if arguments.action == "redeliver":
+        envelope = anyio.run(MessageBus(store).redeliver, arguments.seq)
+        print(f"dead letter {arguments.seq} ({envelope.id}) sent again to {envelope.recipient}")
+        return 0
+    letters = store.dead_letters()
+    if not letters:
+        print(f"no dead letters in {store.path}")
+    for letter in letters:
+        print(f"{letter.seq:>5}  {letter.queue}  {letter.id}  {letter.reason}")
+    return 0
+
+
 def _breakers(arguments: argparse.Namespace) -> int:
     from aiorch.flows.breaker_states import breaker_states
     from aiorch.tasks.resilience.breaker_report import breaker_rows
@@ -424,6 +444,15 @@ def parser() -> argparse.ArgumentParser:
     breakers = commands.add_parser("breakers", help="the state of every circuit breaker")
     breakers.add_argument("--artifact", action="store_true", help="also publish it")
     breakers.set_defaults(handler=_breakers)
+
+    messages = commands.add_parser(
+        "messages", help="the message bus's dead letters: list them, or deliver one again"
+    )
+    message_actions = messages.add_subparsers(dest="action", required=True)
+    message_actions.add_parser("dead-letters", help="list every dead letter and why")
+    redeliver = message_actions.add_parser("redeliver", help="send a dead letter again")
+    redeliver.add_argument("seq", type=int, help="the number `dead-letters` lists")
+    messages.set_defaults(handler=_messages)
 
     breaker = commands.add_parser("breaker", help="force a breaker open, closed or off")
     breaker.add_argument("name", help="the breaker's name, as `aiorch breakers` lists it")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -9,12 +13,15 @@ from typing import Any
 import anyio
 import pytest
 
+from aiorch.cli import main
 from aiorch.core.errors import ConfigurationError
 from aiorch.tasks.container.errors import StepFailed
 from aiorch.tasks.messaging.bus import MessageBus
 from aiorch.tasks.messaging.envelope import DataPart, Envelope, TextPart, parse_address
 from aiorch.tasks.messaging.errors import HandlerError, MessageRejected, NoReply
 from aiorch.tasks.messaging.store import MessageStore, topic_matches
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Clock:
@@ -300,5 +307,66 @@ def test_undeliverable_messages_name_the_field_go_to_dead_letters_and_can_be_red
 
     anyio.run(redeliver_first)
     assert got == [cases[0][0].id]
-    with pytest.raises(MessageRejected, match="dead letter 999 does not exist"):
+    with pytest.raises(ConfigurationError, match="dead letter 999 does not exist"):
         anyio.run(bus.redeliver, 999)
+
+
+def _worker(store: MessageStore, name: str, ledger: Path, mode: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.bus_worker", str(store.path), name, str(ledger), mode],
+        cwd=ROOT,
+    )
+
+
+def _wait_for(ledger: Path, line: str, deadline_seconds: float = 60) -> None:
+    deadline = time.monotonic() + deadline_seconds
+    while line not in (ledger.read_text() if ledger.exists() else ""):
+        assert time.monotonic() < deadline, f"{line!r} never came: {ledger.read_text()!r}"
+        time.sleep(0.05)
+
+
+def test_a_message_whose_consumer_was_killed_is_handled_by_another_process(
+    store: MessageStore, scratch_dir: Path
+) -> None:
+    ledger = scratch_dir / "ledger"
+    store.register("agent:seed", ["work"])  # the capability exists before any worker
+    anyio.run(MessageBus(store).send, _message("agent:me", "capability:work", "job-1"))
+    first = _worker(store, "first", ledger, "hang")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_for(ledger, "start first job-1")
+        first.send_signal(signal.SIGKILL)  # mid-message: never acknowledged
+        first.wait(timeout=30)
+        second = _worker(store, "second", ledger, "finish")
+        _wait_for(ledger, "done second job-1")
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+    assert ledger.read_text().splitlines() == [
+        "start first job-1",
+        "start second job-1",
+        "done second job-1",
+    ]
+    assert store.depth("capability:work") == 0
+
+
+def test_dead_letters_are_listed_and_redelivered_from_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store = MessageStore.default()  # the session's data directory
+    message = _message("agent:me", "agent:cli-target")
+    with pytest.raises(MessageRejected):
+        anyio.run(MessageBus(store).send, message)
+    assert main(["messages", "dead-letters"]) == 0
+    listed = capsys.readouterr().out
+    line = next(line for line in listed.splitlines() if message.id in line)
+    assert "recipient: no agent agent:cli-target is registered" in line
+    seq = line.split()[0]
+    store.register("agent:cli-target", [])
+    assert main(["messages", "redeliver", seq]) == 0
+    assert "sent again to agent:cli-target" in capsys.readouterr().out
+    assert store.depth("agent:cli-target") == 1
+    assert main(["messages", "redeliver", seq]) == 2
+    assert f"dead letter {seq} does not exist" in capsys.readouterr().err

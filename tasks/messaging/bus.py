@@ -288,11 +288,12 @@ class MessageBus:
         """Send dead letter ``seq`` again (to its recipient, as it was).
 
         Raises:
-            MessageRejected: there is no such dead letter, or it still cannot be delivered.
+            ConfigurationError: there is no such dead letter.
+            MessageRejected: it still cannot be delivered (it is a dead letter again).
         """
         letter = await anyio.to_thread.run_sync(self.store.take_dead_letter, seq)
         if letter is None:
-            raise MessageRejected(
+            raise ConfigurationError(
                 f"dead letter {seq} does not exist; `aiorch messages dead-letters` lists them"
             )
         await self.send(letter.envelope)

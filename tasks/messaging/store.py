@@ -29,9 +29,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aiorch.core.models import AiorchModel
+from aiorch.core.settings import load_settings
 from aiorch.tasks.messaging.envelope import HIGHEST_PRIORITY, Envelope
 
 BUSY_TIMEOUT_SECONDS = 10
+STORE_FILE = "messages.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS aiorch_messages (
@@ -115,6 +117,11 @@ class MessageStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connection().executescript(_SCHEMA)  # each statement commits on its own
+
+    @classmethod
+    def default(cls) -> MessageStore:
+        """The machine's store: ``messages.sqlite`` in aiorch's data directory."""
+        return cls(load_settings().resolved_data_dir() / STORE_FILE)
 
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)

@@ -370,3 +370,28 @@ def test_dead_letters_are_listed_and_redelivered_from_the_command_line(
     assert store.depth("agent:cli-target") == 1
     assert main(["messages", "redeliver", seq]) == 2
     assert f"dead letter {seq} does not exist" in capsys.readouterr().err
+
+
+def test_messages_from_different_senders_are_handled_at_once(store: MessageStore) -> None:
+    bus = MessageBus(store, max_concurrent=2)
+    in_flight: list[str] = []
+    both = anyio.Event()
+
+    async def waits_for_company(message: Envelope) -> None:
+        in_flight.append(str(message.sender))
+        if len(in_flight) == 2:
+            both.set()
+        with anyio.fail_after(10):  # sequential handling would never get here
+            await both.wait()
+
+    bus.register("agent:worker", waits_for_company)
+
+    async def main() -> None:
+        await bus.send(_message("agent:a", "agent:worker"))
+        await bus.send(_message("agent:b", "agent:worker"))
+        async with bus.serving():
+            with anyio.fail_after(10):
+                await both.wait()
+
+    anyio.run(main)
+    assert sorted(in_flight) == ["agent:a", "agent:b"]

@@ -99,6 +99,7 @@ class MessageBus:
         retry_seconds: float = 1.0,
         max_bytes: int = MAX_BYTES,
         poll_seconds: float = 0.02,
+        max_concurrent: int = 4,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -107,6 +108,7 @@ class MessageBus:
         self.retry_seconds = retry_seconds
         self.max_bytes = max_bytes
         self.poll_seconds = poll_seconds
+        self.max_concurrent = max_concurrent
         self.clock = clock
         self._participants: list[_Participant] = []
 
@@ -269,10 +271,33 @@ class MessageBus:
             await self.send(reply)
 
     async def serve(self) -> None:
-        """Handle messages until cancelled; poll every ``poll_seconds`` while idle."""
-        while True:
-            if not await self.serve_once():
-                await anyio.sleep(self.poll_seconds)
+        """Handle messages until cancelled, ``max_concurrent`` at a time.
+
+        Handling several at once keeps every promise: the store hands out a sender's next
+        message only once the one before it is done. Polls every ``poll_seconds`` while
+        idle.
+        """
+        slots = anyio.Semaphore(self.max_concurrent)
+
+        async def handle(participant: _Participant, leased: Leased) -> None:
+            try:
+                await self._handle(participant, leased)
+            finally:
+                slots.release()
+
+        async with anyio.create_task_group() as group:
+            while True:
+                found = False
+                for participant in self._participants:
+                    await slots.acquire()
+                    leased = await anyio.to_thread.run_sync(self._lease, participant.queues)
+                    if leased is None:
+                        slots.release()
+                        continue
+                    found = True
+                    group.start_soon(handle, participant, leased)
+                if not found:
+                    await anyio.sleep(self.poll_seconds)
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:

@@ -18,11 +18,12 @@ import hashlib
 
 from fast_agent.llm.model_factory import ModelFactory
 from fast_agent.llm.provider_key_manager import ProviderKeyManager
+from fast_agent.llm.provider_types import Provider
 
 from aiorch.agent_blocks.provider import LOCAL_MODEL_NAME, ModelProvider, ProviderKind
 from aiorch.core.redaction import register_secret
 from aiorch.tasks.agents.local_model import LocalModelServer
-from aiorch.tasks.agents.runtime import library_settings
+from aiorch.tasks.agents.runtime import AgentRuntime
 
 LOCAL_API_KEY = "local"
 
@@ -56,13 +57,18 @@ def secrets_of(provider: ModelProvider | None, model: str) -> list[str]:
     """
     if provider is not None and provider.api_key is not None:
         values = [provider.api_key.get_secret_value()]
+    elif provider is not None and provider.kind is ProviderKind.LOCAL:
+        values = []  # aiorch's own server, reached with a placeholder key
     else:
-        served_by = ModelFactory.parse_model_string(model).provider.value
+        served_by = ModelFactory.parse_model_string(model).provider
+        if served_by is Provider.FAST_AGENT:
+            return []  # FastAgent's test models (passthrough, playback) take no key
+        settings = AgentRuntime.shared().settings
         values = [
             value
             for value in (
-                ProviderKeyManager.get_config_file_key(served_by, library_settings()),
-                ProviderKeyManager.get_env_var(served_by),
+                ProviderKeyManager.get_config_file_key(served_by.value, settings),
+                ProviderKeyManager.get_env_var(served_by.value),
             )
             if value
         ]

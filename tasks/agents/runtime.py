@@ -68,7 +68,8 @@ class AgentRuntime:
             target=self._loop.run_forever, name="aiorch-agent-runtime", daemon=True
         )
         self._thread.start()
-        self._core = Core(settings=settings or library_settings())
+        self.settings = settings or library_settings()
+        self._core = Core(settings=self.settings)
         self._closed = False
         self._resources: dict[str, Any] = {}
         self._closers: list[Callable[[], Awaitable[None]]] = []

@@ -91,6 +91,8 @@ _SAMPLES: dict[Any, Any] = {str: "sample text", int: 3, float: 1.5, bool: True}
 
 def _sample(annotation: Any) -> Any:
     """A value of ``annotation`` (``str | None`` -> a str, an enum -> its first member)."""
+    if typing.get_origin(annotation) in (dict, list):
+        return typing.get_origin(annotation)()
     for option in typing.get_args(annotation) or (annotation,):
         if isinstance(option, type) and issubclass(option, enum.Enum):
             return next(iter(option))

@@ -8,8 +8,8 @@ server's secret environment) registers its value with the process's
 - every aiorch error's message is masked as it is made (so the exception, Prefect's
   state messages and events, and result storage never hold the value);
 - problem reports, artifacts and events are masked before they leave;
-- a logging filter on every handler masks log records, so a library that quotes the
-  secret in a log line or a traceback (FastAgent, httpx, Prefect) is masked too.
+- every log record is masked as it is made, so a library that quotes the secret in a
+  log line or a traceback (FastAgent, httpx, Prefect) is masked too.
 
 Masking works on the value as written: a command that prints a secret transformed
 (split across lines, base64) or writes it to a file cannot be masked (docs/security.md).
@@ -30,7 +30,7 @@ import math
 import re
 import threading
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 MASK = "********"
 # Very short values would mask ordinary words; real secrets are longer.
@@ -102,7 +102,7 @@ class SecretRegistry:
     def __init__(self) -> None:
         self._secrets: frozenset[str] = frozenset()
         self._lock = threading.Lock()
-        self.filter = RedactingFilter(self)
+        self.records = RedactingRecords(self)
 
     @classmethod
     def shared(cls) -> SecretRegistry:
@@ -113,12 +113,12 @@ class SecretRegistry:
             return cls._shared
 
     def register(self, value: str | None) -> None:
-        """Remember ``value`` as a secret, and mask it in every log handler from now on."""
+        """Remember ``value`` as a secret, and mask it in every log record from now on."""
         if not value or len(value) < MINIMUM_LENGTH or value in self._secrets:
             return
         with self._lock:
             self._secrets = self._secrets | {value}
-        self.filter.install()
+        self.records.install()
 
     def redact(self, text: str) -> str:
         """``text`` with every registered secret replaced by asterisks."""
@@ -126,15 +126,21 @@ class SecretRegistry:
         return mask(text, secrets) if secrets and any(s in text for s in secrets) else text
 
 
-class RedactingFilter(logging.Filter):
-    """Masks a registry's secrets in log records: message, arguments and traceback."""
+class RedactingRecords:
+    """Masks a registry's secrets in every log record as it is made.
+
+    A log record factory rather than a filter on handlers: it also covers the handlers a
+    library adds later (FastAgent's, a user's), and records logged before the handler
+    that would filter them exists. Message, arguments, traceback and stack are masked.
+    """
 
     def __init__(self, registry: SecretRegistry) -> None:
-        super().__init__("aiorch-redaction")
         self._registry = registry
+        self._installed = False
+        self._lock = threading.Lock()
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Mask the record in place; never drop it."""
+    def mask(self, record: logging.LogRecord) -> None:
+        """Mask ``record`` in place."""
         message = record.getMessage()
         redacted = self._registry.redact(message)
         if redacted != message:
@@ -145,19 +151,21 @@ class RedactingFilter(logging.Filter):
             record.exc_text = self._registry.redact(record.exc_text)
         if record.stack_info:
             record.stack_info = self._registry.redact(record.stack_info)
-        return True
 
     def install(self) -> None:
-        """Attach to every handler of every logger that exists now (idempotent)."""
-        loggers = [logging.getLogger()] + [
-            logger
-            for logger in list(logging.Logger.manager.loggerDict.values())
-            if isinstance(logger, logging.Logger)
-        ]
-        for logger in loggers:
-            for handler in list(logger.handlers):
-                if self not in handler.filters:
-                    handler.addFilter(self)
+        """Wrap the process's log record factory, once."""
+        with self._lock:
+            if self._installed:
+                return
+            previous = logging.getLogRecordFactory()
+
+            def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+                record = previous(*args, **kwargs)
+                self.mask(record)
+                return record
+
+            logging.setLogRecordFactory(make_record)
+            self._installed = True
 
 
 def register_secret(value: str | None) -> None:

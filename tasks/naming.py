@@ -28,6 +28,7 @@ class TaskKind(StrEnum):
     AGENT_CALL = "agent call"
     MODEL_REQUEST = "model request"
     TOOL_CALL = "tool call"
+    MESSAGE = "message"
     TASK = "task"
 
 
@@ -41,6 +42,7 @@ KIND_BY_FUNCTION = {
     "arun_agent": TaskKind.AGENT_CALL,
     "model_request": TaskKind.MODEL_REQUEST,
     "tool_call": TaskKind.TOOL_CALL,
+    "handle_message": TaskKind.MESSAGE,
 }
 _EXECUTION = "-execute-"
 _MODEL_REQUEST = "model-request-"

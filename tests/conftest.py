@@ -32,6 +32,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 from aiorch.core.services import free_port  # noqa: E402
 from aiorch.deploy.images import build_busybox_image, busybox_binary  # noqa: E402
 from aiorch.testing.prefect_server import running_server  # noqa: E402
+from aiorch.testing.rabbitmq import RabbitNode  # noqa: E402
 from tests.services import TEST_BUSYBOX_IMAGE, require_service  # noqa: E402
 
 pytest_plugins = ["aiorch.testing.error_guard", "pytester"]
@@ -155,6 +156,16 @@ def postgres_url() -> Iterator[str]:
     require_service("PostgreSQL", postgres_bin() is not None, "initdb/postgres are not installed")
     with running_postgres() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_node() -> Iterator[RabbitNode]:
+    """A private RabbitMQ node (Debian's rabbitmq-server) on loopback for this test session."""
+    from aiorch.testing.rabbitmq import rabbitmq_installed, running_rabbitmq
+
+    require_service("RabbitMQ", rabbitmq_installed(), "rabbitmq-server is not installed")
+    with running_rabbitmq() as node:
+        yield node
 
 
 @pytest.fixture(autouse=True)

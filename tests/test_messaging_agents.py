@@ -14,7 +14,7 @@ from prefect.runtime import flow_run
 from aiorch.agent_blocks import Agent
 from aiorch.tasks.messaging.bus import MessageBus
 from aiorch.tasks.messaging.envelope import DataPart, Envelope, TextPart, parse_address
-from aiorch.tasks.messaging.handlers import agent_handler, as_task, prompt_of
+from aiorch.tasks.messaging.handlers import agent_handler, as_task
 from aiorch.tasks.messaging.store import MessageStore
 
 
@@ -42,7 +42,7 @@ def test_an_agent_block_answers_messages_as_prefect_task_runs(
             )
 
     reply = anyio.run(conversation)
-    assert prompt_of(reply) == 'hello there\n{"n": 1}'  # the passthrough model echoes
+    assert reply.text() == 'hello there\n{"n": 1}'  # the passthrough model echoes
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[ids[0]]))

@@ -147,6 +147,16 @@ class AiorchSettings(BaseSettings):
         ),
     )
 
+    message_broker_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "AMQP URL of the RabbitMQ broker the message bus uses, e.g. "
+            "amqp://user:password@host:5672/vhost (the `rabbitmq` extra); empty: the "
+            "embedded bus, an SQLite file in the data directory (one machine). A secret: "
+            "never printed."
+        ),
+    )
+
     fingerprint_key: SecretStr | None = Field(
         default=None,
         description=(
@@ -175,6 +185,19 @@ class AiorchSettings(BaseSettings):
                 "postgresql+psycopg://user:password@host:5432/aiorch or "
                 "sqlite:////var/lib/aiorch/breakers.db"
             ) from None
+        return value
+
+    @field_validator("message_broker_url")
+    @classmethod
+    def _broker_url_is_amqp(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        scheme = value.get_secret_value().partition("://")[0]
+        if scheme not in {"amqp", "amqps"}:
+            raise ValueError(
+                "not an AMQP URL; write it as amqp://user:password@host:5672/vhost "
+                "(amqps:// for TLS)"
+            )
         return value
 
     def resolved_data_dir(self) -> Path:

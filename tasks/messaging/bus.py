@@ -1,9 +1,12 @@
-"""The embedded message bus: direct messages, RPC, broadcast and capability routing.
+"""The message bus: direct messages, RPC, broadcast and capability routing.
 
-A :class:`MessageBus` serves the handlers registered in this process from a
-:class:`~aiorch.tasks.messaging.store.MessageStore` (one SQLite file), which every
-process on the machine may share; delivery follows the store's rules (at least once,
-priority with aging, order per sender and recipient).
+A :class:`MessageBus` serves the handlers registered in this process over a
+:class:`~aiorch.tasks.messaging.transport.Transport`: the embedded one (one SQLite
+file every process on the machine may share; pass a
+:class:`~aiorch.tasks.messaging.store.MessageStore`) or RabbitMQ
+(:class:`~aiorch.tasks.messaging.rabbitmq.RabbitTransport`). Delivery is at least once,
+a message id is handled once, and a sender's messages to one recipient are handled in
+order, also while the bus handles up to ``max_concurrent`` messages at once.
 
 - ``send`` queues an envelope for an agent (``agent:TYPE/KEY``), for any one agent
   offering a capability (``capability:NAME``), or for every subscriber of a topic
@@ -11,6 +14,8 @@ priority with aging, order per sender and recipient).
   hears its own events only if it asked to).
 - ``request`` sends a request and waits for its reply; a handler's typed error comes
   back raised as that error (:func:`~aiorch.tasks.messaging.errors.remote_error`).
+- A handler's retryable error is tried again after ``retry_seconds``, up to
+  ``max_attempts`` deliveries in all.
 - A message that cannot be delivered (unknown recipient, expired, too large, failed on
   every attempt) goes to the dead letters with the reason, from where
   :meth:`MessageBus.redeliver` sends it again.
@@ -49,8 +54,8 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import time
+from contextvars import ContextVar
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -60,6 +65,7 @@ from uuid import uuid4
 import anyio
 
 from aiorch.core.errors import ConfigurationError
+from aiorch.tasks.messaging.embedded import EmbeddedTransport
 from aiorch.tasks.messaging.envelope import (
     AgentAddress,
     CapabilityAddress,
@@ -72,45 +78,73 @@ from aiorch.tasks.messaging.envelope import (
     parse_address,
 )
 from aiorch.tasks.messaging.errors import MessageRejected, NoReply, remote_error
-from aiorch.tasks.messaging.store import Leased, MessageStore
+from aiorch.tasks.messaging.people import aask_person
+from aiorch.tasks.messaging.routes import MessageRoutes
+from aiorch.tasks.messaging.store import MessageStore, topic_matches
+from aiorch.tasks.messaging.transport import Delivery, Subscription, Transport, Unroutable
 from aiorch.tasks.resilience.problems import problem_from_exception
 
 Handler = Callable[[Envelope], Awaitable[Sequence[TextPart | DataPart | FilePart] | None]]
 PROBLEM_HEADER = "aiorch.problem"
+ROUTED_BY_HEADER = "aiorch.routed-by"
 MAX_BYTES = 1 << 20
+_handling: ContextVar[AgentAddress | None] = ContextVar("aiorch_handling_agent", default=None)
+
+
+def handling_agent() -> AgentAddress | None:
+    """The agent whose handler runs in this context (None outside a handler)."""
+    return _handling.get()
 
 
 @dataclass
 class _Participant:
     address: AgentAddress
     handler: Handler
+    capabilities: list[str]
+    subscriptions: list[Subscription]
+    declared: bool = False
     queues: list[str] = field(default_factory=list)
+
+    def hears(self, envelope: Envelope) -> bool:
+        """Whether this participant wants ``envelope`` (its own broadcasts only if it asked)."""
+        recipient = envelope.recipient
+        if not isinstance(recipient, TopicAddress) or envelope.sender != self.address:
+            return True
+        return any(
+            subscription.hear_own and topic_matches(subscription.pattern, recipient.topic)
+            for subscription in self.subscriptions
+        )
 
 
 class MessageBus:
-    """Handlers of this process, served from a shared message store."""
+    """Handlers of this process, served over a shared transport."""
 
     def __init__(
         self,
-        store: MessageStore,
+        transport: Transport | MessageStore,
         *,
         lease_seconds: float = 60.0,
         max_attempts: int = 5,
         retry_seconds: float = 1.0,
         max_bytes: int = MAX_BYTES,
-        poll_seconds: float = 0.02,
+        wait_seconds: float = 0.5,
         max_concurrent: int = 4,
+        routes: Sequence[MessageRoutes] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self.transport = (
+            EmbeddedTransport(transport) if isinstance(transport, MessageStore) else transport
+        )
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
         self.retry_seconds = retry_seconds
         self.max_bytes = max_bytes
-        self.poll_seconds = poll_seconds
+        self.wait_seconds = wait_seconds
         self.max_concurrent = max_concurrent
         self.clock = clock
+        self._routes = {routing.address: routing for routing in routes}
         self._participants: list[_Participant] = []
+        self._in_order: dict[tuple[str, str, int], anyio.Lock] = {}
 
     def register(
         self,
@@ -123,6 +157,9 @@ class MessageBus:
     ) -> None:
         """Serve ``address`` with ``handler``: its own messages, its capabilities', its topics'.
 
+        Register every handler before the bus starts serving; the queues are declared on
+        the transport by the bus's next operation.
+
         Raises:
             ConfigurationError: ``address`` is not an agent's (``agent:TYPE[/KEY]``).
         """
@@ -133,49 +170,23 @@ class MessageBus:
                     f"address {address!r}: only agents handle messages; write agent:TYPE[/KEY]"
                 )
             address = parsed
-        queue = str(address)
-        self.store.register(queue, list(capabilities))
-        for pattern in topics:
-            self.store.subscribe(queue, pattern, hear_own)
-        queues = [queue, *(str(CapabilityAddress(capability=name)) for name in capabilities)]
-        self._participants.append(_Participant(address, handler, queues))
+        queues = [str(address), *(str(CapabilityAddress(capability=name)) for name in capabilities)]
+        subscriptions = [Subscription(pattern=pattern, hear_own=hear_own) for pattern in topics]
+        self._participants.append(
+            _Participant(address, handler, list(capabilities), subscriptions, queues=queues)
+        )
 
-    def _reject(self, envelope: Envelope, reason: str) -> MessageRejected:
-        self.store.dead_letter(str(envelope.recipient), envelope, reason, self.clock())
-        return MessageRejected(reason)
-
-    def _queues(self, envelope: Envelope) -> list[str]:
-        recipient = envelope.recipient
-        size = len(envelope.model_dump_json())
-        if size > self.max_bytes:
-            raise self._reject(
-                envelope,
-                f"parts: the message is {size} bytes, over the bus's limit of {self.max_bytes} "
-                "(max_bytes); send large content as a file part with a url",
-            )
-        if envelope.expired(_moment(self.clock())):
-            raise self._reject(envelope, "expires_at: the message expired before it was sent")
-        if isinstance(recipient, TopicAddress):
-            return self.store.subscribers(recipient.topic, str(envelope.sender))
-        if isinstance(recipient, CapabilityAddress):
-            if not self.store.offered(recipient.capability):
-                raise self._reject(
-                    envelope,
-                    f"recipient: no agent offers capability {recipient.capability!r}; register "
-                    "one with capabilities=[...], or address an agent",
+    async def _declare(self) -> None:
+        for participant in self._participants:
+            if not participant.declared:
+                await self.transport.declare(
+                    str(participant.address), participant.capabilities, participant.subscriptions
                 )
-            return [str(recipient)]
-        if isinstance(recipient, PersonAddress):
-            raise self._reject(
-                envelope, "recipient: a person cannot be reached through the message bus"
-            )
-        if not self.store.registered(str(recipient)):
-            raise self._reject(
-                envelope,
-                f"recipient: no agent {recipient} is registered on this bus; register it, or "
-                "address a capability",
-            )
-        return [str(recipient)]
+                participant.declared = True
+
+    async def _reject(self, queue: str, envelope: Envelope, reason: str) -> MessageRejected:
+        await self.transport.dead_letter(queue, envelope, reason, self.clock())
+        return MessageRejected(reason)
 
     async def send(self, envelope: Envelope) -> None:
         """Queue ``envelope`` for its recipient(s).
@@ -184,9 +195,55 @@ class MessageBus:
             MessageRejected: it cannot be delivered (the reason names the field and the
                 fix); it is in the dead letters.
         """
-        queues = await anyio.to_thread.run_sync(self._queues, envelope)
-        for queue in queues:
-            await anyio.to_thread.run_sync(self.store.enqueue, queue, envelope, self.clock())
+        await self._declare()
+        envelope = await self._routed(envelope)
+        queue = str(envelope.recipient)
+        size = len(envelope.model_dump_json())
+        if size > self.max_bytes:
+            raise await self._reject(
+                queue,
+                envelope,
+                f"parts: the message is {size} bytes, over the bus's limit of {self.max_bytes} "
+                "(max_bytes); send large content as a file part with a url",
+            )
+        if envelope.expired(_moment(self.clock())):
+            raise await self._reject(
+                queue, envelope, "expires_at: the message expired before it was sent"
+            )
+        if isinstance(envelope.recipient, PersonAddress):
+            raise await self._reject(
+                queue,
+                envelope,
+                "recipient: a person answers requests only, inside a flow run; use "
+                "bus.request (or aask_person), not send",
+            )
+        try:
+            await self.transport.publish(envelope, self.clock())
+        except Unroutable as unroutable:
+            raise await self._reject(unroutable.queue, envelope, unroutable.reason) from None
+
+    async def _routed(self, envelope: Envelope) -> Envelope:
+        address = str(envelope.recipient)
+        routing = self._routes.get(address)
+        if routing is None:
+            return envelope
+        destination = routing.destination(envelope)
+        if destination is None:
+            raise await self._reject(
+                address,
+                envelope,
+                f"recipient: no rule of the routes for {address} matched and they have no "
+                "default; add a rule, or set the routes' default",
+            )
+        if envelope.kind == "request" and isinstance(destination, TopicAddress):
+            raise await self._reject(
+                address,
+                envelope,
+                f"recipient: the routes for {address} send this request to {destination}, a "
+                "topic, which cannot reply; route requests to an agent or a capability",
+            )
+        headers = {**envelope.headers, ROUTED_BY_HEADER: address}
+        return envelope.model_copy(update={"recipient": destination, "headers": headers})
 
     async def request(self, envelope: Envelope, timeout: float) -> Envelope:
         """Send a request and wait for its reply.
@@ -195,119 +252,152 @@ class MessageBus:
             NoReply: nothing came back within ``timeout`` seconds.
             MessageRejected: the request could not be delivered.
             AiorchError: the handler's error, as its own class.
+
+        A request to ``person:NAME`` pauses the flow run until the person answers in the
+        Prefect UI (:func:`~aiorch.tasks.messaging.people.aask_person`).
         """
+        if isinstance(envelope.recipient, PersonAddress):
+            return await aask_person(envelope, timeout=max(1, round(timeout)))
         reply_to = AgentAddress(type="rpc", key=uuid4().hex)
         inbox = str(reply_to)
-        await anyio.to_thread.run_sync(self.store.register, inbox, [])
+        await self.transport.declare(inbox, temporary=True)
         try:
             sent = envelope.model_copy(update={"reply_to": reply_to})
             await self.send(sent)
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                leased = await anyio.to_thread.run_sync(self._lease, [inbox])
-                if leased is None:
-                    await anyio.sleep(self.poll_seconds)
+            while (remaining := deadline - time.monotonic()) > 0:
+                delivery = await self._receive([inbox], remaining)
+                if delivery is None:
                     continue
-                await anyio.to_thread.run_sync(self.store.ack, leased, self.clock())
-                if leased.envelope.correlation_id == sent.id:
-                    return _raise_problem(leased.envelope)
+                await self.transport.ack(delivery, self.clock())
+                if delivery.envelope.correlation_id == sent.id:
+                    return _raise_problem(delivery.envelope)
         finally:
-            await anyio.to_thread.run_sync(self.store.unregister, inbox)
+            await self.transport.forget(inbox)
         raise NoReply(f"no reply to message {sent.id} from {sent.recipient} within {timeout:g} s")
 
-    def _lease(self, queues: list[str]) -> Leased | None:
-        return self.store.lease(queues, self.clock(), self.lease_seconds, self.max_attempts)
+    async def _receive(self, queues: list[str], wait: float) -> Delivery | None:
+        return await self.transport.receive(
+            queues, self.clock(), wait, self.lease_seconds, self.max_attempts
+        )
 
     async def serve_once(self) -> bool:
         """Handle at most one message per participant; whether any was handled."""
+        await self._declare()
         handled = False
         for participant in self._participants:
-            leased = await anyio.to_thread.run_sync(self._lease, participant.queues)
-            if leased is not None:
-                await self._handle(participant, leased)
+            delivery = await self._receive(participant.queues, 0)
+            if delivery is not None:
+                await self._handle(participant, delivery)
                 handled = True
         return handled
 
-    async def _handle(self, participant: _Participant, leased: Leased) -> None:
-        envelope = leased.envelope
-        try:
-            parts = await participant.handler(envelope)
-        except Exception as error:
-            problem = problem_from_exception(error)
-            if problem.retryable and leased.attempts < self.max_attempts:
-                retry_at = self.clock() + self.retry_seconds
-                await anyio.to_thread.run_sync(self.store.release, leased, problem.detail, retry_at)
-                return
-            if envelope.kind == "request":
+    async def _handle(self, participant: _Participant, delivery: Delivery) -> None:
+        envelope = delivery.envelope
+        key = (delivery.queue, str(envelope.sender), envelope.priority)
+        lock = self._in_order.setdefault(key, anyio.Lock())
+        async with lock:
+            try:
+                await self._handle_in_order(participant, delivery)
+            finally:
+                if not lock.statistics().tasks_waiting:
+                    self._in_order.pop(key, None)
+
+    async def _handle_in_order(self, participant: _Participant, delivery: Delivery) -> None:
+        envelope = delivery.envelope
+        if not participant.hears(envelope) or await self.transport.seen(delivery):
+            await self.transport.ack(delivery, self.clock())
+            return
+        while True:
+            try:
+                parts = await _call(participant, envelope)
+            except Exception as error:
+                problem = problem_from_exception(error)
+                if problem.retryable and delivery.attempts < self.max_attempts:
+                    until = self.clock() + self.retry_seconds + self.lease_seconds
+                    delivery = await self.transport.extend(delivery, problem.detail, until)
+                    await anyio.sleep(self.retry_seconds)
+                    continue
+                if envelope.kind != "request":
+                    reason = (
+                        f"delivery failed {delivery.attempts} times; last error: {problem.detail}"
+                        if problem.retryable
+                        else f"the handler of {participant.address} refused it: {problem.detail}"
+                    )
+                    await self.transport.bury(delivery, reason, self.clock())
+                    return
+                problem_part = DataPart(data=problem.model_dump(mode="json", exclude_none=True))
                 await self._reply(
-                    envelope,
-                    [DataPart(data=problem.model_dump(mode="json", exclude_none=True))],
-                    {PROBLEM_HEADER: problem.type},
+                    participant, envelope, [problem_part], {PROBLEM_HEADER: problem.type}
                 )
             else:
-                reason = (
-                    f"delivery failed {leased.attempts} times; last error: {problem.detail}"
-                    if problem.retryable
-                    else f"the handler of {participant.address} refused it: {problem.detail}"
-                )
-                await anyio.to_thread.run_sync(
-                    self.store.dead_letter, leased.queue, envelope, reason, self.clock()
-                )
-        else:
-            if envelope.kind == "request":
-                await self._reply(envelope, list(parts or [DataPart(data=None)]), {})
-        await anyio.to_thread.run_sync(self.store.ack, leased, self.clock())
+                if envelope.kind == "request":
+                    await self._reply(
+                        participant, envelope, list(parts or [DataPart(data=None)]), {}
+                    )
+            await self.transport.ack(delivery, self.clock())
+            return
 
     async def _reply(
         self,
+        participant: _Participant,
         request: Envelope,
         parts: list[TextPart | DataPart | FilePart],
         headers: dict[str, str],
     ) -> None:
-        reply = request.reply(parts, headers={**request.headers, **headers})
+        # From the agent that answered, also when the request went to a capability.
+        reply = request.reply(
+            parts, sender=participant.address, headers={**request.headers, **headers}
+        )
         # A reply that cannot be delivered is in the dead letters, with the reason; the
         # request itself was handled.
-        with contextlib.suppress(MessageRejected):
+        try:
             await self.send(reply)
+        except MessageRejected:
+            return
 
     async def serve(self) -> None:
         """Handle messages until cancelled, ``max_concurrent`` at a time.
 
-        Handling several at once keeps every promise: the store hands out a sender's next
-        message only once the one before it is done. Polls every ``poll_seconds`` while
-        idle.
+        Each participant receives on its own; a sender's next message to a recipient is
+        handled only once the one before it is done.
         """
+        await self._declare()
         slots = anyio.Semaphore(self.max_concurrent)
 
-        async def handle(participant: _Participant, leased: Leased) -> None:
+        async def handle(participant: _Participant, delivery: Delivery) -> None:
             try:
-                await self._handle(participant, leased)
+                await self._handle(participant, delivery)
             finally:
                 slots.release()
 
-        async with anyio.create_task_group() as group:
+        async def consume(participant: _Participant, group: anyio.abc.TaskGroup) -> None:
             while True:
-                found = False
-                for participant in self._participants:
+                delivery = await self._receive(participant.queues, self.wait_seconds)
+                if delivery is not None:
                     await slots.acquire()
-                    leased = await anyio.to_thread.run_sync(self._lease, participant.queues)
-                    if leased is None:
-                        slots.release()
-                        continue
-                    found = True
-                    group.start_soon(handle, participant, leased)
-                if not found:
-                    await anyio.sleep(self.poll_seconds)
+                    group.start_soon(handle, participant, delivery)
+
+        async with anyio.create_task_group() as group:
+            for participant in self._participants:
+                group.start_soon(consume, participant, group)
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:
         """Serve the registered handlers in the background for the block."""
+        await self._declare()
+        failed: Exception | None = None
         async with anyio.create_task_group() as group:
             group.start_soon(self.serve)
             try:
                 yield
+            except Exception as error:
+                # Raised by the caller's block: re-raised as itself, not in a group.
+                failed = error
             finally:
                 group.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
 
     async def redeliver(self, seq: int) -> Envelope:
         """Send dead letter ``seq`` again (to its recipient, as it was).
@@ -316,13 +406,23 @@ class MessageBus:
             ConfigurationError: there is no such dead letter.
             MessageRejected: it still cannot be delivered (it is a dead letter again).
         """
-        letter = await anyio.to_thread.run_sync(self.store.take_dead_letter, seq)
+        letter = await self.transport.take_dead_letter(seq)
         if letter is None:
             raise ConfigurationError(
                 f"dead letter {seq} does not exist; `aiorch messages dead-letters` lists them"
             )
         await self.send(letter.envelope)
         return letter.envelope
+
+
+async def _call(
+    participant: _Participant, envelope: Envelope
+) -> Sequence[TextPart | DataPart | FilePart] | None:
+    token = _handling.set(participant.address)
+    try:
+        return await participant.handler(envelope)
+    finally:
+        _handling.reset(token)
 
 
 def _moment(timestamp: float) -> datetime:

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal, Self
@@ -219,6 +220,18 @@ class Envelope(_Frozen):
                 **fields,
             }
         )
+
+    def text(self) -> str:
+        """The parts as one text: text as is, data as JSON, files by name or URL."""
+        lines = []
+        for part in self.parts:
+            if isinstance(part, TextPart):
+                lines.append(part.text)
+            elif isinstance(part, DataPart):
+                lines.append(json.dumps(part.data, sort_keys=True))
+            else:
+                lines.append(f"[file {part.filename or part.url or 'attached'}]")
+        return "\n".join(lines)
 
     def expired(self, now: datetime | None = None) -> bool:
         """Whether the message is past its expiry."""

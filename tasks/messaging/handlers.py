@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from prefect import task
@@ -27,39 +26,53 @@ from prefect.cache_policies import NO_CACHE
 
 from aiorch.agent_blocks import Agent
 from aiorch.tasks.agents.task import arun_agent
-from aiorch.tasks.messaging.bus import Handler
+from aiorch.tasks.message_records import MessageRecord, summary
+from aiorch.tasks.messaging.bus import Handler, handling_agent
 from aiorch.tasks.messaging.envelope import DataPart, Envelope, FilePart, TextPart
 
 Reply = list[TextPart | DataPart | FilePart] | None
 
 
-def as_task(handler: Handler) -> Handler:
-    """``handler``, each call a Prefect task run named after the message it handles."""
+class HandledMessage(MessageRecord):
+    """A handle-message task run's result: the record, and the reply's parts."""
 
-    @task(name="handle-message", cache_policy=NO_CACHE, persist_result=False)
-    async def handle_message(message: Envelope) -> Reply:
+    reply: list[TextPart | DataPart | FilePart] | None = None
+
+
+def as_task(handler: Handler) -> Handler:
+    """``handler``, each call a Prefect task run named after the message it handles.
+
+    The task run's result is a :class:`~aiorch.tasks.message_records.MessageRecord`, from
+    which the run report draws the conversation.
+    """
+
+    @task(name="handle-message", cache_policy=NO_CACHE, persist_result=True)
+    async def handle_message(message: Envelope) -> HandledMessage:
         parts = await handler(message)
-        return None if parts is None else list(parts)
+        reply = None if parts is None else list(parts)
+        return HandledMessage(
+            id=message.id,
+            sender=str(message.sender),
+            recipient=str(message.recipient),
+            handler=str(handling_agent() or message.recipient),
+            kind=message.kind,
+            priority=message.priority,
+            created_at=message.created_at,
+            content=summary(message.text()),
+            answer=summary(_text_of(reply)) if message.kind == "request" else None,
+            reply=reply,
+        )
 
     async def run(message: Envelope) -> Reply:
         name = f"{message.recipient} <- {message.sender} ({message.kind})"
-        result: Reply = await handle_message.with_options(task_run_name=name)(message)
-        return result
+        handled: HandledMessage = await handle_message.with_options(task_run_name=name)(message)
+        return handled.reply
 
     return run
 
 
-def prompt_of(message: Envelope) -> str:
-    """The message's parts as one prompt: text as is, data as JSON, files by name or URL."""
-    lines = []
-    for part in message.parts:
-        if isinstance(part, TextPart):
-            lines.append(part.text)
-        elif isinstance(part, DataPart):
-            lines.append(json.dumps(part.data, sort_keys=True))
-        else:
-            lines.append(f"[file {part.filename or part.url or 'attached'}]")
-    return "\n".join(lines)
+def _text_of(parts: Reply) -> str:
+    return "\n".join(part.text for part in parts or [] if isinstance(part, TextPart))
 
 
 def agent_handler(agent: Agent | str, **options: Any) -> Handler:
@@ -69,7 +82,7 @@ def agent_handler(agent: Agent | str, **options: Any) -> Handler:
     """
 
     async def answer(message: Envelope) -> Reply:
-        result = await arun_agent(agent, prompt_of(message), **options)
+        result = await arun_agent(agent, message.text(), **options)
         parts: list[TextPart | DataPart | FilePart] = [TextPart(text=result.text)]
         if result.output is not None:
             output = result.output

@@ -28,9 +28,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from aiorch.core.models import AiorchModel
 from aiorch.core.settings import load_settings
 from aiorch.tasks.messaging.envelope import HIGHEST_PRIORITY, Envelope
+from aiorch.tasks.messaging.transport import DeadLetter, Delivery
 
 BUSY_TIMEOUT_SECONDS = 10
 STORE_FILE = "messages.sqlite"
@@ -70,26 +70,6 @@ CREATE TABLE IF NOT EXISTS aiorch_participants (
     queue TEXT PRIMARY KEY, capabilities TEXT NOT NULL
 );
 """
-
-
-class Leased(AiorchModel):
-    """A message handed to one consumer until ``lease_until``."""
-
-    seq: int
-    queue: str
-    envelope: Envelope
-    attempts: int = 0
-
-
-class DeadLetter(AiorchModel):
-    """A message that will not be delivered, and why."""
-
-    seq: int
-    queue: str
-    id: str
-    reason: str
-    at: float
-    envelope: Envelope
 
 
 def topic_matches(pattern: str, topic: str) -> bool:
@@ -219,7 +199,7 @@ class MessageStore:
 
     def lease(
         self, queues: list[str], now: float, lease_seconds: float, max_attempts: int
-    ) -> Leased | None:
+    ) -> Delivery | None:
         """The next message of ``queues`` by the rules above, leased; None if none is due.
 
         Expired messages, and messages leased ``max_attempts`` times already, go to the
@@ -253,28 +233,58 @@ class MessageStore:
                 "UPDATE aiorch_messages SET lease_until = ?, attempts = attempts + 1 WHERE seq = ?",
                 (now + lease_seconds, seq),
             )
-        return Leased(
-            seq=seq,
+        return Delivery(
+            receipt=seq,
             queue=queue,
             envelope=Envelope.model_validate_json(envelope),
             attempts=attempts + 1,
         )
 
-    def ack(self, leased: Leased, now: float) -> None:
+    def ack(self, delivery: Delivery, now: float) -> None:
         """The message was handled: remove it, and remember its id as handled."""
         with self._transaction() as connection:
-            connection.execute("DELETE FROM aiorch_messages WHERE seq = ?", (leased.seq,))
-            connection.execute(
-                "INSERT OR IGNORE INTO aiorch_handled VALUES (?, ?, ?)",
-                (leased.queue, leased.envelope.id, now),
-            )
+            connection.execute("DELETE FROM aiorch_messages WHERE seq = ?", (delivery.receipt,))
+            self._remember(connection, delivery.queue, delivery.envelope.id, now)
 
-    def release(self, leased: Leased, error: str, retry_at: float) -> None:
-        """Handling failed: the message is due again at ``retry_at``."""
+    @staticmethod
+    def _remember(connection: sqlite3.Connection, queue: str, message_id: str, now: float) -> None:
+        connection.execute(
+            "INSERT OR IGNORE INTO aiorch_handled VALUES (?, ?, ?)", (queue, message_id, now)
+        )
+
+    def remember(self, queue: str, message_id: str, now: float) -> None:
+        """Record ``message_id`` as handled from ``queue`` (for a broker's deliveries)."""
+        with self._transaction() as connection:
+            self._remember(connection, queue, message_id, now)
+
+    def handled(self, queue: str, message_id: str) -> bool:
+        """Whether ``message_id`` was handled from ``queue`` already."""
+        row = self._connection().execute(
+            "SELECT 1 FROM aiorch_handled WHERE queue = ? AND id = ?", (queue, message_id)
+        )
+        return row.fetchone() is not None
+
+    def extend(self, delivery: Delivery, error: str, until: float) -> Delivery:
+        """Handling failed and is tried again: the lease holds until ``until``, one more attempt."""
         with self._transaction() as connection:
             connection.execute(
-                "UPDATE aiorch_messages SET lease_until = ?, last_error = ? WHERE seq = ?",
-                (retry_at, error[:2000], leased.seq),
+                "UPDATE aiorch_messages SET lease_until = ?, last_error = ?, "
+                "attempts = attempts + 1 WHERE seq = ?",
+                (until, error[:2000], delivery.receipt),
+            )
+        return delivery.model_copy(update={"attempts": delivery.attempts + 1})
+
+    def bury(self, delivery: Delivery, reason: str, now: float) -> None:
+        """Move a leased message to the dead letters with ``reason``."""
+        with self._transaction() as connection:
+            self._bury(
+                connection,
+                delivery.receipt,
+                delivery.queue,
+                delivery.envelope.id,
+                delivery.envelope.model_dump_json(),
+                reason,
+                now,
             )
 
     def dead_letter(self, queue: str, envelope: Envelope, reason: str, now: float) -> None:

@@ -38,6 +38,7 @@ from aiorch.core.markdown import table_cell
 from aiorch.core.settings import load_settings
 from aiorch.core.ui import ui_link
 from aiorch.tasks.artifacts import publish_artifact
+from aiorch.tasks.message_records import MessageRecord
 from aiorch.tasks.monitoring.charts import png_data_url
 from aiorch.tasks.monitoring.runs import FAILED_STATES, RunView, TaskRunView, read_settled_run
 from aiorch.tasks.naming import TaskKind
@@ -205,6 +206,90 @@ def timeline_chart(run: RunView) -> str | None:
     return png_data_url(figure)
 
 
+def _said(text: str) -> str:
+    # Mermaid ends a statement at ';' and reads '#' as an entity: keep words and plain
+    # punctuation only.
+    return re.sub(r"[^\w .,:/()?!'=+-]", " ", text).strip() or "(empty)"
+
+
+def conversation(run: RunView) -> list[tuple[TaskRunView, MessageRecord]]:
+    """The run's handled messages, in the order their handling started."""
+    found = [(task, task.message) for task in run.tasks if task.message is not None]
+    return sorted(found, key=lambda pair: (pair[0].start is None, pair[0].start or pair[1].created_at))
+
+
+def sequence_diagram(messages: list[tuple[TaskRunView, MessageRecord]]) -> str:
+    """The conversation as a mermaid sequence diagram: requests, replies and events."""
+    names: dict[str, str] = {}
+    lines: list[str] = []
+
+    def who(address: str) -> str:
+        if address not in names:
+            names[address] = f"p{len(names)}"
+            lines.append(f"    participant {names[address]} as {_said(address)}")
+        return names[address]
+
+    arrows: list[str] = []
+    for _, record in messages:
+        sender, handler = who(record.sender), who(record.handler)
+        via = "" if record.recipient == record.handler else f" (to {record.recipient})"
+        arrow = "-)" if record.kind == "event" else "->>"
+        arrows.append(f"    {sender}{arrow}{handler}: {_said(record.content + via)}")
+        if record.answer is not None:
+            arrows.append(f"    {handler}-->>{sender}: {_said(record.answer)}")
+    return "\n".join(["sequenceDiagram", *lines, *arrows])
+
+
+def conversation_rows(run: RunView) -> list[dict[str, Any]]:
+    """One row per handled message, with when it was handled and how long it took."""
+    rows = []
+    for task, record in conversation(run):
+        waited = (task.start - record.created_at).total_seconds() if task.start else None
+        rows.append(
+            {
+                "from": record.sender,
+                "to": record.recipient,
+                "handled by": record.handler,
+                "kind": record.kind,
+                "priority": record.priority,
+                "waited (s)": None if waited is None else round(max(waited, 0.0), 2),
+                "took (s)": None
+                if task.duration_seconds is None
+                else round(task.duration_seconds, 2),
+                "message": record.content,
+                "reply": record.answer,
+            }
+        )
+    return rows
+
+
+def _markdown_table(rows: list[dict[str, Any]]) -> str:
+    header = "| " + " | ".join(rows[0]) + " |"
+    rule = "|" + "---|" * len(rows[0])
+    body = [
+        "| " + " | ".join(table_cell("" if value is None else value) for value in row.values()) + " |"
+        for row in rows
+    ]
+    return "\n".join([header, rule, *body])
+
+
+def _conversation_section(run: RunView) -> str:
+    messages = conversation(run)
+    if not messages:
+        return ""
+    return f"""
+## Conversation
+
+{len(messages)} messages handled.
+
+```mermaid
+{sequence_diagram(messages)}
+```
+
+{_markdown_table(conversation_rows(run))}
+"""
+
+
 def _task_link(task_run_id: UUID) -> str | None:
     return ui_link(f"runs/task-run/{task_run_id}")
 
@@ -212,14 +297,7 @@ def _task_link(task_run_id: UUID) -> str | None:
 async def render_run_report(run: RunView) -> str:
     """The markdown report of a run."""
     rows = report_rows(run)
-    table = "\n".join(
-        "| "
-        + " | ".join(table_cell("" if value is None else value) for value in row.values())
-        + " |"
-        for row in rows
-    )
-    header = "| " + " | ".join(rows[0]) + " |" if rows else "| task |"
-    rule = "|" + "---|" * (len(rows[0]) if rows else 1)
+    table = _markdown_table(rows) if rows else "| task |\n|---|"
     failed = [task for task in run.tasks if task.state in FAILED_STATES and not task.recovered]
     recovered = [task for task in run.tasks if task.recovered]
     problems = {problem.task_run_id: problem for problem in await flow_run_problems(run.id)}
@@ -254,8 +332,6 @@ State **{run.state}** after {duration}: {len(run.tasks)} task runs, {cached} fro
 {len(failed)} failed{f", {len(recovered)} recovered by a retry" if recovered else ""}. \
 Environment: {table_cell(load_settings().environment)}.
 
-{header}
-{rule}
 {table}
 
 ## Task dependencies
@@ -267,7 +343,7 @@ Environment: {table_cell(load_settings().environment)}.
 ## Timeline
 
 {timeline_section}
-
+{_conversation_section(run)}
 ## Failed task runs
 
 {failures}

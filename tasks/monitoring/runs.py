@@ -26,6 +26,7 @@ from prefect.client.schemas.objects import TaskRun
 from pydantic import Field
 
 from aiorch.core.models import AiorchModel
+from aiorch.tasks.message_records import MessageRecord
 from aiorch.tasks.naming import TaskKind, describe, task_kind
 
 FAILED_STATES = frozenset({"Failed", "Crashed", "TimedOut", "Cancelled"})
@@ -67,6 +68,9 @@ class TaskRunView(AiorchModel):
     recovered_in: int | None = Field(
         default=None,
         description="It failed, and this later attempt of the flow ran the call successfully.",
+    )
+    message: MessageRecord | None = Field(
+        default=None, description="The message a handle-message task run handled."
     )
     tokens: int | None = Field(default=None, description="Tokens of a model request.")
     cost: float | None = Field(default=None, description="Estimated cost of a model request.")
@@ -137,6 +141,22 @@ async def _usage(run: TaskRun) -> tuple[int | None, float | None]:
     )
 
 
+async def _message(run: TaskRun) -> MessageRecord | None:
+    """The record a handle-message task run left as its result."""
+    if task_kind(run.task_key) is not TaskKind.MESSAGE or run.state is None:
+        return None
+    if not run.state.is_completed():
+        return None
+    try:
+        record = await run.state.aresult(raise_on_failure=False)
+    except Exception:  # a result that expired or lives elsewhere: report without it
+        return None
+    if not isinstance(record, MessageRecord):
+        return None
+    # The record only: a subclass's extra fields (the reply's parts) stay in storage.
+    return MessageRecord.model_validate(record.model_dump(include=set(MessageRecord.model_fields)))
+
+
 async def _view(run: TaskRun) -> TaskRunView:
     state = run.state.name if run.state is not None else (run.state_name or "Unknown")
     tokens, cost = await _usage(run)
@@ -157,6 +177,7 @@ async def _view(run: TaskRun) -> TaskRunView:
         detail=detail,
         upstream=_upstream(run),
         content=_content(run),
+        message=await _message(run),
         tokens=tokens,
         cost=cost,
     )

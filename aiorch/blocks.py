@@ -8,5 +8,6 @@ elsewhere.
 
 from aiorch.agent_blocks import Agent, ModelProvider
 from aiorch.tasks.container.dagger_engine import DaggerEngine
+from aiorch.tasks.messaging.routes import MessageRoutes
 
-__all__ = ["Agent", "DaggerEngine", "ModelProvider"]
+__all__ = ["Agent", "DaggerEngine", "MessageRoutes", "ModelProvider"]

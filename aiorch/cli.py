@@ -293,16 +293,23 @@ def _messages(arguments: argparse.Namespace) -> int:
     import anyio
 
     from aiorch.tasks.messaging.bus import MessageBus
-    from aiorch.tasks.messaging.store import MessageStore
+    from aiorch.tasks.messaging.envelope import Envelope
 
-    store = MessageStore.default()
+    bus = MessageBus.from_settings()
+
+    async def redeliver() -> Envelope:
+        try:
+            return await bus.redeliver(arguments.seq)
+        finally:
+            await bus.transport.close()
+
     if arguments.action == "redeliver":
-        envelope = anyio.run(MessageBus(store).redeliver, arguments.seq)
+        envelope = anyio.run(redeliver)
         print(f"dead letter {arguments.seq} ({envelope.id}) sent again to {envelope.recipient}")
         return 0
-    letters = store.dead_letters()
+    letters = anyio.run(bus.transport.dead_letters)
     if not letters:
-        print(f"no dead letters in {store.path}")
+        print("no dead letters")
     for letter in letters:
         print(f"{letter.seq:>5}  {letter.queue}  {letter.id}  {letter.reason}")
     return 0

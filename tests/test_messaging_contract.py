@@ -19,9 +19,10 @@ from aiorch.core.errors import ConfigurationError
 from aiorch.tasks.container.errors import StepFailed
 from aiorch.tasks.messaging.bus import MessageBus
 from aiorch.tasks.messaging.embedded import EmbeddedTransport
-from aiorch.tasks.messaging.envelope import Envelope, TextPart, parse_address
+from aiorch.tasks.messaging.envelope import DataPart, Envelope, TextPart, parse_address
 from aiorch.tasks.messaging.errors import MessageRejected, NoReply
 from aiorch.tasks.messaging.rabbitmq import RabbitTransport
+from aiorch.tasks.messaging.routes import MessageRoutes, RouteRule
 from aiorch.tasks.messaging.store import MessageStore
 from aiorch.tasks.messaging.transport import Transport
 from aiorch.testing.rabbitmq import RabbitNode
@@ -335,3 +336,76 @@ def test_undeliverable_and_failing_messages_go_to_the_dead_letters_and_come_back
 
     _run(second, redeliver)
     assert got == [lost.id]
+
+
+def test_rules_route_by_content_and_header_then_to_the_default_then_to_dead_letters(
+    transport: Transport, name: Callable[[str], str]
+) -> None:
+    billing, oncall, general = name("agent:billing"), name("agent:oncall"), name("agent:general")
+    triage, strict = name("agent:triage"), name("agent:strict")
+    routes = MessageRoutes(
+        address=triage,
+        rules=[
+            RouteRule(to=billing, when_data={"order.kind": "invoice"}),
+            RouteRule(to=oncall, when_header={"severity": "high"}),
+            RouteRule(to=oncall, when_text=r"\b(outage|down)\b"),
+        ],
+        default=general,
+    )
+    no_default = MessageRoutes(address=strict, rules=[RouteRule(to=billing, when_text="pay")])
+    bus = MessageBus(transport, routes=[routes, no_default])
+    got: dict[str, list[str]] = {billing: [], oncall: [], general: []}
+
+    def collect(address: str) -> Callable[[Envelope], Awaitable[list[TextPart]]]:
+        async def handle(message: Envelope) -> list[TextPart]:
+            got[address].append(message.text())
+            return [TextPart(text=f"{address} took it")]
+
+        return handle
+
+    for address in got:
+        bus.register(address, collect(address))
+
+    def to_triage(text: str, **fields: Any) -> Envelope:
+        return _message("agent:me", triage, text, **fields)
+
+    invoice = Envelope(
+        sender=parse_address("agent:me"),
+        recipient=parse_address(triage),
+        kind="event",
+        parts=[DataPart(data={"order": {"kind": "invoice", "id": 7}})],
+    )
+    unmatched = _message("agent:me", strict, "hello")
+
+    async def main() -> Envelope:
+        async with bus.serving():
+            await bus.send(invoice)
+            await bus.send(to_triage("printer jam", headers={"severity": "high"}))
+            await bus.send(to_triage("the site is down"))
+            reply = await bus.request(to_triage("a question", kind="request"), 20)
+            with pytest.raises(MessageRejected, match=r"no rule of the routes for .* matched"):
+                await bus.send(unmatched)
+            await _until(lambda: len(got[billing]) == 1 and len(got[oncall]) == 2)
+        return reply
+
+    reply = _run(bus, main)
+    assert got[billing] == ['{"order": {"id": 7, "kind": "invoice"}}']
+    assert sorted(got[oncall]) == ["printer jam", "the site is down"]
+    assert got[general] == ["a question"]
+    assert reply.text() == f"{general} took it"
+    assert str(reply.sender) == general
+    letters = anyio.run(transport.dead_letters)
+    assert [letter.id for letter in letters] == [unmatched.id]
+
+
+def test_routes_refuse_rules_that_could_not_work() -> None:
+    with pytest.raises(ValueError, match="has no condition"):
+        RouteRule(to="agent:x")
+    with pytest.raises(ValueError, match="when_text: not a regular expression"):
+        RouteRule(to="agent:x", when_text="(")
+    with pytest.raises(ValueError, match="is a person; route to an agent"):
+        RouteRule(to="person:ada", when_text="x")
+    with pytest.raises(ValueError, match="address: 'topic:x' is not an agent address"):
+        MessageRoutes(address="topic:x")
+    with pytest.raises(ValueError, match="unknown field 'defualt'; did you mean 'default'"):
+        MessageRoutes(address="agent:x", defualt="agent:y")

@@ -57,6 +57,7 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,6 +66,7 @@ from uuid import uuid4
 import anyio
 
 from aiorch.core.errors import ConfigurationError
+from aiorch.core.settings import load_settings
 from aiorch.tasks.messaging.embedded import EmbeddedTransport
 from aiorch.tasks.messaging.envelope import (
     AgentAddress,
@@ -79,6 +81,7 @@ from aiorch.tasks.messaging.envelope import (
 )
 from aiorch.tasks.messaging.errors import MessageRejected, NoReply, remote_error
 from aiorch.tasks.messaging.people import aask_person
+from aiorch.tasks.messaging.rabbitmq import RabbitTransport
 from aiorch.tasks.messaging.routes import MessageRoutes
 from aiorch.tasks.messaging.store import MessageStore, topic_matches
 from aiorch.tasks.messaging.transport import Delivery, Subscription, Transport, Unroutable
@@ -145,6 +148,15 @@ class MessageBus:
         self._routes = {routing.address: routing for routing in routes}
         self._participants: list[_Participant] = []
         self._in_order: dict[tuple[str, str, int], anyio.Lock] = {}
+
+    @classmethod
+    def from_settings(cls, **options: Any) -> MessageBus:
+        """A bus on the configured transport: RabbitMQ when ``AIORCH_MESSAGE_BROKER_URL``
+        is set, else the machine's embedded store. ``options`` as for the constructor."""
+        url = load_settings().message_broker_url
+        if url is None:
+            return cls(MessageStore.default(), **options)
+        return cls(RabbitTransport(url.get_secret_value()), **options)
 
     def register(
         self,

@@ -14,6 +14,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
+from aiorch.flows.agent_team import agent_team
 from aiorch.flows.dashboard import performance_dashboard
 from aiorch.flows.demo import PROGRESS_KEY, demo_flow, ui_instructions
 from aiorch.tasks.monitoring.charts import DPI
@@ -116,3 +117,33 @@ def test_the_demo_artifacts_render_in_the_prefect_ui(prefect_api: str, screensho
         shown_name = page.wait_for(f"document.body.innerText.includes('{run_name}')")
         page.screenshot(screenshots / "flow-run.png")
     assert shown_name is True
+
+
+def test_a_conversation_renders_as_a_sequence_diagram_in_the_prefect_ui(
+    prefect_api: str, screenshots: Path, scratch_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_service("Chromium", chromium_path() is not None, "chromium is not installed")
+    monkeypatch.setenv("AIORCH_DATA_DIR", str(scratch_dir))
+    state = anyio.run(
+        lambda: agent_team(brief="Name the release.", agent_model="passthrough", return_state=True)
+    )
+    assert state.is_completed(), state.message
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    report = _artifact_ids(run_id)["agent-team-run-report"]
+    ui = prefect_api.removesuffix("/api")
+    with opened(f"{ui}/v2/artifacts/artifact/{report}") as page:
+        diagrams = page.wait_for(f"({DIAGRAMS}).includes('sequence') && {DIAGRAMS}")
+        page.evaluate(
+            "[...document.querySelectorAll('svg[aria-roledescription=\"sequence\"]')][0]"
+            ".scrollIntoView()"
+        )
+        page.screenshot(screenshots / "conversation.png")
+        actors = page.evaluate(
+            "[...document.querySelectorAll('svg[aria-roledescription=\"sequence\"] text.actor')]"
+            ".map(t => t.textContent).join('|')"
+        )
+    assert "sequence" in diagrams
+    assert "agent:coordinator/" in actors
+    assert "agent:reviewer/" in actors
+    assert (screenshots / "conversation.png").stat().st_size > 5_000

@@ -19,13 +19,15 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from aiorch.agent_blocks import Agent
 from aiorch.tasks.agents.task import arun_agent
+from aiorch.tasks.durable import PrecomputedKey
 from aiorch.tasks.message_records import MessageRecord, summary
 from aiorch.tasks.messaging.bus import Handler, handling_agent
 from aiorch.tasks.messaging.envelope import DataPart, Envelope, FilePart, TextPart
@@ -46,8 +48,11 @@ def as_task(handler: Handler) -> Handler:
     which the run report draws the conversation.
     """
 
-    @task(name="handle-message", cache_policy=NO_CACHE, persist_result=True)
-    async def handle_message(message: Envelope) -> HandledMessage:
+    # Keyed by the message and the agent handling it: a message handled again (its ack
+    # was lost with the process) replays the stored reply instead of running again, and
+    # the stored record is what the run report reads.
+    @task(name="handle-message", cache_policy=PrecomputedKey(), persist_result=True)
+    async def handle_message(message: Envelope, cache_key: str) -> HandledMessage:
         parts = await handler(message)
         reply = None if parts is None else list(parts)
         return HandledMessage(
@@ -65,7 +70,11 @@ def as_task(handler: Handler) -> Handler:
 
     async def run(message: Envelope) -> Reply:
         name = f"{message.recipient} <- {message.sender} ({message.kind})"
-        handled: HandledMessage = await handle_message.with_options(task_run_name=name)(message)
+        identity = f"{handling_agent() or message.recipient}\n{message.id}"
+        key = f"handle-message-{hashlib.sha256(identity.encode()).hexdigest()}"
+        handled: HandledMessage = await handle_message.with_options(task_run_name=name)(
+            message, key
+        )
         return handled.reply
 
     return run

@@ -70,6 +70,13 @@ TIMELINE_ROWS = 60
 TIMELINE_WIDTH_INCHES = 7.0
 TIMELINE_ROW_INCHES = 0.35
 TIMELINE_FONT_SIZE = 12
+# The V2 UI draws mermaid on a dark panel, where the default dark message text cannot be
+# read: light text and lines, 16 px messages, wrapped labels, wide actor boxes.
+SEQUENCE_STYLE = (
+    '%%{init: {"themeVariables": {"signalTextColor": "#e4e7ec", "signalColor": "#98a2b3", '
+    '"fontSize": "16px"}, "sequence": {"messageFontSize": 16, "actorFontSize": 14, '
+    '"wrap": true, "width": 200}}}%%'
+)
 
 
 def artifact_key(flow_name: str, suffix: str) -> str:
@@ -237,7 +244,7 @@ def sequence_diagram(messages: list[tuple[TaskRunView, MessageRecord]]) -> str:
         arrows.append(f"    {sender}{arrow}{handler}: {_said(record.content + via)}")
         if record.answer is not None:
             arrows.append(f"    {handler}-->>{sender}: {_said(record.answer)}")
-    return "\n".join(["sequenceDiagram", *lines, *arrows])
+    return "\n".join([SEQUENCE_STYLE, "sequenceDiagram", *lines, *arrows])
 
 
 def conversation_rows(run: RunView) -> list[dict[str, Any]]:

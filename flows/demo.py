@@ -4,7 +4,9 @@ It surveys the platform, counts words in a text with one task per chunk (a fan-o
 Prefect UI shows as parallel task runs), merges the counts, asks an agent what the text
 is about (the bundled local model when the ``model`` extra is installed, otherwise
 FastAgent's passthrough model, with a notice saying so), runs the data pipeline
-(container steps, on the local runner unless told otherwise) as a subflow, and publishes
+(container steps, on the local runner unless told otherwise) as a subflow, lets an
+agent team talk over the message bus (the ``agent-team`` subflow: a broadcast, drafts by
+RPC, a review routed by capability; its run report draws the conversation), and publishes
 a markdown artifact, keyed ``aiorch-demo``, that says what it did. While it counts,
 the progress artifact ``aiorch-demo-progress`` follows the fan-out; when it ends, the
 run report (``aiorch-demo-run-report``: table, dependency graph, timeline) is published.
@@ -46,9 +48,11 @@ from aiorch.agent_blocks.provider import LOCAL_MODEL
 from aiorch.core.local_server import LocalServer, LocalServerState, on_local_server
 from aiorch.core.markdown import table_cell
 from aiorch.core.models import AiorchModel
+from aiorch.core.prefect_internals import run_sync
 from aiorch.core.settings import load_settings
 from aiorch.core.ui import ui_link
 from aiorch.deploy.images import BUSYBOX_IMAGE, build_busybox_image, busybox_binary
+from aiorch.flows.agent_team import TeamResult, agent_team
 from aiorch.flows.data_pipeline import PipelineResult, data_pipeline
 from aiorch.tasks.agents.local_model import INSTALL_HINT, local_model_installed
 from aiorch.tasks.agents.task import AgentResult, run_agent
@@ -82,6 +86,7 @@ class WordStats(AiorchModel):
 
 AgentChoice = Literal["auto", "local", "passthrough"]
 SUMMARY_INSTRUCTION = "You describe texts in one short sentence."
+TEAM_BRIEF = "Suggest a name for a tool that runs AI agents as durable workflows."
 
 
 class AgentStep(AiorchModel):
@@ -102,6 +107,7 @@ class DemoResult(AiorchModel):
     stats: WordStats
     agent: AgentStep
     pipeline: PipelineResult
+    team: TeamResult
 
 
 def demo_agent(choice: AgentChoice) -> tuple[Agent, str | None]:
@@ -156,6 +162,7 @@ def render_report(
     stats: WordStats,
     agent: AgentStep,
     pipeline: PipelineResult,
+    team: TeamResult,
 ) -> str:
     """The markdown the demo publishes: steps, a task graph, the platform and the words."""
     fan_out = "\n".join(
@@ -180,6 +187,10 @@ def render_report(
         f"{answer.model} answered in {answer.latency_seconds:.2f} s "
         f"({answer.usage.total_tokens} tokens): {table_cell(answer.text.strip())}"
     )
+    team_summary = (
+        f"{len(team.drafts)} writers drafted over the message bus; the reviewer said: "
+        f"{table_cell(team.review.strip())}"
+    )
     notice = f"\n> **Notice:** {agent.notice}\n" if agent.notice else ""
     return f"""# aiorch demo
 
@@ -192,6 +203,7 @@ Flow run `{run_id}` ran {stats.chunks + 4} tasks.
 | merge-counts | merged them into {stats.distinct} distinct words |
 | agent-call | {agent_summary} |
 | aiorch-data-pipeline | {pipeline_summary} |
+| agent-team | {team_summary} |
 | publish-report | published this artifact |
 
 ```mermaid
@@ -200,6 +212,7 @@ flowchart LR
 {fan_out}
     merge --> agent[agent-call] --> report
     pipeline[[aiorch-data-pipeline subflow]] --> report
+    team[[agent-team subflow]] --> report
 ```
 
 ## Runners for container steps
@@ -220,7 +233,11 @@ Packages: {packages}.
 
 @task(name="publish-report", tags=["aiorch", "demo"])
 def publish_report(
-    survey: PlatformSurvey, stats: WordStats, agent: AgentStep, pipeline: PipelineResult
+    survey: PlatformSurvey,
+    stats: WordStats,
+    agent: AgentStep,
+    pipeline: PipelineResult,
+    team: TeamResult,
 ) -> UUID:
     """Publish the run's markdown report as the keyed ``aiorch-demo`` artifact."""
     run_id = UUID(flow_run.get_id())
@@ -229,7 +246,7 @@ def publish_report(
         UUID,
         create_markdown_artifact(
             key=ARTIFACT_KEY,
-            markdown=render_report(run_id, survey, stats, agent, pipeline),
+            markdown=render_report(run_id, survey, stats, agent, pipeline, team),
             description="What the aiorch demo flow did in this run.",
         ),
     )
@@ -268,7 +285,14 @@ def demo_flow(
     answer = run_agent(agent, f"A text's most frequent words are: {words}. What is it about?")
     agent_step = AgentStep(result=answer, notice=notice)
     pipeline = data_pipeline(runner=runner)
-    publish_report(platform_survey.result(), stats, agent_step, pipeline)
+    team = run_sync(
+        agent_team(
+            brief=TEAM_BRIEF,
+            writers=2,
+            agent_model="passthrough" if agent.model == "passthrough" else "local",
+        )
+    )
+    publish_report(platform_survey.result(), stats, agent_step, pipeline, team)
     return DemoResult(
         flow_run_id=UUID(flow_run.get_id()),
         artifact_key=ARTIFACT_KEY,
@@ -276,6 +300,7 @@ def demo_flow(
         stats=stats,
         agent=agent_step,
         pipeline=pipeline,
+        team=team,
     )
 
 
@@ -330,6 +355,8 @@ def summary(result: DemoResult) -> str:
             f"top words: {words}",
             f"container steps: {len(steps)} ({placed}), "
             f"{result.pipeline.cache_hits} served from cache",
+            f"agent team: {len(result.team.drafts)} drafts over the message bus; review: "
+            + " ".join(result.team.review.split()),
         ]
     )
 

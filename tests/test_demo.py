@@ -24,6 +24,7 @@ from prefect.exceptions import ParameterTypeError
 from aiorch.core.local_server import LocalServer
 from aiorch.core.services import free_port
 from aiorch.deploy.images import BUSYBOX_IMAGE
+from aiorch.flows.agent_team import TeamResult
 from aiorch.flows.data_pipeline import PipelineResult
 from aiorch.flows.demo import (
     ARTIFACT_KEY,
@@ -120,8 +121,10 @@ def test_report_escapes_table_cells() -> None:
         ),
         notice="not installed",
     )
-    markdown = render_report(UUID(int=1), survey, stats, agent, pipeline)
+    team = TeamResult(drafts=["x", "y"], review="draft | 1")
+    markdown = render_report(UUID(int=1), survey, stats, agent, pipeline, team)
     assert "answered in 0.10 s (0 tokens): a \\| b |" in markdown
+    assert "2 writers drafted over the message bus; the reviewer said: draft \\| 1 |" in markdown
     assert "> **Notice:** not installed" in markdown
     assert "| docker | no | a \\| b c |" in markdown
 

@@ -79,7 +79,8 @@ def test_lazy_exports_list_and_resolve_every_name(package: str) -> None:
 
 
 def test_the_collections_entry_point_loads_no_task_machinery() -> None:
-    # Prefect imports aiorch.blocks at every server start: only the blocks, not the tasks.
+    # Prefect imports aiorch.blocks at every server start: only the blocks (and the
+    # envelope the routes block checks addresses with), not the tasks.
     loaded = subprocess.run(
         [
             sys.executable,
@@ -94,5 +95,7 @@ def test_the_collections_entry_point_loads_no_task_machinery() -> None:
     )
     assert (
         loaded.stdout.strip()
-        == "['aiorch.tasks.container', 'aiorch.tasks.container.dagger_engine']"
+        == "['aiorch.tasks.container', 'aiorch.tasks.container.dagger_engine', "
+        "'aiorch.tasks.messaging', 'aiorch.tasks.messaging.envelope', "
+        "'aiorch.tasks.messaging.routes']"
     )

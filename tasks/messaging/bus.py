@@ -55,12 +55,12 @@ Example:
 from __future__ import annotations
 
 import time
-from contextvars import ContextVar
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from uuid import uuid4
 
 import anyio
@@ -151,8 +151,11 @@ class MessageBus:
 
     @classmethod
     def from_settings(cls, **options: Any) -> MessageBus:
-        """A bus on the configured transport: RabbitMQ when ``AIORCH_MESSAGE_BROKER_URL``
-        is set, else the machine's embedded store. ``options`` as for the constructor."""
+        """A bus on the configured transport (RabbitMQ or the machine's embedded store).
+
+        RabbitMQ when ``AIORCH_MESSAGE_BROKER_URL`` is set; ``options`` as for the
+        constructor.
+        """
         url = load_settings().message_broker_url
         if url is None:
             return cls(MessageStore.default(), **options)

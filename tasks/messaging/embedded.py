@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import override
 
 import anyio
 
@@ -43,6 +44,7 @@ class EmbeddedTransport(Transport):
         self.store = store
         self.poll_seconds = poll_seconds
 
+    @override
     async def declare(
         self,
         queue: str,
@@ -57,6 +59,7 @@ class EmbeddedTransport(Transport):
                 self.store.subscribe, queue, subscription.pattern, subscription.hear_own
             )
 
+    @override
     async def forget(self, queue: str) -> None:
         await anyio.to_thread.run_sync(self.store.unregister, queue)
 
@@ -84,9 +87,11 @@ class EmbeddedTransport(Transport):
         for queue in self._queues(envelope):
             self.store.enqueue(queue, envelope, now)
 
+    @override
     async def publish(self, envelope: Envelope, now: float) -> None:
         await anyio.to_thread.run_sync(self._publish, envelope, now)
 
+    @override
     async def receive(
         self,
         queues: Sequence[str],
@@ -104,27 +109,35 @@ class EmbeddedTransport(Transport):
                 return delivery
             await anyio.sleep(self.poll_seconds)
 
+    @override
     async def seen(self, delivery: Delivery) -> bool:
         # The store queues an id once and never hands out one already handled.
         return False
 
+    @override
     async def extend(self, delivery: Delivery, error: str, until: float) -> Delivery:
         return await anyio.to_thread.run_sync(self.store.extend, delivery, error, until)
 
+    @override
     async def ack(self, delivery: Delivery, now: float) -> None:
         await anyio.to_thread.run_sync(self.store.ack, delivery, now)
 
+    @override
     async def bury(self, delivery: Delivery, reason: str, now: float) -> None:
         await anyio.to_thread.run_sync(self.store.bury, delivery, reason, now)
 
+    @override
     async def dead_letter(self, queue: str, envelope: Envelope, reason: str, now: float) -> None:
         await anyio.to_thread.run_sync(self.store.dead_letter, queue, envelope, reason, now)
 
+    @override
     async def dead_letters(self) -> list[DeadLetter]:
         return await anyio.to_thread.run_sync(self.store.dead_letters)
 
+    @override
     async def take_dead_letter(self, seq: int) -> DeadLetter | None:
         return await anyio.to_thread.run_sync(self.store.take_dead_letter, seq)
 
+    @override
     async def depth(self, queue: str) -> int:
         return await anyio.to_thread.run_sync(self.store.depth, queue)

@@ -30,6 +30,7 @@ from pydantic import ConfigDict, Field, JsonValue, model_validator
 
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
+from aiorch.core.redaction import quoted
 
 ENVELOPE_VERSION: Literal["aiorch.message/v1"] = "aiorch.message/v1"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -98,7 +99,7 @@ def parse_address(text: str) -> AgentAddress | TopicAddress | CapabilityAddress 
     match = _ADDRESS.match(text)
     if match is None:
         raise ConfigurationError(
-            f"address {text!r}: write agent:TYPE[/KEY], topic:NAME, capability:NAME or "
+            f"address {quoted(text)}: write agent:TYPE[/KEY], topic:NAME, capability:NAME or "
             "person:NAME, e.g. 'agent:summariser/eu'"
         )
     kind, rest = match.groups()
@@ -113,7 +114,7 @@ def parse_address(text: str) -> AgentAddress | TopicAddress | CapabilityAddress 
         return PersonAddress(name=rest)
     except ValueError:
         raise ConfigurationError(
-            f"address {text!r}: names are letters, digits, '_', '.' and '-' (topics: words "
+            f"address {quoted(text)}: names are letters, digits, '_', '.' and '-' (topics: words "
             "joined by dots), up to 128 characters"
         ) from None
 

@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-
 from typing import Any
 
 from prefect import task

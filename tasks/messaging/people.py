@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from prefect.flow_runs import apause_flow_run, asuspend_flow_run
 from prefect.input import RunInput
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from aiorch.core.errors import ConfigurationError
 from aiorch.tasks.messaging.envelope import DataPart, Envelope, PersonAddress, TextPart
@@ -47,6 +47,9 @@ POLL_SECONDS = 2
 
 class PersonReply(RunInput):
     """What a person answers: a reply, and whether they approve."""
+
+    # What a person types may be anything, a pasted key too: never quoted in errors.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     reply: str = Field(default="", description="Your answer, in words (may be empty).")
     approve: bool = Field(default=True, description="Approve what is asked.")

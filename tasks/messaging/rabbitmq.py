@@ -32,18 +32,16 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, override
 
 import anyio
-
-from aiorch.core.errors import ConfigurationError
 from pydantic import ValidationError
 
+from aiorch.core.errors import ConfigurationError
 from aiorch.tasks.messaging.envelope import (
     AgentAddress,
     Envelope,
@@ -159,6 +157,7 @@ class RabbitTransport(Transport):
         link.queues[name] = queue
         return queue
 
+    @override
     async def declare(
         self,
         queue: str,
@@ -174,6 +173,7 @@ class RabbitTransport(Transport):
         for subscription in subscriptions:
             await declared.bind(link.topic, routing_key=subscription.pattern)
 
+    @override
     async def forget(self, queue: str) -> None:
         link = await self._link()
         declared = link.queues.pop(queue, None)
@@ -184,6 +184,7 @@ class RabbitTransport(Transport):
                 await declared.cancel(tag)
             await declared.delete(if_unused=False, if_empty=False)
 
+    @override
     async def publish(self, envelope: Envelope, now: float) -> None:
         import aio_pika
 
@@ -224,6 +225,7 @@ class RabbitTransport(Transport):
                 link.consumers[name] = await queue.consume(_into(buffer, name), no_ack=False)
         return buffer
 
+    @override
     async def receive(
         self,
         queues: Sequence[str],
@@ -275,16 +277,19 @@ class RabbitTransport(Transport):
         await anyio.to_thread.run_sync(self.ledger.dead_letter, queue, kept, reason, now)
         await _settle(message.ack())
 
+    @override
     async def seen(self, delivery: Delivery) -> bool:
         return await anyio.to_thread.run_sync(
             self.ledger.handled, delivery.queue, delivery.envelope.id
         )
 
+    @override
     async def extend(self, delivery: Delivery, error: str, until: float) -> Delivery:
         # The broker keeps an unacknowledged message with its consumer for as long as the
         # connection lives: nothing to renew.
         return delivery.model_copy(update={"attempts": delivery.attempts + 1})
 
+    @override
     async def ack(self, delivery: Delivery, now: float) -> None:
         link = await self._link()
         held = link.pending.pop(delivery.receipt, None)
@@ -294,6 +299,7 @@ class RabbitTransport(Transport):
         if held is not None:
             await _settle(held[1].ack())
 
+    @override
     async def bury(self, delivery: Delivery, reason: str, now: float) -> None:
         link = await self._link()
         held = link.pending.pop(delivery.receipt, None)
@@ -303,15 +309,19 @@ class RabbitTransport(Transport):
         if held is not None:
             await _settle(held[1].ack())
 
+    @override
     async def dead_letter(self, queue: str, envelope: Envelope, reason: str, now: float) -> None:
         await anyio.to_thread.run_sync(self.ledger.dead_letter, queue, envelope, reason, now)
 
+    @override
     async def dead_letters(self) -> list[DeadLetter]:
         return await anyio.to_thread.run_sync(self.ledger.dead_letters)
 
+    @override
     async def take_dead_letter(self, seq: int) -> DeadLetter | None:
         return await anyio.to_thread.run_sync(self.ledger.take_dead_letter, seq)
 
+    @override
     async def depth(self, queue: str) -> int:
         link = await self._link()
         waiting = sum(1 for name, _ in link.pending.values() if name == queue)
@@ -324,6 +334,7 @@ class RabbitTransport(Transport):
             await channel.close()
         return ready + waiting
 
+    @override
     async def close(self) -> None:
         link, self._connected = self._connected, None
         if link is not None and link.loop is asyncio.get_running_loop():

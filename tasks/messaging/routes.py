@@ -15,7 +15,7 @@ Example:
         rules=[
             RouteRule(to="capability:billing", when_data={"topic": "invoice"}),
             RouteRule(to="agent:oncall", when_header={"severity": "high"}),
-            RouteRule(to="capability:translate", when_text=r"\\b(bonjour|hallo)\\b"),
+            RouteRule(to="capability:translate", when_text="bonjour|hallo"),
         ],
         default="capability:general",
     )
@@ -32,6 +32,7 @@ from pydantic import Field, field_validator, model_validator
 
 from aiorch.core.blocks import StrictFields
 from aiorch.core.models import AiorchModel
+from aiorch.core.redaction import quoted
 from aiorch.tasks.messaging.envelope import (
     AgentAddress,
     CapabilityAddress,
@@ -50,7 +51,7 @@ def _destination(text: str, field: str) -> str:
     address = parse_address(text)
     if isinstance(address, PersonAddress):
         raise ValueError(
-            f"{field}: {text!r} is a person; route to an agent, a capability or a topic"
+            f"{field}: {quoted(text)} is a person; route to an agent, a capability or a topic"
         )
     return text
 
@@ -69,7 +70,9 @@ _MISSING = object()
 class RouteRule(AiorchModel):
     """Messages matching every condition given go to ``to``."""
 
-    to: str = Field(description="Where matching messages go: agent:..., capability:... or topic:...")
+    to: str = Field(
+        description="Where matching messages go: agent:..., capability:... or topic:..."
+    )
     when_header: dict[str, str] = Field(
         default_factory=dict, description="Headers that must have exactly these values."
     )
@@ -146,7 +149,7 @@ class MessageRoutes(StrictFields, Block):
     @classmethod
     def _address_is_an_agent(cls, value: str) -> str:
         if not isinstance(parse_address(value), AgentAddress):
-            raise ValueError(f"address: {value!r} is not an agent address; write agent:NAME")
+            raise ValueError(f"address: {quoted(value)} is not an agent address; write agent:NAME")
         return value
 
     @field_validator("default")

@@ -222,7 +222,9 @@ def _said(text: str) -> str:
 def conversation(run: RunView) -> list[tuple[TaskRunView, MessageRecord]]:
     """The run's handled messages, in the order their handling started."""
     found = [(task, task.message) for task in run.tasks if task.message is not None]
-    return sorted(found, key=lambda pair: (pair[0].start is None, pair[0].start or pair[1].created_at))
+    return sorted(
+        found, key=lambda pair: (pair[0].start is None, pair[0].start or pair[1].created_at)
+    )
 
 
 def sequence_diagram(messages: list[tuple[TaskRunView, MessageRecord]]) -> str:
@@ -274,7 +276,9 @@ def _markdown_table(rows: list[dict[str, Any]]) -> str:
     header = "| " + " | ".join(rows[0]) + " |"
     rule = "|" + "---|" * len(rows[0])
     body = [
-        "| " + " | ".join(table_cell("" if value is None else value) for value in row.values()) + " |"
+        "| "
+        + " | ".join(table_cell("" if value is None else value) for value in row.values())
+        + " |"
         for row in rows
     ]
     return "\n".join([header, rule, *body])

@@ -54,7 +54,11 @@ def _unpropagated_loggers() -> list[logging.Logger]:
 
 def describe(record: logging.LogRecord) -> str:
     """A record as the patterns see it: logger, message and exception."""
-    text = f"{record.name}: {record.getMessage()}"
+    try:
+        message = record.getMessage()
+    except Exception:  # an argument whose repr fails (aio-pika's callbacks after a close)
+        message = str(record.msg)
+    text = f"{record.name}: {message}"
     if record.exc_info and record.exc_info[1] is not None:
         error = record.exc_info[1]
         text += f" [{type(error).__name__}: {error}]"

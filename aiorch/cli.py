@@ -301,7 +301,7 @@ def _messages(arguments: argparse.Namespace) -> int:
         try:
             return await bus.redeliver(arguments.seq)
         finally:
-            await bus.transport.close()
+            await bus.close()
 
     if arguments.action == "redeliver":
         envelope = anyio.run(redeliver)

@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "breakers": "bench.breakers",
     "monitoring": "bench.monitoring",
     "pools": "bench.pools",
+    "messaging": "bench.messaging",
 }
 DOCUMENT = Path("docs/benchmarks.md")
 PREAMBLE = """\

@@ -171,7 +171,7 @@ async def agent_team(
                 assert isinstance(answer, dict)
                 approved, comment = bool(answer.get("approve")), str(answer.get("reply") or "")
     finally:
-        await bus.transport.close()
+        await bus.close()
     return TeamResult(
         drafts=drafts,
         review=review.text(),

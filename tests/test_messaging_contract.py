@@ -69,7 +69,7 @@ def _run(bus: MessageBus, main: Callable[[], Awaitable[Any]]) -> Any:
         try:
             return await main()
         finally:
-            await bus.transport.close()
+            await bus.close()
 
     return anyio.run(closing)
 

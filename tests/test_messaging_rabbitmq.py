@@ -78,7 +78,7 @@ def test_a_broker_restart_loses_nothing_and_handles_nothing_twice(
             marker = _message(target, "marker")
             await _send_when_back(bus, marker)
             await _until(lambda: "marker" in handled)
-        await bus.transport.close()
+        await bus.close()
 
     anyio.run(main)
     assert sorted(handled, key=lambda text: (len(text), text)) == [*texts, "marker"]
@@ -106,7 +106,7 @@ def test_a_message_whose_consumer_was_killed_is_handled_by_another(
     async def seed() -> None:
         await bus.send(_message("agent:seed", "declare"))  # declares the capability's queue
         await bus.send(_message(f"capability:{capability}", "job-1"))
-        await bus.transport.close()
+        await bus.close()
 
     anyio.run(seed)
 
@@ -168,7 +168,7 @@ def test_a_cut_connection_reconnects_and_delivery_goes_on(
                 relay.drop()
                 await _send_when_back(bus, _message(target, "after"))
                 await _until(lambda: "after" in handled)
-            await bus.transport.close()
+            await bus.close()
 
         anyio.run(main)
     assert handled == ["before", "after"]

@@ -148,6 +148,10 @@ class MessageBus:
         self._routes = {routing.address: routing for routing in routes}
         self._participants: list[_Participant] = []
         self._in_order: dict[tuple[str, str, int], anyio.Lock] = {}
+        self._inbox: AgentAddress | None = None
+        self._inbox_turn = anyio.Lock()
+        self._waiting: dict[str, anyio.Event] = {}
+        self._replies: dict[str, Envelope] = {}
 
     @classmethod
     def from_settings(cls, **options: Any) -> MessageBus:
@@ -273,23 +277,57 @@ class MessageBus:
         """
         if isinstance(envelope.recipient, PersonAddress):
             return await aask_person(envelope, timeout=max(1, round(timeout)))
-        reply_to = AgentAddress(type="rpc", key=uuid4().hex)
-        inbox = str(reply_to)
-        await self.transport.declare(inbox, temporary=True)
+        inbox = await self._reply_inbox()
+        sent = envelope.model_copy(update={"reply_to": inbox})
+        arrived = anyio.Event()
+        self._waiting[sent.id] = arrived
         try:
-            sent = envelope.model_copy(update={"reply_to": reply_to})
             await self.send(sent)
-            deadline = time.monotonic() + timeout
-            while (remaining := deadline - time.monotonic()) > 0:
-                delivery = await self._receive([inbox], remaining)
+            reply = await self._await_reply(str(inbox), sent.id, time.monotonic() + timeout)
+        finally:
+            self._waiting.pop(sent.id, None)
+            self._replies.pop(sent.id, None)
+        if reply is None:
+            raise NoReply(
+                f"no reply to message {sent.id} from {sent.recipient} within {timeout:g} s"
+            )
+        return _raise_problem(reply)
+
+    async def _reply_inbox(self) -> AgentAddress:
+        # One inbox per bus, declared again on each use: a transport that reconnected
+        # (a new event loop, a restarted broker) creates it anew, others do nothing.
+        if self._inbox is None:
+            self._inbox = AgentAddress(type="rpc", key=uuid4().hex)
+        await self.transport.declare(str(self._inbox), temporary=True)
+        return self._inbox
+
+    async def _await_reply(self, inbox: str, request_id: str, deadline: float) -> Envelope | None:
+        """The reply to ``request_id``; whoever holds the inbox hands out the others'."""
+        while request_id not in self._replies:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if self._inbox_turn.locked():
+                with anyio.move_on_after(min(remaining, self.wait_seconds)):
+                    await self._waiting[request_id].wait()
+                continue
+            async with self._inbox_turn:
+                delivery = await self._receive([inbox], min(remaining, self.wait_seconds))
                 if delivery is None:
                     continue
                 await self.transport.ack(delivery, self.clock())
-                if delivery.envelope.correlation_id == sent.id:
-                    return _raise_problem(delivery.envelope)
-        finally:
-            await self.transport.forget(inbox)
-        raise NoReply(f"no reply to message {sent.id} from {sent.recipient} within {timeout:g} s")
+                answered = delivery.envelope.correlation_id or ""
+                if answered in self._waiting:  # else a late reply to a request given up
+                    self._replies[answered] = delivery.envelope
+                    self._waiting[answered].set()
+        return self._replies[request_id]
+
+    async def close(self) -> None:
+        """Remove this bus's reply inbox and close the transport's connections."""
+        if self._inbox is not None:
+            await self.transport.forget(str(self._inbox))
+            self._inbox = None
+        await self.transport.close()
 
     async def _receive(self, queues: list[str], wait: float) -> Delivery | None:
         return await self.transport.receive(

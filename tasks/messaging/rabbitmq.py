@@ -94,6 +94,11 @@ class _Connected:
         self.buffers: dict[str, asyncio.Queue[tuple[str, AbstractIncomingMessage]]] = {}
         self.consumers: dict[str, str] = {}
         self.pending: dict[int, tuple[str, AbstractIncomingMessage]] = {}
+        # Handled, not yet in the ledger: written in one transaction per batch, and
+        # acknowledged to the broker only once written.
+        self.unwritten: list[tuple[str, str, float, AbstractIncomingMessage | None]] = []
+        self.writer: asyncio.Task[None] | None = None
+        self.handled: set[tuple[str, str]] = set()  # unwritten and being written
 
 
 class RabbitTransport(Transport):
@@ -279,9 +284,11 @@ class RabbitTransport(Transport):
 
     @override
     async def seen(self, delivery: Delivery) -> bool:
-        return await anyio.to_thread.run_sync(
-            self.ledger.handled, delivery.queue, delivery.envelope.id
-        )
+        # Read on the loop itself: a WAL reader takes no lock and never waits, and a
+        # thread hop would cost more than the read.
+        link = await self._link()
+        key = (delivery.queue, delivery.envelope.id)
+        return key in link.handled or self.ledger.handled(*key)
 
     @override
     async def extend(self, delivery: Delivery, error: str, until: float) -> Delivery:
@@ -293,11 +300,24 @@ class RabbitTransport(Transport):
     async def ack(self, delivery: Delivery, now: float) -> None:
         link = await self._link()
         held = link.pending.pop(delivery.receipt, None)
-        await anyio.to_thread.run_sync(
-            self.ledger.remember, delivery.queue, delivery.envelope.id, now
+        link.unwritten.append(
+            (delivery.queue, delivery.envelope.id, now, held[1] if held else None)
         )
-        if held is not None:
-            await _settle(held[1].ack())
+        link.handled.add((delivery.queue, delivery.envelope.id))
+        if link.writer is None or link.writer.done():
+            link.writer = asyncio.create_task(self._write(link))
+
+    async def _write(self, link: _Connected) -> None:
+        # Group commit: every acknowledgement that came in while the last batch was
+        # written goes into the next one, so a burst costs one ledger write, not one each.
+        while link.unwritten:
+            batch, link.unwritten = link.unwritten, []
+            rows = [(queue, message_id, now) for queue, message_id, now, _ in batch]
+            await anyio.to_thread.run_sync(self.ledger.remember_all, rows)
+            for queue, message_id, _, message in batch:
+                link.handled.discard((queue, message_id))
+                if message is not None:
+                    await _settle(message.ack())
 
     @override
     async def bury(self, delivery: Delivery, reason: str, now: float) -> None:
@@ -338,6 +358,8 @@ class RabbitTransport(Transport):
     async def close(self) -> None:
         link, self._connected = self._connected, None
         if link is not None and link.loop is asyncio.get_running_loop():
+            if link.writer is not None:
+                await link.writer
             await link.connection.close()
 
 

@@ -252,10 +252,11 @@ class MessageStore:
             "INSERT OR IGNORE INTO aiorch_handled VALUES (?, ?, ?)", (queue, message_id, now)
         )
 
-    def remember(self, queue: str, message_id: str, now: float) -> None:
-        """Record ``message_id`` as handled from ``queue`` (for a broker's deliveries)."""
+    def remember_all(self, rows: list[tuple[str, str, float]]) -> None:
+        """Record each ``(queue, message_id, at)`` as handled (a broker's deliveries)."""
         with self._transaction() as connection:
-            self._remember(connection, queue, message_id, now)
+            for queue, message_id, now in rows:
+                self._remember(connection, queue, message_id, now)
 
     def handled(self, queue: str, message_id: str) -> bool:
         """Whether ``message_id`` was handled from ``queue`` already."""

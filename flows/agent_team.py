@@ -86,7 +86,7 @@ def _writer(agent: Agent, briefs: list[str]) -> Handler:
     return handle
 
 
-@flow(name="agent-team", on_completion=[publish_run_report], on_failure=[publish_run_report])
+@flow(name="aiorch-agent-team", on_completion=[publish_run_report], on_failure=[publish_run_report])
 async def agent_team(
     brief: Annotated[str, Field(min_length=1, description="What the team works on.")] = (
         DEFAULT_BRIEF

@@ -21,7 +21,7 @@ def _report(run_id: Any) -> str:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
         )
-    return next(str(a.data) for a in artifacts if a.key == "agent-team-run-report")
+    return next(str(a.data) for a in artifacts if a.key == "aiorch-agent-team-run-report")
 
 
 def test_the_team_broadcasts_asks_routes_and_waits_for_approval(
@@ -45,7 +45,7 @@ def test_the_team_broadcasts_asks_routes_and_waits_for_approval(
     thread = threading.Thread(target=contextvars.copy_context().run, args=(run,))
     thread.start()
     try:
-        paused = _paused_run("agent-team", thread)
+        paused = _paused_run("aiorch-agent-team", thread)
         _answer(paused.id, {"reply": "go", "approve": True})
     finally:
         thread.join(timeout=DEADLINE_SECONDS)

@@ -130,7 +130,7 @@ def test_a_conversation_renders_as_a_sequence_diagram_in_the_prefect_ui(
     assert state.is_completed(), state.message
     run_id = state.state_details.flow_run_id
     assert run_id is not None
-    report = _artifact_ids(run_id)["agent-team-run-report"]
+    report = _artifact_ids(run_id)["aiorch-agent-team-run-report"]
     ui = prefect_api.removesuffix("/api")
     with opened(f"{ui}/v2/artifacts/artifact/{report}") as page:
         diagrams = page.wait_for(f"({DIAGRAMS}).includes('sequence') && {DIAGRAMS}")

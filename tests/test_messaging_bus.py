@@ -20,6 +20,7 @@ from aiorch.tasks.messaging.bus import MessageBus
 from aiorch.tasks.messaging.envelope import DataPart, Envelope, TextPart, parse_address
 from aiorch.tasks.messaging.errors import HandlerError, MessageRejected, NoReply
 from aiorch.tasks.messaging.store import MessageStore, topic_matches
+from tests.messages import text_message, wait_for_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,17 +40,6 @@ def store(scratch_dir: Path) -> MessageStore:
     return MessageStore(scratch_dir / "messages.sqlite", aging_seconds=5)
 
 
-def _message(sender: str, recipient: str, text: str = "hi", **fields: Any) -> Envelope:
-    kind = "event" if recipient.startswith("topic:") else fields.pop("kind", "event")
-    return Envelope(
-        sender=parse_address(sender),
-        recipient=parse_address(recipient),
-        kind=kind,
-        parts=[TextPart(text=text)],
-        **fields,
-    )
-
-
 def _text(message: Envelope) -> str:
     part = message.parts[0]
     assert isinstance(part, TextPart)
@@ -66,7 +56,7 @@ def test_a_request_gets_its_reply(store: MessageStore) -> None:
 
     async def main() -> Envelope:
         async with bus.serving():
-            return await bus.request(_message("agent:me", "agent:shouter", kind="request"), 10)
+            return await bus.request(text_message("agent:me", "agent:shouter", kind="request"), 10)
 
     reply = anyio.run(main)
     assert (reply.kind, _text(reply), str(reply.sender)) == ("reply", "HI", "agent:shouter")
@@ -86,7 +76,7 @@ def test_a_handlers_typed_error_reaches_the_caller_as_that_error(store: MessageS
     bus.register("agent:fails", fails)
 
     async def ask(text: str) -> None:
-        await bus.request(_message("agent:me", "agent:fails", text, kind="request"), 10)
+        await bus.request(text_message("agent:me", "agent:fails", text, kind="request"), 10)
 
     async def main() -> list[BaseException]:
         caught: list[BaseException] = []
@@ -116,7 +106,7 @@ def test_no_reply_in_time_is_a_retryable_error(store: MessageStore) -> None:
 
     bus.register("agent:slow", never)
     with pytest.raises(NoReply, match=r"within 0\.3 s") as caught:
-        anyio.run(bus.request, _message("agent:me", "agent:slow", kind="request"), 0.3)
+        anyio.run(bus.request, text_message("agent:me", "agent:slow", kind="request"), 0.3)
     assert caught.value.retryable
 
 
@@ -139,8 +129,8 @@ def test_broadcast_reaches_every_matching_subscriber_and_the_publisher_if_it_ask
     bus.register("agent:echo", listener("echo"), topics=["incidents.#"], hear_own=True)
 
     async def main() -> None:
-        await bus.send(_message("agent:loud", "topic:incidents.new", "a"))
-        await bus.send(_message("agent:echo", "topic:incidents.db.down", "b"))
+        await bus.send(text_message("agent:loud", "topic:incidents.new", "a"))
+        await bus.send(text_message("agent:echo", "topic:incidents.db.down", "b"))
         while await bus.serve_once():
             pass
 
@@ -157,11 +147,11 @@ def test_a_high_priority_message_overtakes_a_backlog_without_starving_it(
     for number in range(1000):
         store.enqueue(
             "agent:worker",
-            _message("agent:a", "agent:worker", f"low {number}", priority=0),
+            text_message("agent:a", "agent:worker", f"low {number}", priority=0),
             clock.now,
         )
     store.enqueue(
-        "agent:worker", _message("agent:b", "agent:worker", "urgent", priority=9), clock.now
+        "agent:worker", text_message("agent:b", "agent:worker", "urgent", priority=9), clock.now
     )
     order = []
     for _ in range(3):
@@ -173,7 +163,7 @@ def test_a_high_priority_message_overtakes_a_backlog_without_starving_it(
     # Aging: a low message that waited 9 x aging_seconds ties a fresh top-priority one.
     clock.now += 45
     store.enqueue(
-        "agent:worker", _message("agent:c", "agent:worker", "fresh", priority=9), clock.now
+        "agent:worker", text_message("agent:c", "agent:worker", "fresh", priority=9), clock.now
     )
     leased = store.lease(["agent:worker"], clock.now, 60, 5)
     assert leased is not None
@@ -221,7 +211,7 @@ def test_a_message_id_is_handled_once_however_often_it_is_sent(store: MessageSto
         seen.append(message.id)
 
     bus.register("agent:once", handle)
-    message = _message("agent:me", "agent:once")
+    message = text_message("agent:me", "agent:once")
 
     async def main() -> None:
         await bus.send(message)
@@ -248,7 +238,7 @@ def test_unacknowledged_and_failing_messages_are_redelivered_then_dead_lettered(
         raise TimeoutError("the upstream did not answer")  # untyped: retryable
 
     bus.register("agent:flaky", flaky)
-    lost = _message("agent:me", "agent:flaky", "lost")
+    lost = text_message("agent:me", "agent:flaky", "lost")
     store.enqueue("agent:flaky", lost, clock.now)
     leased = store.lease(["agent:flaky"], clock.now, 30, 3)  # a consumer that then died
     assert leased is not None
@@ -273,10 +263,16 @@ def test_undeliverable_messages_name_the_field_go_to_dead_letters_and_can_be_red
     bus = MessageBus(store, max_bytes=2000)
     now = datetime.now(UTC)
     cases = [
-        (_message("agent:me", "agent:nobody"), "recipient: no agent agent:nobody is registered"),
-        (_message("agent:me", "capability:translate"), "no agent offers capability 'translate'"),
         (
-            _message(
+            text_message("agent:me", "agent:nobody"),
+            "recipient: no agent agent:nobody is registered",
+        ),
+        (
+            text_message("agent:me", "capability:translate"),
+            "no agent offers capability 'translate'",
+        ),
+        (
+            text_message(
                 "agent:me",
                 "agent:nobody",
                 created_at=now - timedelta(minutes=2),
@@ -284,7 +280,7 @@ def test_undeliverable_messages_name_the_field_go_to_dead_letters_and_can_be_red
             ),
             "expires_at: the message expired before it was sent",
         ),
-        (_message("agent:me", "agent:nobody", "x" * 3000), "over the bus's limit of 2000"),
+        (text_message("agent:me", "agent:nobody", "x" * 3000), "over the bus's limit of 2000"),
     ]
     for message, reason in cases:
         with pytest.raises(MessageRejected, match=reason):
@@ -318,27 +314,20 @@ def _worker(store: MessageStore, name: str, ledger: Path, mode: str) -> subproce
     )
 
 
-def _wait_for(ledger: Path, line: str, deadline_seconds: float = 60) -> None:
-    deadline = time.monotonic() + deadline_seconds
-    while line not in (ledger.read_text() if ledger.exists() else ""):
-        assert time.monotonic() < deadline, f"{line!r} never came: {ledger.read_text()!r}"
-        time.sleep(0.05)
-
-
 def test_a_message_whose_consumer_was_killed_is_handled_by_another_process(
     store: MessageStore, scratch_dir: Path
 ) -> None:
     ledger = scratch_dir / "ledger"
     store.register("agent:seed", ["work"])  # the capability exists before any worker
-    anyio.run(MessageBus(store).send, _message("agent:me", "capability:work", "job-1"))
+    anyio.run(MessageBus(store).send, text_message("agent:me", "capability:work", "job-1"))
     first = _worker(store, "first", ledger, "hang")
     second: subprocess.Popen[bytes] | None = None
     try:
-        _wait_for(ledger, "start first job-1")
+        wait_for_line(ledger, "start first job-1")
         first.send_signal(signal.SIGKILL)  # mid-message: never acknowledged
         first.wait(timeout=30)
         second = _worker(store, "second", ledger, "finish")
-        _wait_for(ledger, "done second job-1")
+        wait_for_line(ledger, "done second job-1")
         deadline = time.monotonic() + 30
         while store.depth("capability:work"):  # acknowledged just after the handler ends
             assert time.monotonic() < deadline, "the message was never acknowledged"
@@ -359,7 +348,7 @@ def test_dead_letters_are_listed_and_redelivered_from_the_command_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     store = MessageStore.default()  # the session's data directory
-    message = _message("agent:me", "agent:cli-target")
+    message = text_message("agent:me", "agent:cli-target")
     with pytest.raises(MessageRejected):
         anyio.run(MessageBus(store).send, message)
     assert main(["messages", "dead-letters"]) == 0
@@ -390,8 +379,8 @@ def test_messages_from_different_senders_are_handled_at_once(store: MessageStore
     bus.register("agent:worker", waits_for_company)
 
     async def main() -> None:
-        await bus.send(_message("agent:a", "agent:worker"))
-        await bus.send(_message("agent:b", "agent:worker"))
+        await bus.send(text_message("agent:a", "agent:worker"))
+        await bus.send(text_message("agent:b", "agent:worker"))
         async with bus.serving():
             with anyio.fail_after(10):
                 await both.wait()

@@ -26,6 +26,7 @@ from aiorch.tasks.messaging.routes import MessageRoutes, RouteRule
 from aiorch.tasks.messaging.store import MessageStore
 from aiorch.tasks.messaging.transport import Transport
 from aiorch.testing.rabbitmq import RabbitNode
+from tests.messages import text_message
 
 TRANSPORTS = ["embedded", "rabbitmq"]
 
@@ -45,17 +46,6 @@ def name() -> Callable[[str], str]:
     """Addresses unique to this test: ``name("agent:worker")`` -> ``agent:worker-1a2b3c``."""
     suffix = uuid4().hex[:8]
     return lambda address: f"{address}-{suffix}"
-
-
-def _message(sender: str, recipient: str, text: str = "hi", **fields: Any) -> Envelope:
-    kind = "event" if recipient.startswith("topic:") else fields.pop("kind", "event")
-    return Envelope(
-        sender=parse_address(sender),
-        recipient=parse_address(recipient),
-        kind=kind,
-        parts=[TextPart(text=text)],
-        **fields,
-    )
 
 
 def _text(message: Envelope) -> str:
@@ -98,10 +88,10 @@ def test_request_reply_and_typed_errors(transport: Transport, name: Callable[[st
     async def main() -> tuple[Envelope, list[BaseException]]:
         caught: list[BaseException] = []
         async with bus.serving():
-            reply = await bus.request(_message("agent:me", shouter, kind="request"), 20)
+            reply = await bus.request(text_message("agent:me", shouter, kind="request"), 20)
             for text in ("config", "step"):
                 try:
-                    await bus.request(_message("agent:me", fails, text, kind="request"), 20)
+                    await bus.request(text_message("agent:me", fails, text, kind="request"), 20)
                 except Exception as error:
                     caught.append(error)
         return reply, caught
@@ -125,7 +115,7 @@ def test_no_reply_in_time(transport: Transport, name: Callable[[str], str]) -> N
 
     async def main() -> None:
         async with bus.serving():
-            await bus.request(_message("agent:me", slow, kind="request"), 0.5)
+            await bus.request(text_message("agent:me", slow, kind="request"), 0.5)
 
     with pytest.raises(NoReply, match=r"within 0\.5 s"):
         _run(bus, main)
@@ -152,8 +142,8 @@ def test_broadcast_by_pattern_and_hearing_ones_own(
 
     async def main() -> None:
         async with bus.serving():
-            await bus.send(_message(publisher, f"topic:{area}.eu.paris", "paris"))
-            await bus.send(_message(deaf, f"topic:{area}.us.nyc", "nyc"))
+            await bus.send(text_message(publisher, f"topic:{area}.eu.paris", "paris"))
+            await bus.send(text_message(deaf, f"topic:{area}.us.nyc", "nyc"))
             await _until(lambda: len(got["all"]) == 2 and len(got["self"]) == 2)
             await _until(lambda: len(got["eu"]) == 1 and len(got["deaf"]) == 1)
 
@@ -185,7 +175,7 @@ def test_capability_messages_are_shared_by_competing_consumers(
         async with bus.serving():
             for index in range(20):
                 await bus.send(
-                    _message(f"agent:sender-{index}", f"capability:{capability}", str(index))
+                    text_message(f"agent:sender-{index}", f"capability:{capability}", str(index))
                 )
             await _until(lambda: len(handled["a"]) + len(handled["b"]) == 20)
 
@@ -207,8 +197,8 @@ def test_a_message_id_is_handled_once_however_often_it_is_sent(
         await anyio.sleep(0.05)
 
     bus.register(target, handle)
-    message = _message("agent:me", target)
-    after = _message("agent:me", target, "after")
+    message = text_message("agent:me", target)
+    after = text_message("agent:me", target, "after")
 
     async def main() -> None:
         for _ in range(3):
@@ -218,7 +208,7 @@ def test_a_message_id_is_handled_once_however_often_it_is_sent(
             await _until(lambda: after.id in seen)
             await bus.send(message)
             await bus.send(after)
-            marker = _message("agent:me", target, "marker")
+            marker = text_message("agent:me", target, "marker")
             await bus.send(marker)
             await _until(lambda: marker.id in seen)
 
@@ -243,8 +233,8 @@ def test_order_is_kept_per_sender_while_handling_several_at_once(
 
     async def main() -> None:
         for index in range(15):
-            await bus.send(_message("agent:a", target, str(index)))
-            await bus.send(_message("agent:b", target, str(index)))
+            await bus.send(text_message("agent:a", target, str(index)))
+            await bus.send(text_message("agent:b", target, str(index)))
         async with bus.serving():
             await _until(lambda: sum(map(len, finished.values())) == 30)
 
@@ -267,8 +257,10 @@ def test_a_high_priority_message_overtakes_a_backlog_of_a_thousand(
 
     async def main() -> None:
         for index in range(1000):
-            await bus.send(_message(f"agent:low-{index % 10}", target, f"low-{index}", priority=1))
-        await bus.send(_message("agent:boss", target, "urgent", priority=9))
+            await bus.send(
+                text_message(f"agent:low-{index % 10}", target, f"low-{index}", priority=1)
+            )
+        await bus.send(text_message("agent:boss", target, "urgent", priority=9))
         async with bus.serving():
             await _until(lambda: "urgent" in order, 60)
 
@@ -292,14 +284,14 @@ def test_undeliverable_and_failing_messages_go_to_the_dead_letters_and_come_back
         got.append(message.id)
 
     bus.register(flaky, fails)
-    lost = _message("agent:me", nobody)
-    failing = _message("agent:me", flaky)
+    lost = text_message("agent:me", nobody)
+    failing = text_message("agent:me", flaky)
 
     async def main() -> None:
         with pytest.raises(MessageRejected, match=f"recipient: .*{nobody}"):
             await bus.send(lost)
         with pytest.raises(MessageRejected, match=r"no agent offers capability|no such capability"):
-            await bus.send(_message("agent:me", name("capability:none")))
+            await bus.send(text_message("agent:me", name("capability:none")))
         async with bus.serving():
             await bus.send(failing)
             await _until(lambda: any(letter.id == failing.id for letter in letters))
@@ -367,7 +359,7 @@ def test_rules_route_by_content_and_header_then_to_the_default_then_to_dead_lett
         bus.register(address, collect(address))
 
     def to_triage(text: str, **fields: Any) -> Envelope:
-        return _message("agent:me", triage, text, **fields)
+        return text_message("agent:me", triage, text, **fields)
 
     invoice = Envelope(
         sender=parse_address("agent:me"),
@@ -375,7 +367,7 @@ def test_rules_route_by_content_and_header_then_to_the_default_then_to_dead_lett
         kind="event",
         parts=[DataPart(data={"order": {"kind": "invoice", "id": 7}})],
     )
-    unmatched = _message("agent:me", strict, "hello")
+    unmatched = text_message("agent:me", strict, "hello")
 
     async def main() -> Envelope:
         async with bus.serving():
@@ -409,3 +401,65 @@ def test_routes_refuse_rules_that_could_not_work() -> None:
         MessageRoutes(address="topic:x")
     with pytest.raises(ValueError, match="unknown field 'defualt'; did you mean 'default'"):
         MessageRoutes(address="agent:x", defualt="agent:y")
+
+
+def test_a_body_that_fails_the_recipients_schema_is_refused_naming_the_field(
+    transport: Transport, name: Callable[[str], str]
+) -> None:
+    bus = MessageBus(transport)
+    orders = name("agent:orders")
+    handled: list[Any] = []
+    schema = {
+        "type": "object",
+        "required": ["order_id"],
+        "properties": {"order_id": {"type": "integer"}},
+    }
+
+    async def take(message: Envelope) -> list[TextPart]:
+        handled.append(message.parts[0])
+        return [TextPart(text="taken")]
+
+    bus.register(orders, take, accepts=schema)
+
+    def order(data: Any, kind: str = "request") -> Envelope:
+        return Envelope(
+            sender=parse_address("agent:me"),
+            recipient=parse_address(orders),
+            kind=kind,
+            parts=[DataPart(data=data)],
+        )
+
+    canary = "sk-schema-canary-5c1d9e7a2b"
+    bad_event = order({"order_id": canary}, kind="event")
+
+    async def main() -> Envelope:
+        async with bus.serving():
+            good = await bus.request(order({"order_id": 7}), 20)
+            with pytest.raises(MessageRejected, match=r"parts\[0\]\.data\.order_id: fails 'type'"):
+                await bus.request(order({"order_id": "seven"}), 20)
+            await bus.send(bad_event)
+            await _until(lambda: any(d.id == bad_event.id for d in letters))
+        return good
+
+    letters: list[Any] = []
+
+    async def watched() -> Envelope:
+        async def poll() -> None:
+            while True:
+                letters[:] = await transport.dead_letters()
+                await anyio.sleep(0.05)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(poll)
+            reply = await main()
+            group.cancel_scope.cancel()
+        return reply
+
+    good = _run(bus, watched)
+    assert good.text() == "taken"
+    assert len(handled) == 1  # the refused ones never reached the handler
+    reason = next(letter.reason for letter in letters if letter.id == bad_event.id)
+    assert "parts[0].data.order_id: fails 'type'" in reason
+    assert canary not in reason
+    with pytest.raises(ConfigurationError, match="accepts: not a JSON Schema"):
+        bus.register(name("agent:bad"), take, accepts={"type": 5})

@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from uuid import uuid4
@@ -21,6 +20,7 @@ from aiorch.tasks.messaging.envelope import Envelope, TextPart, parse_address
 from aiorch.tasks.messaging.rabbitmq import RabbitTransport
 from aiorch.tasks.messaging.store import MessageStore
 from aiorch.testing.rabbitmq import RabbitNode
+from tests.messages import wait_for_line
 from tests.tcp_relay import TcpRelay
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,11 +129,11 @@ def test_a_message_whose_consumer_was_killed_is_handled_by_another(
     first = worker("first", "hang")
     second: subprocess.Popen[bytes] | None = None
     try:
-        _wait_for(ledger, "start first job-1")
+        wait_for_line(ledger, "start first job-1")
         first.send_signal(signal.SIGKILL)  # mid-message: never acknowledged
         first.wait(timeout=30)
         second = worker("second", "finish")
-        _wait_for(ledger, "done second job-1")
+        wait_for_line(ledger, "done second job-1")
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
@@ -182,10 +182,3 @@ def _with_capability(capability: str) -> dict[str, str]:
     import os
 
     return {**os.environ, "AIORCH_TEST_CAPABILITY": capability}
-
-
-def _wait_for(ledger: Path, line: str, deadline_seconds: float = 60) -> None:
-    deadline = time.monotonic() + deadline_seconds
-    while line not in (ledger.read_text() if ledger.exists() else ""):
-        assert time.monotonic() < deadline, f"{line!r} never came: {ledger.read_text()!r}"
-        time.sleep(0.05)

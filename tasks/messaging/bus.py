@@ -54,6 +54,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -64,6 +65,10 @@ from typing import Any
 from uuid import uuid4
 
 import anyio
+from jsonschema import SchemaError
+from jsonschema.exceptions import best_match
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
 
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.settings import load_settings
@@ -107,6 +112,29 @@ class _Participant:
     subscriptions: list[Subscription]
     declared: bool = False
     queues: list[str] = field(default_factory=list)
+    accepts: Validator | None = None
+
+    def refusal(self, envelope: Envelope) -> str | None:
+        """Why ``envelope``'s data fails the schema this participant accepts; None if not."""
+        if self.accepts is None:
+            return None
+        found = [(i, p.data) for i, p in enumerate(envelope.parts) if isinstance(p, DataPart)]
+        if not found:
+            return (
+                f"parts: {self.address} accepts a data part matching its schema and the "
+                "message has none; send the data as a DataPart"
+            )
+        index, data = found[0]
+        error = best_match(self.accepts.iter_errors(data))
+        if error is None:
+            return None
+        path = "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in error.path)
+        # The schema's rule, never the value (it may be a secret).
+        rule = json.dumps(error.validator_value)[:120]
+        return (
+            f"parts[{index}].data{path}: fails {error.validator!r} ({rule}) of the schema "
+            f"{self.address} accepts; send data that matches it"
+        )
 
     def hears(self, envelope: Envelope) -> bool:
         """Whether this participant wants ``envelope`` (its own broadcasts only if it asked)."""
@@ -173,15 +201,32 @@ class MessageBus:
         capabilities: Sequence[str] = (),
         topics: Sequence[str] = (),
         hear_own: bool = False,
+        accepts: dict[str, Any] | None = None,
     ) -> None:
         """Serve ``address`` with ``handler``: its own messages, its capabilities', its topics'.
+
+        ``accepts`` is a JSON Schema the message's data part must match: a message that
+        does not is refused (a request's caller gets ``MessageRejected`` naming the
+        field) and goes to the dead letters, without reaching the handler.
 
         Register every handler before the bus starts serving; the queues are declared on
         the transport by the bus's next operation.
 
         Raises:
-            ConfigurationError: ``address`` is not an agent's (``agent:TYPE[/KEY]``).
+            ConfigurationError: ``address`` is not an agent's (``agent:TYPE[/KEY]``), or
+                ``accepts`` is not a JSON Schema.
         """
+        validator = None
+        if accepts is not None:
+            schema_class = validator_for(accepts)
+            try:
+                schema_class.check_schema(accepts)
+            except SchemaError as error:
+                raise ConfigurationError(
+                    f"accepts: not a JSON Schema ({error.message}); pass a schema such as "
+                    '{"type": "object", "required": ["order_id"]}'
+                ) from None
+            validator = schema_class(accepts)
         if isinstance(address, str):
             parsed = parse_address(address)
             if not isinstance(parsed, AgentAddress):
@@ -192,7 +237,14 @@ class MessageBus:
         queues = [str(address), *(str(CapabilityAddress(capability=name)) for name in capabilities)]
         subscriptions = [Subscription(pattern=pattern, hear_own=hear_own) for pattern in topics]
         self._participants.append(
-            _Participant(address, handler, list(capabilities), subscriptions, queues=queues)
+            _Participant(
+                address,
+                handler,
+                list(capabilities),
+                subscriptions,
+                queues=queues,
+                accepts=validator,
+            )
         )
 
     async def _declare(self) -> None:
@@ -360,6 +412,16 @@ class MessageBus:
         envelope = delivery.envelope
         if not participant.hears(envelope) or await self.transport.seen(delivery):
             await self.transport.ack(delivery, self.clock())
+            return
+        refusal = participant.refusal(envelope)
+        if refusal is not None:
+            if envelope.kind == "request":
+                problem = problem_from_exception(MessageRejected(refusal))
+                problem_part = DataPart(data=problem.model_dump(mode="json", exclude_none=True))
+                await self._reply(
+                    participant, envelope, [problem_part], {PROBLEM_HEADER: problem.type}
+                )
+            await self.transport.bury(delivery, refusal, self.clock())
             return
         while True:
             try:

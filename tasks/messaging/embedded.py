@@ -29,7 +29,6 @@ import anyio
 from aiorch.tasks.messaging.envelope import CapabilityAddress, Envelope, TopicAddress
 from aiorch.tasks.messaging.store import MessageStore
 from aiorch.tasks.messaging.transport import (
-    DeadLetter,
     Delivery,
     Subscription,
     Transport,
@@ -41,7 +40,7 @@ class EmbeddedTransport(Transport):
     """Queues in a :class:`MessageStore`, polled every ``poll_seconds`` while waiting."""
 
     def __init__(self, store: MessageStore, *, poll_seconds: float = 0.02) -> None:
-        self.store = store
+        self.store = self.ledger = store
         self.poll_seconds = poll_seconds
 
     @override
@@ -125,18 +124,6 @@ class EmbeddedTransport(Transport):
     @override
     async def bury(self, delivery: Delivery, reason: str, now: float) -> None:
         await anyio.to_thread.run_sync(self.store.bury, delivery, reason, now)
-
-    @override
-    async def dead_letter(self, queue: str, envelope: Envelope, reason: str, now: float) -> None:
-        await anyio.to_thread.run_sync(self.store.dead_letter, queue, envelope, reason, now)
-
-    @override
-    async def dead_letters(self) -> list[DeadLetter]:
-        return await anyio.to_thread.run_sync(self.store.dead_letters)
-
-    @override
-    async def take_dead_letter(self, seq: int) -> DeadLetter | None:
-        return await anyio.to_thread.run_sync(self.store.take_dead_letter, seq)
 
     @override
     async def depth(self, queue: str) -> int:

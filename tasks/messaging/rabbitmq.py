@@ -51,7 +51,6 @@ from aiorch.tasks.messaging.envelope import (
 )
 from aiorch.tasks.messaging.store import MessageStore
 from aiorch.tasks.messaging.transport import (
-    DeadLetter,
     Delivery,
     Subscription,
     Transport,
@@ -103,6 +102,8 @@ class _Connected:
 
 class RabbitTransport(Transport):
     """Queues on a RabbitMQ broker; handled ids and dead letters in ``ledger``."""
+
+    ledger: MessageStore
 
     def __init__(
         self,
@@ -328,18 +329,6 @@ class RabbitTransport(Transport):
         )
         if held is not None:
             await _settle(held[1].ack())
-
-    @override
-    async def dead_letter(self, queue: str, envelope: Envelope, reason: str, now: float) -> None:
-        await anyio.to_thread.run_sync(self.ledger.dead_letter, queue, envelope, reason, now)
-
-    @override
-    async def dead_letters(self) -> list[DeadLetter]:
-        return await anyio.to_thread.run_sync(self.ledger.dead_letters)
-
-    @override
-    async def take_dead_letter(self, seq: int) -> DeadLetter | None:
-        return await anyio.to_thread.run_sync(self.ledger.take_dead_letter, seq)
 
     @override
     async def depth(self, queue: str) -> int:

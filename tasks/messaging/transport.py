@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Protocol
+
+import anyio
 
 from aiorch.core.models import AiorchModel
 from aiorch.tasks.messaging.envelope import Envelope
@@ -58,6 +61,19 @@ class Unroutable(Exception):
         super().__init__(reason)
         self.queue = queue
         self.reason = reason
+
+
+class Ledger(Protocol):
+    """The dead letters' book: the message store, on every transport."""
+
+    def dead_letter(self, queue: str, envelope: Envelope, reason: str, now: float) -> None:
+        """Keep a message that will not be delivered, with the reason."""
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Every dead letter, oldest first."""
+
+    def take_dead_letter(self, seq: int) -> DeadLetter | None:
+        """Remove dead letter ``seq``; None if there is none."""
 
 
 class Transport(ABC):
@@ -126,17 +142,20 @@ class Transport(ABC):
     async def bury(self, delivery: Delivery, reason: str, now: float) -> None:
         """Move a delivered message to the dead letters with ``reason``."""
 
-    @abstractmethod
+    ledger: Ledger
+    """Where the dead letters (and, for a broker, the handled ids) are kept."""
+
     async def dead_letter(self, queue: str, envelope: Envelope, reason: str, now: float) -> None:
         """Keep a message that will not be delivered (it was never queued), with the reason."""
+        await anyio.to_thread.run_sync(self.ledger.dead_letter, queue, envelope, reason, now)
 
-    @abstractmethod
     async def dead_letters(self) -> list[DeadLetter]:
         """Every dead letter, oldest first."""
+        return await anyio.to_thread.run_sync(self.ledger.dead_letters)
 
-    @abstractmethod
     async def take_dead_letter(self, seq: int) -> DeadLetter | None:
         """Remove dead letter ``seq`` (to deliver it again); None if there is none."""
+        return await anyio.to_thread.run_sync(self.ledger.take_dead_letter, seq)
 
     @abstractmethod
     async def depth(self, queue: str) -> int:

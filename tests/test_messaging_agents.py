@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from uuid import UUID
 
@@ -43,10 +44,16 @@ def test_an_agent_block_answers_messages_as_prefect_task_runs(
 
     reply = anyio.run(conversation)
     assert reply.text() == 'hello there\n{"n": 1}'  # the passthrough model echoes
+    handled = "capability:repeat <- agent:coordinator (request)"
+    deadline = time.monotonic() + 30
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[ids[0]]))
-        )
-    names = {run.name: run.state_name for run in runs}
-    assert names["capability:repeat <- agent:coordinator (request)"] == "Completed"
+        while True:  # task-run states reach the server through events: poll for them
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[ids[0]]))
+            )
+            names = {run.name: run.state_name for run in runs}
+            if names.get(handled) == "Completed" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert names[handled] == "Completed"
     assert any(name.startswith("agent-call") for name in names)

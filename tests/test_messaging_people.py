@@ -15,7 +15,15 @@ from uuid import UUID
 import anyio
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterName,
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateName,
+)
 from prefect.client.schemas.objects import FlowRun
 
 from aiorch.core.guardian import Guardian
@@ -42,13 +50,14 @@ def _wait_for(run_id: UUID, wanted: set[str]) -> FlowRun:
 
 def _paused_run(flow_name: str, runner: threading.Thread) -> FlowRun:
     deadline = time.monotonic() + DEADLINE_SECONDS
+    paused = FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Paused"])))
+    by_flow = FlowFilter(name=FlowFilterName(any_=[flow_name]))
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline and runner.is_alive():
-            for run in client.read_flow_runs(limit=20):
-                if run.state is not None and run.state.name == "Paused":
-                    flow = client.read_flow(run.flow_id)
-                    if flow.name == flow_name:
-                        return run
+            # Filtered by the server: a busy session server holds many other runs.
+            found = client.read_flow_runs(flow_run_filter=paused, flow_filter=by_flow, limit=1)
+            if found:
+                return found[0]
             time.sleep(0.2)
     pytest.fail("no flow run paused")
 

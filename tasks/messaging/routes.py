@@ -47,13 +47,11 @@ from aiorch.tasks.messaging.envelope import (
 Destination = AgentAddress | TopicAddress | CapabilityAddress
 
 
-def _destination(text: str, field: str) -> str:
-    address = parse_address(text)
-    if isinstance(address, PersonAddress):
-        raise ValueError(
-            f"{field}: {quoted(text)} is a person; route to an agent, a capability or a topic"
-        )
-    return text
+def _person_in(text: str, field: str) -> str | None:
+    """Why ``text`` cannot be a destination (it is a person); None when it can."""
+    if isinstance(parse_address(text), PersonAddress):
+        return f"{field}: {quoted(text)} is a person; route to an agent, a capability or a topic"
+    return None
 
 
 def _field_of(data: Any, path: str) -> Any:
@@ -87,7 +85,10 @@ class RouteRule(AiorchModel):
     @field_validator("to")
     @classmethod
     def _to_is_a_destination(cls, value: str) -> str:
-        return _destination(value, "to")
+        refusal = _person_in(value, "to")
+        if refusal is not None:
+            raise ValueError(refusal)
+        return value
 
     @field_validator("when_text")
     @classmethod
@@ -155,7 +156,10 @@ class MessageRoutes(StrictFields, Block):
     @field_validator("default")
     @classmethod
     def _default_is_a_destination(cls, value: str | None) -> str | None:
-        return None if value is None else _destination(value, "default")
+        refusal = None if value is None else _person_in(value, "default")
+        if refusal is not None:
+            raise ValueError(refusal)
+        return value
 
     def destination(self, envelope: Envelope) -> Destination | None:
         """Where ``envelope`` goes: the first matching rule's, the default, or None."""

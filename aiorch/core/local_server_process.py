@@ -25,7 +25,11 @@ ACTIVE_STATES = ["PENDING", "RUNNING", "CANCELLING", "PAUSED"]
 
 
 def _last_activity(api_url: str) -> float | None:
-    """When a flow run last changed (epoch seconds), now if one is active; None if unknown."""
+    """When a flow run last changed (epoch seconds), now if one is active; None if no run.
+
+    A server that does not answer yet is still starting (on a loaded machine that takes
+    longer than a short idle window): it counts as active, never as idle.
+    """
     try:
         active = httpx.post(
             f"{api_url}/flow_runs/count",
@@ -40,7 +44,7 @@ def _last_activity(api_url: str) -> float | None:
             timeout=10,
         )
     except httpx.TransportError:
-        return None
+        return time.time()
     runs = latest.json() if latest.status_code == 200 else []
     if not runs:
         return None

@@ -60,7 +60,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
@@ -82,6 +81,7 @@ from aiorch.tasks.messaging.envelope import (
     PersonAddress,
     TextPart,
     TopicAddress,
+    moment,
     parse_address,
 )
 from aiorch.tasks.messaging.errors import MessageRejected, NoReply, remote_error
@@ -277,7 +277,7 @@ class MessageBus:
                 f"parts: the message is {size} bytes, over the bus's limit of {self.max_bytes} "
                 "(max_bytes); send large content as a file part with a url",
             )
-        if envelope.expired(_moment(self.clock())):
+        if envelope.expired(moment(self.clock())):
             raise await self._reject(
                 queue, envelope, "expires_at: the message expired before it was sent"
             )
@@ -538,10 +538,6 @@ async def _call(
         return await participant.handler(envelope)
     finally:
         _handling.reset(token)
-
-
-def _moment(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def _raise_problem(reply: Envelope) -> Envelope:

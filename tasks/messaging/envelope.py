@@ -155,6 +155,11 @@ class FilePart(_Frozen):
 Part = Annotated[TextPart | DataPart | FilePart, Field(discriminator="kind")]
 
 
+def moment(timestamp: float) -> datetime:
+    """An epoch timestamp (a bus's clock) as the aware datetime envelopes compare with."""
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 

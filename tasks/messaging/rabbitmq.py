@@ -35,7 +35,6 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, override
 
 import anyio
@@ -47,6 +46,7 @@ from aiorch.tasks.messaging.envelope import (
     Envelope,
     TextPart,
     TopicAddress,
+    moment,
     parse_address,
 )
 from aiorch.tasks.messaging.store import MessageStore
@@ -258,7 +258,7 @@ class RabbitTransport(Transport):
                     attempts=2 if message.redelivered else 1,
                     receipt=receipt,
                 )
-                if envelope.expired(_moment(now)):
+                if envelope.expired(moment(now)):
                     await self.bury(delivery, "expired", now)
                     continue
                 return delivery
@@ -370,7 +370,3 @@ async def _settle(acknowledgement: Any) -> None:
         await acknowledgement
     except (AMQPError, ChannelInvalidStateError, ConnectionError) as error:
         logger.warning("an acknowledgement was lost with the connection (%s)", type(error).__name__)
-
-
-def _moment(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)

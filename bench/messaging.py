@@ -1,12 +1,12 @@
 """The message bus against bare aio-pika, on a private RabbitMQ node, and the embedded bus.
 
 Three shapes, each a bare aio-pika baseline with the same delivery guarantees aiorch
-keeps (persistent messages, publisher confirms, manual acknowledgements) against
-aiorch's bus on the same broker:
+keeps (persistent messages on durable queues, publisher confirms, manual
+acknowledgements) against aiorch's bus on the same broker:
 
 - RPC round trip: a request and its reply (the bare side: one callback queue and
   correlation ids, the classic RabbitMQ RPC);
-- direct messages per second: ``BATCH`` one-way messages to one consumer, until the
+- direct messages per second: ``BATCH`` one-way messages to one agent's queue, until the
   last is handled;
 - a broadcast to ``SUBSCRIBERS`` subscribers: ``BATCH`` events on a topic, until every
   subscriber handled every one.
@@ -73,7 +73,11 @@ class _Bare:
         connection = await aio_pika.connect(self.url)
         try:
             channel = await connection.channel(publisher_confirms=True)
-            server = await channel.declare_queue(f"bench-rpc-{uuid4().hex}", auto_delete=True)
+            # Durable, as aiorch's agent queues are: a persistent message there is written
+            # to disk before the broker confirms it.
+            server = await channel.declare_queue(
+                f"bench-rpc-{uuid4().hex}", durable=True, auto_delete=True
+            )
 
             async def answer(message: aio_pika.abc.AbstractIncomingMessage) -> None:
                 await channel.default_exchange.publish(
@@ -99,7 +103,8 @@ class _Bare:
             for _ in range(REQUESTS):
                 sent = time.perf_counter()
                 correlation = uuid4().hex
-                waiting[correlation] = asyncio.get_running_loop().create_future()
+                # The reply can come before the confirm of the request.
+                reply = waiting[correlation] = asyncio.get_running_loop().create_future()
                 await channel.default_exchange.publish(
                     aio_pika.Message(
                         _envelope("agent:me", "agent:x").model_dump_json().encode(),
@@ -109,9 +114,38 @@ class _Bare:
                     ),
                     routing_key=server.name,
                 )
-                await waiting[correlation]
+                await reply
                 latencies.append(time.perf_counter() - sent)
             return (time.perf_counter() - started) / REQUESTS
+        finally:
+            await connection.close()
+
+    async def direct(self) -> float:
+        import aio_pika
+
+        connection = await aio_pika.connect(self.url)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            queue = await channel.declare_queue(
+                f"bench-direct-{uuid4().hex}", durable=True, auto_delete=True
+            )
+            handled = 0
+
+            async def count(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                nonlocal handled
+                handled += 1
+                await message.ack()
+
+            await queue.consume(count)
+            body = _envelope("agent:me", "agent:x").model_dump_json().encode()
+            started = time.perf_counter()
+            for _ in range(BATCH):
+                await channel.default_exchange.publish(
+                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=queue.name,
+                )
+            await _until(lambda: handled == BATCH)
+            return (time.perf_counter() - started) / BATCH
         finally:
             await connection.close()
 
@@ -126,7 +160,9 @@ class _Bare:
             )
             counts = [0] * subscribers
             for index in range(subscribers):
-                queue = await channel.declare_queue(exclusive=True)
+                queue = await channel.declare_queue(
+                    f"bench-sub-{uuid4().hex}", durable=True, auto_delete=True
+                )
                 await queue.bind(exchange, routing_key="bench.#")
 
                 async def count(
@@ -171,6 +207,26 @@ class _Aiorch:
                     await bus.request(_envelope("agent:me", target, kind="request"), 30)
                     latencies.append(time.perf_counter() - sent)
                 return (time.perf_counter() - started) / REQUESTS
+        finally:
+            await bus.close()
+
+    async def direct(self) -> float:
+        bus = MessageBus(self.make())
+        target = f"agent:sink-{uuid4().hex[:8]}"
+        handled = 0
+
+        async def count(message: Envelope) -> None:
+            nonlocal handled
+            handled += 1
+
+        bus.register(target, count)
+        try:
+            async with bus.serving():
+                started = time.perf_counter()
+                for _ in range(BATCH):
+                    await bus.send(_envelope("agent:me", target))
+                await _until(lambda: handled == BATCH)
+                return (time.perf_counter() - started) / BATCH
         finally:
             await bus.close()
 
@@ -237,7 +293,7 @@ def run(repeat: int) -> list[Row]:
         sides: dict[str, _Bare | _Aiorch] = {"bare": bare, "rabbit": rabbit, "embedded": embedded}
         shapes = [
             ("RPC round trip", "per request", 0),
-            ("Direct messages", "per message", 1),
+            ("Direct messages", "per message, to one agent", 1),
             (f"Broadcast to {SUBSCRIBERS} subscribers", "per event, all subscribers", SUBSCRIBERS),
         ]
         for title, per, subscribers in shapes:
@@ -246,6 +302,8 @@ def run(repeat: int) -> list[Row]:
                 side = sides[key]
                 if subscribers == 0:
                     return lambda: anyio.run(side.rpc, latencies[key])
+                if subscribers == 1:
+                    return lambda: anyio.run(side.direct)
                 return lambda: anyio.run(side.fan_out, subscribers)
 
             bare_s, rabbit_s, embedded_s = rotate(

@@ -182,3 +182,51 @@ def _with_capability(capability: str) -> dict[str, str]:
     import os
 
     return {**os.environ, "AIORCH_TEST_CAPABILITY": capability}
+
+
+def test_a_slow_handler_does_not_hold_back_the_acknowledgements_of_others(
+    rabbitmq_node: RabbitNode, scratch_dir: Path
+) -> None:
+    # Acknowledgements are coalesced per channel (one frame for a run of settled tags).
+    # A message still being handled must not stop the others being acknowledged: the
+    # broker gives each consumer at most `prefetch` unacknowledged messages, so held
+    # acknowledgements would stall the fast agent after four.
+    slow, fast = f"agent:slow-{uuid4().hex[:8]}", f"agent:fast-{uuid4().hex[:8]}"
+    ledger = MessageStore(scratch_dir / "ledger.sqlite")
+    bus = MessageBus(RabbitTransport(rabbitmq_node.url, ledger=ledger, prefetch=4))
+    release = anyio.Event()
+    handled: list[str] = []
+
+    async def hold(message: Envelope) -> None:
+        await release.wait()
+        handled.append(message.text())
+
+    async def take(message: Envelope) -> None:
+        handled.append(message.text())
+
+    bus.register(slow, hold)
+    bus.register(fast, take)
+    texts = [f"f{index}" for index in range(30)]
+
+    async def main() -> None:
+        async with bus.serving():
+            await bus.send(_message(slow, "held"))
+            for text in texts:
+                await bus.send(_message(fast, text))
+            await _until(lambda: set(texts) <= set(handled), seconds=30)
+            release.set()
+            await _until(lambda: "held" in handled, seconds=30)
+        await bus.close()
+
+    anyio.run(main)
+    assert sorted(handled) == sorted([*texts, "held"])
+
+    async def left_on_the_broker() -> dict[str, int]:
+        # A fresh connection: whatever the first one did not acknowledge is ready again.
+        transport = RabbitTransport(rabbitmq_node.url, ledger=ledger)
+        try:
+            return {queue: await transport.depth(queue) for queue in (slow, fast)}
+        finally:
+            await transport.close()
+
+    assert anyio.run(left_on_the_broker) == {slow: 0, fast: 0}

@@ -400,7 +400,10 @@ class MessageBus:
     async def _handle(self, participant: _Participant, delivery: Delivery) -> None:
         envelope = delivery.envelope
         key = (delivery.queue, str(envelope.sender), envelope.priority)
-        lock = self._in_order.setdefault(key, anyio.Lock())
+        lock = self._in_order.get(key)
+        if lock is None:
+            # Uncontended (the common case) it takes no checkpoint.
+            lock = self._in_order[key] = anyio.Lock(fast_acquire=True)
         async with lock:
             try:
                 await self._handle_in_order(participant, delivery)

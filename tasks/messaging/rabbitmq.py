@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, override
 
@@ -49,6 +49,7 @@ from aiorch.tasks.messaging.envelope import (
     moment,
     parse_address,
 )
+from aiorch.tasks.messaging.rabbitmq_acks import Acknowledgements
 from aiorch.tasks.messaging.store import MessageStore
 from aiorch.tasks.messaging.transport import (
     Delivery,
@@ -70,7 +71,6 @@ DIRECT_EXCHANGE = "aiorch.direct"
 TOPIC_EXCHANGE = "aiorch.topic"
 MAX_PRIORITY = 9
 MALFORMED_KEPT_CHARS = 10_000
-logger = logging.getLogger(__name__)
 
 
 class _Connected:
@@ -90,6 +90,7 @@ class _Connected:
         self.direct = direct
         self.topic = topic
         self.queues: dict[str, AbstractQueue] = {}
+        self.temporary: set[str] = set()  # reply inboxes: exclusive, gone with the connection
         self.buffers: dict[str, asyncio.Queue[tuple[str, AbstractIncomingMessage]]] = {}
         self.consumers: dict[str, str] = {}
         self.pending: dict[int, tuple[str, AbstractIncomingMessage]] = {}
@@ -98,6 +99,7 @@ class _Connected:
         self.unwritten: list[tuple[str, str, float, AbstractIncomingMessage | None]] = []
         self.writer: asyncio.Task[None] | None = None
         self.handled: set[tuple[str, str]] = set()  # unwritten and being written
+        self.acks = Acknowledgements()
 
 
 class RabbitTransport(Transport):
@@ -161,6 +163,8 @@ class RabbitTransport(Transport):
         )
         await queue.bind(link.direct, routing_key=name)
         link.queues[name] = queue
+        if temporary:
+            link.temporary.add(name)
         return queue
 
     @override
@@ -184,11 +188,15 @@ class RabbitTransport(Transport):
         link = await self._link()
         declared = link.queues.pop(queue, None)
         tag = link.consumers.pop(queue, None)
-        link.buffers.pop(queue, None)
+        link.temporary.discard(queue)
         if declared is not None:
             if tag is not None:
                 await declared.cancel(tag)
             await declared.delete(if_unused=False, if_empty=False)
+        # Deleted with their queue: nothing will settle them.
+        buffer = link.buffers.pop(queue, None)
+        while buffer is not None and not buffer.empty():
+            link.acks.abandon(buffer.get_nowait()[1])
 
     @override
     async def publish(self, envelope: Envelope, now: float) -> None:
@@ -227,8 +235,10 @@ class RabbitTransport(Transport):
         if buffer is None:
             buffer = link.buffers[key] = asyncio.Queue()
             for name in queues:
-                queue = await self._queue(link, name, temporary=name.startswith("agent:rpc/"))
-                link.consumers[name] = await queue.consume(_into(buffer, name), no_ack=False)
+                queue = await self._queue(link, name, temporary=name in link.temporary)
+                link.consumers[name] = await queue.consume(
+                    _into(link.acks, buffer, name), no_ack=False
+                )
         return buffer
 
     @override
@@ -242,30 +252,50 @@ class RabbitTransport(Transport):
     ) -> Delivery | None:
         link = await self._link()
         buffer = await self._buffer(link, queues)
-        with anyio.move_on_after(wait):
-            while True:
-                queue, message = buffer.get_nowait() if not buffer.empty() else await buffer.get()
-                try:
-                    envelope = Envelope.model_validate_json(message.body)
-                except ValidationError as invalid:
-                    await self._bury_malformed(queue, message, invalid, now)
-                    continue
-                receipt = next(self._receipts)
-                link.pending[receipt] = (queue, message)
-                delivery = Delivery(
-                    queue=queue,
-                    envelope=envelope,
-                    attempts=2 if message.redelivered else 1,
-                    receipt=receipt,
-                )
-                if envelope.expired(moment(now)):
-                    await self.bury(delivery, "expired", now)
-                    continue
+        deadline = time.monotonic() + wait
+        while True:
+            # Under load the buffer is rarely empty: no cancel scope for those.
+            if buffer.empty():
+                arrived = None
+                with anyio.move_on_after(deadline - time.monotonic()):
+                    arrived = await buffer.get()
+                if arrived is None:
+                    return None
+            else:
+                arrived = buffer.get_nowait()
+            delivery = await self._delivery(link, *arrived, now)
+            if delivery is not None:
                 return delivery
-        return None
+
+    async def _delivery(
+        self, link: _Connected, queue: str, message: AbstractIncomingMessage, now: float
+    ) -> Delivery | None:
+        """``message`` as a delivery; None if it went to the dead letters instead."""
+        try:
+            envelope = Envelope.model_validate_json(message.body)
+        except ValidationError as invalid:
+            await self._bury_malformed(link, queue, message, invalid, now)
+            return None
+        receipt = next(self._receipts)
+        link.pending[receipt] = (queue, message)
+        delivery = Delivery(
+            queue=queue,
+            envelope=envelope,
+            attempts=2 if message.redelivered else 1,
+            receipt=receipt,
+        )
+        if envelope.expired(moment(now)):
+            await self.bury(delivery, "expired", now)
+            return None
+        return delivery
 
     async def _bury_malformed(
-        self, queue: str, message: AbstractIncomingMessage, invalid: ValidationError, now: float
+        self,
+        link: _Connected,
+        queue: str,
+        message: AbstractIncomingMessage,
+        invalid: ValidationError,
+        now: float,
     ) -> None:
         # A foreign publisher's message: kept as text, with what is wrong with it.
         first = invalid.errors(include_input=False)[0]
@@ -281,7 +311,7 @@ class RabbitTransport(Transport):
             parts=[TextPart(text=message.body.decode(errors="replace")[:MALFORMED_KEPT_CHARS])],
         )
         await anyio.to_thread.run_sync(self.ledger.dead_letter, queue, kept, reason, now)
-        await _settle(message.ack())
+        await link.acks.settle([message], last=True)
 
     @override
     async def seen(self, delivery: Delivery) -> bool:
@@ -313,12 +343,19 @@ class RabbitTransport(Transport):
         # written goes into the next one, so a burst costs one ledger write, not one each.
         while link.unwritten:
             batch, link.unwritten = link.unwritten, []
-            rows = [(queue, message_id, now) for queue, message_id, now, _ in batch]
-            await anyio.to_thread.run_sync(self.ledger.remember_all, rows)
-            for queue, message_id, _, message in batch:
+            # A reply inbox needs no record: it lives as long as the connection, and a
+            # reply that comes twice is dropped by the bus as one nobody waits for.
+            rows = [
+                (queue, message_id, now)
+                for queue, message_id, now, _ in batch
+                if queue not in link.temporary
+            ]
+            if rows:
+                await anyio.to_thread.run_sync(self.ledger.remember_all, rows)
+            for queue, message_id, _, _ in batch:
                 link.handled.discard((queue, message_id))
-                if message is not None:
-                    await _settle(message.ack())
+            settled = [message for *_, message in batch if message is not None]
+            await link.acks.settle(settled, last=not link.unwritten)
 
     @override
     async def bury(self, delivery: Delivery, reason: str, now: float) -> None:
@@ -328,7 +365,7 @@ class RabbitTransport(Transport):
             self.ledger.dead_letter, delivery.queue, delivery.envelope, reason, now
         )
         if held is not None:
-            await _settle(held[1].ack())
+            await link.acks.settle([held[1]], last=True)
 
     @override
     async def depth(self, queue: str) -> int:
@@ -353,20 +390,12 @@ class RabbitTransport(Transport):
 
 
 def _into(
-    buffer: asyncio.Queue[tuple[str, AbstractIncomingMessage]], queue: str
+    acks: Acknowledgements,
+    buffer: asyncio.Queue[tuple[str, AbstractIncomingMessage]],
+    queue: str,
 ) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
     async def put(message: AbstractIncomingMessage) -> None:
+        acks.delivered(message)
         await buffer.put((queue, message))
 
     return put
-
-
-async def _settle(acknowledgement: Any) -> None:
-    # After a reconnect the old channel is gone and so is the delivery: the broker hands
-    # the message out again, and the ledger acknowledges it there without handling it.
-    from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
-
-    try:
-        await acknowledgement
-    except (AMQPError, ChannelInvalidStateError, ConnectionError) as error:
-        logger.warning("an acknowledgement was lost with the connection (%s)", type(error).__name__)

@@ -1,0 +1,1 @@
+"""Agent evaluation: datasets, scorers, metrics with intervals, comparisons and a CI gate."""

@@ -16,6 +16,7 @@ Examples:
     aiorch breakers --artifact
     aiorch breaker "engine:docker:default" open
     aiorch messages dead-letters && aiorch messages redeliver 3
+    aiorch eval run tests/data/eval/capitals.jsonl --agent aiorch-assistant --min-score 0.8
     ```
 """
 
@@ -117,6 +118,65 @@ def _run(arguments: argparse.Namespace) -> int:
         if link:
             print(f"Prefect UI: {link}")
     return 0 if state.is_completed() else 1
+
+
+def _eval(arguments: argparse.Namespace) -> int:
+    import functools
+
+    import anyio
+
+    from aiorch.agent_blocks import Agent
+    from aiorch.core.errors import AiorchError
+    from aiorch.core.local_server import LocalServer, on_local_server
+    from aiorch.core.ui import ui_link
+    from aiorch.flows.evaluate import EvaluationReport, evaluate_flow
+    from aiorch.tasks.blocks import load_block
+    from aiorch.tasks.evaluation.datasets import load_dataset
+    from aiorch.tasks.evaluation.gate import BAD_INPUT, summary_markdown
+    from aiorch.tasks.evaluation.run import check_arguments
+
+    ks = arguments.pass_at or [1]
+    # Checked before the flow starts: a bad dataset or option is two lines here, not a
+    # failed flow run with Prefect's tracebacks.
+    check_arguments(
+        arguments.agent, epochs=arguments.epochs, max_concurrency=arguments.concurrency, ks=ks
+    )
+    load_dataset(arguments.dataset)
+    with on_local_server(LocalServer.configured()) as server:
+        if server is not None:
+            print(f"Prefect API: {server.api_url} (aiorch's local server; `aiorch server stop`)")
+        for name in arguments.agent:
+            try:
+                load_block(Agent, name)
+            except AiorchError as error:
+                print(f"aiorch eval: --agent {name}: {error}", file=sys.stderr)
+                return BAD_INPUT
+        evaluation_run = functools.partial(
+            evaluate_flow,
+            dataset=str(Path(arguments.dataset).resolve()),
+            agents=arguments.agent,
+            epochs=arguments.epochs,
+            name=arguments.name,
+            max_concurrency=arguments.concurrency,
+            min_score=arguments.min_score,
+            max_errors=arguments.max_errors,
+            pass_at=ks,
+            seed=arguments.seed,
+            return_state=True,
+        )
+        state = cast(State[EvaluationReport], anyio.run(evaluation_run))
+        run_id = state.state_details.flow_run_id
+        report = state.result()
+        link = ui_link(f"runs/flow-run/{run_id}")
+    evaluation, verdict = report.evaluation, report.verdict
+    print(summary_markdown(evaluation.name, evaluation.agents, verdict))
+    print(f"flow run id: {run_id}")
+    if link:
+        print(f"Prefect UI: {link}")
+    if arguments.output:
+        arguments.output.write_text(report.model_dump_json(indent=2))
+        print(f"results: {arguments.output}")
+    return verdict.exit_code
 
 
 def _server(arguments: argparse.Namespace) -> int:
@@ -460,6 +520,31 @@ def parser() -> argparse.ArgumentParser:
     redeliver = message_actions.add_parser("redeliver", help="send a dead letter again")
     redeliver.add_argument("seq", type=int, help="the number `dead-letters` lists")
     messages.set_defaults(handler=_messages)
+
+    evaluation = commands.add_parser(
+        "eval", help="evaluate agents on a dataset; exit 1 or 3 when the gate fails"
+    )
+    eval_actions = evaluation.add_subparsers(dest="action", required=True)
+    eval_run = eval_actions.add_parser(
+        "run", help="answer every sample with every agent, score, and apply the gate"
+    )
+    eval_run.add_argument("dataset", help="a .jsonl, .csv or .yaml dataset")
+    eval_run.add_argument(
+        "--agent", action="append", required=True, help="a saved Agent block (repeat to compare)"
+    )
+    eval_run.add_argument("--epochs", type=int, default=1, help="answers per sample (default 1)")
+    eval_run.add_argument("--min-score", type=float, help="the lowest mean score that passes")
+    eval_run.add_argument(
+        "--max-errors", type=int, default=0, help="unscored results allowed per agent (default 0)"
+    )
+    eval_run.add_argument(
+        "--pass-at", type=int, action="append", help="report pass@K (repeatable; K <= epochs)"
+    )
+    eval_run.add_argument("--name", help="the evaluation's name (default: the dataset's)")
+    eval_run.add_argument("--concurrency", type=int, default=4, help="answers at once (4)")
+    eval_run.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (0)")
+    eval_run.add_argument("--output", type=Path, help="write every result here as JSON")
+    evaluation.set_defaults(handler=_eval)
 
     breaker = commands.add_parser("breaker", help="force a breaker open, closed or off")
     breaker.add_argument("name", help="the breaker's name, as `aiorch breakers` lists it")

@@ -127,6 +127,24 @@ async def _answer(agent: Agent, prompt: str, tenant: str, cache_key: str | None)
     return answer_from(await arun_agent(agent, prompt, cache_scope="tenant", tenant=tenant))
 
 
+def check_arguments(
+    agents: Sequence[object], *, epochs: int, max_concurrency: int, ks: Sequence[int]
+) -> None:
+    """Refuse arguments an evaluation cannot run with, naming the field and the fix."""
+    if epochs < 1:
+        raise ConfigurationError("epochs: must be at least 1")
+    if max_concurrency < 1:
+        raise ConfigurationError("max_concurrency: must be at least 1")
+    if not agents:
+        raise ConfigurationError("agents: pass at least one Agent block or block name")
+    for k in ks:
+        if not 1 <= k <= epochs:
+            raise ConfigurationError(
+                f"pass@k: k={k} must be between 1 and the epochs ({epochs}); run more "
+                "epochs or ask for a smaller k"
+            )
+
+
 async def aevaluate(
     dataset: Dataset,
     agents: Sequence[Agent | str],
@@ -149,12 +167,7 @@ async def aevaluate(
         ConfigurationError: bad arguments, a check naming no known scorer, or an agent
             block that cannot be loaded; before any model is called.
     """
-    if epochs < 1:
-        raise ConfigurationError("epochs: must be at least 1")
-    if max_concurrency < 1:
-        raise ConfigurationError("max_concurrency: must be at least 1")
-    if not agents:
-        raise ConfigurationError("agents: pass at least one Agent block or block name")
+    check_arguments(agents, epochs=epochs, max_concurrency=max_concurrency, ks=ks)
     known = ScorerSet.installed(scorers)
     checks = {s.id: list(s.checks or default_checks) for s in dataset.samples}
     for sample in dataset.samples:

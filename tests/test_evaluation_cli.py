@@ -57,7 +57,8 @@ def test_the_gate_passes_fails_and_writes_every_result(
         == 0
     )
     printed = capsys.readouterr().out
-    assert f"# Evaluation {name}" in printed and "**Gate passed.**" in printed
+    assert f"# Evaluation {name}" in printed
+    assert "**Gate passed.**" in printed
     report = json.loads(output.read_text())
     assert report["verdict"] == {"exit_code": 0, "failures": []}
     assert [a["mean"] for a in report["evaluation"]["agents"]] == [pytest.approx(2 / 3)]

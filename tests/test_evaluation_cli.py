@@ -68,14 +68,16 @@ def test_the_gate_passes_fails_and_writes_every_result(
     assert f"{echo_block}: mean score 0.667 is below 0.9" in printed
     assert "6 answers were replayed" in printed
 
-    async def artifact() -> str:
+    async def artifacts() -> list[str]:
         async with get_client() as client:
             found = await client.read_artifacts(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{name}-evaluation"]))
             )
-        return str(found[0].data) if found else ""
+        return [str(artifact.data) for artifact in found]
 
-    assert "mean score 0.667 is below 0.9" in anyio.run(artifact)
+    published = anyio.run(artifacts)
+    assert len(published) == 2  # one per run, under one key
+    assert sum("mean score 0.667 is below 0.9" in data for data in published) == 1
 
 
 def test_unscored_results_fail_the_gate_with_their_own_code(

@@ -111,8 +111,42 @@ def request_cache_key(
     if owner is None:
         return None
     payload = {
-        "version": REQUEST_KEY_VERSION,
+        **_decisive(config, model, messages, tools, output_schema, json_mode),
         "scope": owner,
+        "endpoint": credential_fingerprint(config.provider),
+    }
+    encoded = json.dumps(payload, sort_keys=True).encode()
+    return f"model-request-{hashlib.sha256(encoded).hexdigest()}"
+
+
+def request_identity(
+    config: Agent,
+    model: str,
+    messages: list[PromptMessageExtended],
+    tools: list[Tool] | None = None,
+    output_schema: dict[str, Any] | None = None,
+    json_mode: JsonMode | None = None,
+) -> str:
+    """What decides a request's reply, hashed: the cache key without scope or endpoint.
+
+    Recordings match requests by it, so a recording made with one provider key is
+    replayed without any.
+    """
+    payload = _decisive(config, model, messages, tools, output_schema, json_mode)
+    encoded = json.dumps(payload, sort_keys=True).encode()
+    return f"request-{hashlib.sha256(encoded).hexdigest()}"
+
+
+def _decisive(
+    config: Agent,
+    model: str,
+    messages: list[PromptMessageExtended],
+    tools: list[Tool] | None,
+    output_schema: dict[str, Any] | None,
+    json_mode: JsonMode | None,
+) -> dict[str, Any]:
+    return {
+        "version": REQUEST_KEY_VERSION,
         "model": model,
         "instruction": config.instruction,
         "temperature": config.temperature,
@@ -123,10 +157,7 @@ def request_cache_key(
         ],
         "output_schema": output_schema,
         "json_mode": json_mode,
-        "endpoint": credential_fingerprint(config.provider),
     }
-    encoded = json.dumps(payload, sort_keys=True).encode()
-    return f"model-request-{hashlib.sha256(encoded).hexdigest()}"
 
 
 def _counted_usage(

@@ -53,6 +53,12 @@ from aiorch.tasks.agents.conversation import (
     transcript,
 )
 from aiorch.tasks.agents.errors import AgentCallError, StructuredOutputError
+from aiorch.tasks.agents.recording import (
+    RecordedRequest,
+    RecordedToolCall,
+    active_playback,
+    active_recorder,
+)
 from aiorch.tasks.agents.requests import (
     CacheScope,
     ModelReply,
@@ -60,6 +66,7 @@ from aiorch.tasks.agents.requests import (
     emit_model_usage,
     model_request,
     request_cache_key,
+    request_identity,
 )
 from aiorch.tasks.agents.tools import offered_tools, resolve_tool, tool_call, tool_call_key
 from aiorch.tasks.agents.usage import TokenUsage, estimated_cost
@@ -143,15 +150,22 @@ def _check_credentials(model: str, config: Agent) -> None:
 
 
 def _preflight(
-    config: Agent, chain: list[str], schema: dict[str, Any] | None, schema_field: str
+    config: Agent,
+    chain: list[str],
+    schema: dict[str, Any] | None,
+    schema_field: str,
+    *,
+    check_credentials: bool = True,
 ) -> dict[str, ModelCapabilities]:
     """Refuse, before any model is called, what a model in the chain cannot do.
 
-    Returns each model's capabilities, which shape its requests.
+    Returns each model's capabilities, which shape its requests. A replay from a
+    recording needs no credentials (``check_credentials=False``).
     """
     known: dict[str, ModelCapabilities] = {}
     for model in chain:
-        _check_credentials(model, config)
+        if check_credentials:
+            _check_credentials(model, config)
         capabilities = known[model] = model_capabilities(model, config.provider)
         if schema is not None and capabilities.structured_output is False:
             raise ConfigurationError(
@@ -208,32 +222,55 @@ class _Turn:
         tools: list[Tool] | None = None,
         schema: dict[str, Any] | None = None,
         instruction: str | None = None,
-    ) -> tuple[ModelReply, str | None]:
-        """Send ``messages`` as a ``model-request`` task; the reply and its storage key."""
+    ) -> tuple[ModelReply, str | None, str | None]:
+        """Send ``messages`` as a ``model-request`` task.
+
+        Returns the reply, its storage key, and (recording or replaying) its identity.
+        """
         config = self.config
         if instruction is not None:
             config = config.model_copy(update={"instruction": instruction})
         mode = self.capabilities.json_mode if schema else None
+        messages_json = dump_history(messages)
+        playback, recorder = active_playback(), active_recorder()
+        asked = None
+        if playback is not None or recorder is not None:
+            asked = RecordedRequest(
+                identity=request_identity(config, self.model, messages, tools, schema, mode),
+                model=self.model,
+                instruction=config.instruction,
+                messages_json=messages_json,
+                tools=list(tools or []),
+            )
+        if playback is not None and asked is not None:
+            # No task, no model: the recording answers; its identity keys the tool calls.
+            reply = playback.reply(asked)
+            self.requests += 1
+            self.hits += 1
+            self.usage = self.usage + reply.usage
+            return reply, None, asked.identity
         key = request_cache_key(config, self.model, messages, self.owner, tools, schema, mode)
         stored = await call_stored(
             model_request,
             CallOptions(run_name=model_request_run_name(self.model), lock_dir=_lock_dir(key)),
             config,
             self.model,
-            dump_history(messages),
+            messages_json,
             key,
             tools,
             schema,
             mode,
         )
         reply = stored.value
+        if recorder is not None and asked is not None:
+            recorder.add_request(asked.model_copy(update={"reply": reply}))
         self.requests += 1
         self.usage = self.usage + reply.usage
         if stored.cache_hit:
             self.hits += 1
             self.saved += reply.usage.total_tokens
         emit_model_usage(reply, cache_hit=stored.cache_hit, task_run_id=stored.task_run_id)
-        return reply, key
+        return reply, key, asked.identity if asked is not None else None
 
     async def fit(
         self, history: list[PromptMessageExtended], prompt_message: PromptMessageExtended
@@ -247,7 +284,7 @@ class _Turn:
         if not dropped:
             return history, 0
         if self.config.history.strategy == "summarize":
-            summary, _ = await self.request(
+            summary, _, _ = await self.request(
                 [text_message("user", transcript(dropped))], instruction=SUMMARY_INSTRUCTION
             )
             note = text_message("user", SUMMARY_PREFIX + summary.message().all_text())
@@ -256,7 +293,7 @@ class _Turn:
         return kept, len(dropped)
 
     async def tools_round(
-        self, reply: PromptMessageExtended, request_key: str | None
+        self, reply: PromptMessageExtended, request_key: str | None, identity: str | None
     ) -> PromptMessageExtended:
         """Run the reply's tool calls as tasks; the message carrying their results."""
         servers = self.config.mcp_servers
@@ -271,8 +308,18 @@ class _Turn:
                 )
             server, tool = target
             key = tool_call_key(request_key, call_id, server, tool)
+            recorded = tool_call_key(identity, call_id, server, tool)
+            playback, recorder = active_playback(), active_recorder()
+            if playback is not None:
+                return playback.tool_result(recorded or "", name)
             options = CallOptions(run_name=tool_call_run_name(name), lock_dir=_lock_dir(key))
             stored = await call_stored(tool_call, options, server, tool, arguments, key)
+            if recorder is not None and recorded is not None:
+                recorder.add_tool_call(
+                    RecordedToolCall(
+                        identity=recorded, tool=name, arguments=arguments, result=stored.value
+                    )
+                )
             return stored.value
 
         results = await asyncio.gather(
@@ -325,12 +372,12 @@ async def _run_turn(
     sent = [*fitted, prompt_message]
     added: list[PromptMessageExtended] = [prompt_message]
     for _ in range(config.max_tool_rounds):
-        reply, key = await turn.request(sent, tools or None, schema)
+        reply, key, identity = await turn.request(sent, tools or None, schema)
         message = reply.message()
         added.append(message)
         if reply.stop_reason != TOOL_USE or not message.tool_calls:
             break
-        results = await turn.tools_round(message, key)
+        results = await turn.tools_round(message, key, identity)
         added.append(results)
         sent = [*sent, message, results]
     else:
@@ -433,7 +480,11 @@ async def _call_agent(
     chain = [primary, *[fallback for fallback in config.fallback_models if fallback != primary]]
     schema = output_type.model_json_schema() if output_type is not None else config.output_schema
     capabilities = _preflight(
-        config, chain, schema, "output_type" if output_type else "output_schema"
+        config,
+        chain,
+        schema,
+        "output_type" if output_type else "output_schema",
+        check_credentials=active_playback() is None,
     )
 
     stored = await load_conversation(conversation) if conversation else None
@@ -441,7 +492,12 @@ async def _call_agent(
     if stored is not None:
         base_json = stored.base_for(run_id, prompt)
         base_messages = parse_history(base_json)
-    tools = await offered_tools(config.mcp_servers)
+    playback = active_playback()
+    # A replay reaches no MCP server: the recorded agent's tools are offered again.
+    if playback is not None:
+        tools = playback.offered_tools() if config.mcp_servers else []
+    else:
+        tools = await offered_tools(config.mcp_servers)
     logger = get_run_logger()
     failed: list[str] = []
 

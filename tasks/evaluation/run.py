@@ -48,6 +48,7 @@ from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
 from aiorch.tasks.agents.conversation import parse_history
 from aiorch.tasks.agents.endpoints import credential_fingerprint
+from aiorch.tasks.agents.recording import Recorder, Recording, RecordingDrift, recording, replaying
 from aiorch.tasks.agents.task import AgentResult, arun_agent
 from aiorch.tasks.blocks import aload_block
 from aiorch.tasks.durable import CallOptions, PrecomputedKey, call_stored
@@ -58,7 +59,8 @@ from aiorch.tasks.evaluation.samples import Check, Sample
 from aiorch.tasks.evaluation.scoring import Answer, Scorer, ToolCallRecord
 from aiorch.tasks.resilience.problems import problem_from_exception
 
-ANSWER_KEY_VERSION = "aiorch-eval-answer-v1"
+ANSWER_KEY_VERSION = "aiorch-eval-answer-v2"
+EVALUATION_RECORDING_VERSION = "aiorch-evaluation-recording-v1"
 DEFAULT_CHECKS = (Check(type="includes", options={"ignore_case": True}),)
 
 
@@ -124,7 +126,41 @@ def answer_from(result: AgentResult) -> Answer:
 
 @task(name="answer-sample", cache_policy=PrecomputedKey(), persist_result=True)
 async def _answer(agent: Agent, prompt: str, tenant: str, cache_key: str | None) -> Answer:
-    return answer_from(await arun_agent(agent, prompt, cache_scope="tenant", tenant=tenant))
+    recorder = Recorder()
+    with recording(recorder):
+        result = await arun_agent(agent, prompt, cache_scope="tenant", tenant=tenant)
+    return answer_from(result).model_copy(update={"recording": recorder.recording()})
+
+
+class EvaluationRecording(AiorchModel):
+    """Every agent's recorded answer (its first epoch) to every sample: a fixture.
+
+    Replayed (``aevaluate(..., replay=...)``), the agents answer from it with no model,
+    no provider key and no MCP server; an agent that asks what was not recorded has
+    drifted, and that sample's result is the ``recording-drift`` error saying how.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = EVALUATION_RECORDING_VERSION
+    evaluation: str
+    dataset_fingerprint: str
+    answers: dict[str, dict[str, Recording]] = Field(
+        description="Agent, then sample id, to what its answer asked and got."
+    )
+
+    @classmethod
+    def of(cls, evaluation: Evaluation) -> EvaluationRecording:
+        """The recording of ``evaluation``'s first epoch."""
+        answers: dict[str, dict[str, Recording]] = {m.agent: {} for m in evaluation.agents}
+        for result in evaluation.results:
+            if result.epoch == 1 and result.answer and result.answer.recording:
+                answers[result.agent][result.sample_id] = result.answer.recording
+        return cls(
+            evaluation=evaluation.name,
+            dataset_fingerprint=evaluation.dataset_fingerprint,
+            answers=answers,
+        )
 
 
 def check_arguments(
@@ -156,12 +192,14 @@ async def aevaluate(
     default_checks: Sequence[Check] = DEFAULT_CHECKS,
     ks: Sequence[int] = (1,),
     seed: int = 0,
+    replay: EvaluationRecording | None = None,
 ) -> Evaluation:
     """Answer every sample with every agent ``epochs`` times, score, and sum up.
 
     Call it inside a flow. At most ``max_concurrency`` answers are made at once. A
     sample's checks (else ``default_checks``: the answer includes the target, any case)
     name scorers of the built-in set, the ``aiorch.scorers`` entry point or ``scorers``.
+    With ``replay``, the agents answer from that recording instead of their models.
 
     Raises:
         ConfigurationError: bad arguments, a check naming no known scorer, or an agent
@@ -189,9 +227,18 @@ async def aevaluate(
 
     async def one(label: str, agent: Agent, sample: Sample, epoch: int) -> None:
         async with slots:
+            recorded = None if replay is None else replay.answers.get(label, {}).get(sample.id)
             results.append(
                 await _evaluate_one(
-                    known, evaluation, label, agent, sample, epoch, checks[sample.id]
+                    known,
+                    evaluation,
+                    label,
+                    agent,
+                    sample,
+                    epoch,
+                    checks[sample.id],
+                    replay is not None,
+                    recorded,
                 )
             )
 
@@ -224,18 +271,37 @@ async def _evaluate_one(
     sample: Sample,
     epoch: int,
     checks: list[Check],
+    replaying_from: bool,
+    recorded: Recording | None,
 ) -> SampleResult:
-    options = CallOptions(run_name=f"{label} · {sample.id} · epoch {epoch}")
     tenant = f"aiorch-eval/{evaluation}/epoch-{epoch}"
+    run_name = f"{label} · {sample.id} · epoch {epoch}"
     try:
-        stored = await call_stored(
-            _answer,
-            options,
-            agent,
-            sample.prompt(),
-            tenant,
-            cache_key=answer_key(evaluation, agent, sample, epoch),
-        )
+        if replaying_from:
+            if recorded is None:
+                raise RecordingDrift(
+                    f"sample {sample.id} of agent {label} is not in the recording (a new "
+                    "sample or agent: record it)"
+                )
+            # Replays are not stored: they cost nothing, and a stored one would hide drift.
+            with replaying(recorded):
+                stored = await call_stored(
+                    _answer,
+                    CallOptions(run_name=f"{run_name} · replay", cache=False),
+                    agent,
+                    sample.prompt(),
+                    tenant,
+                    cache_key=None,
+                )
+        else:
+            stored = await call_stored(
+                _answer,
+                CallOptions(run_name=run_name),
+                agent,
+                sample.prompt(),
+                tenant,
+                cache_key=answer_key(evaluation, agent, sample, epoch),
+            )
     except Exception as error:  # one sample's failure is its own result, not the run's
         problem = problem_from_exception(error)
         return SampleResult(

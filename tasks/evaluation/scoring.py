@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aiorch.core.errors import ConfigurationError, validation_problems
 from aiorch.core.models import AiorchModel
+from aiorch.tasks.agents.recording import Recording
 from aiorch.tasks.agents.usage import TokenUsage
 from aiorch.tasks.evaluation.samples import Check, Sample
 
@@ -55,6 +56,9 @@ class Answer(AiorchModel):
     latency_seconds: float = 0.0
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     cache_hit: bool = False
+    recording: Recording | None = Field(
+        default=None, description="The model requests and tool calls that made it."
+    )
 
 
 class Score(AiorchModel):

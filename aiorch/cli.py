@@ -133,7 +133,7 @@ def _eval(arguments: argparse.Namespace) -> int:
     from aiorch.tasks.blocks import load_block
     from aiorch.tasks.evaluation.datasets import load_dataset
     from aiorch.tasks.evaluation.gate import BAD_INPUT, summary_markdown
-    from aiorch.tasks.evaluation.run import check_arguments
+    from aiorch.tasks.evaluation.run import EvaluationRecording, check_arguments
 
     ks = arguments.pass_at or [1]
     # Checked before the flow starts: a bad dataset or option is two lines here, not a
@@ -142,6 +142,9 @@ def _eval(arguments: argparse.Namespace) -> int:
         arguments.agent, epochs=arguments.epochs, max_concurrency=arguments.concurrency, ks=ks
     )
     load_dataset(arguments.dataset)
+    replay = None
+    if arguments.replay is not None:
+        replay = EvaluationRecording.model_validate_json(arguments.replay.read_text())
     with on_local_server(LocalServer.configured()) as server:
         if server is not None:
             print(f"Prefect API: {server.api_url} (aiorch's local server; `aiorch server stop`)")
@@ -162,6 +165,7 @@ def _eval(arguments: argparse.Namespace) -> int:
             max_errors=arguments.max_errors,
             pass_at=ks,
             seed=arguments.seed,
+            replay=replay,
             return_state=True,
         )
         state = cast(State[EvaluationReport], anyio.run(evaluation_run))
@@ -176,6 +180,9 @@ def _eval(arguments: argparse.Namespace) -> int:
     if arguments.output:
         arguments.output.write_text(report.model_dump_json(indent=2))
         print(f"results: {arguments.output}")
+    if arguments.record:
+        arguments.record.write_text(EvaluationRecording.of(evaluation).model_dump_json(indent=2))
+        print(f"recording: {arguments.record} (replay it with --replay)")
     return verdict.exit_code
 
 
@@ -544,6 +551,12 @@ def parser() -> argparse.ArgumentParser:
     eval_run.add_argument("--concurrency", type=int, default=4, help="answers at once (4)")
     eval_run.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (0)")
     eval_run.add_argument("--output", type=Path, help="write every result here as JSON")
+    eval_run.add_argument(
+        "--record", type=Path, help="write the answers' model and tool calls here (a fixture)"
+    )
+    eval_run.add_argument(
+        "--replay", type=Path, help="answer from this fixture: no model, key or MCP server"
+    )
     evaluation.set_defaults(handler=_eval)
 
     breaker = commands.add_parser("breaker", help="force a breaker open, closed or off")

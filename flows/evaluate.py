@@ -22,7 +22,7 @@ from aiorch.core.models import AiorchModel
 from aiorch.tasks.artifacts import publish_artifact
 from aiorch.tasks.evaluation.datasets import load_dataset
 from aiorch.tasks.evaluation.gate import Gate, Verdict, judge, summary_markdown
-from aiorch.tasks.evaluation.run import Evaluation, aevaluate
+from aiorch.tasks.evaluation.run import Evaluation, EvaluationRecording, aevaluate
 from aiorch.tasks.monitoring.run_report import artifact_key
 
 
@@ -46,6 +46,7 @@ async def evaluate_flow(
     max_errors: int = 0,
     pass_at: list[int] | None = None,
     seed: int = 0,
+    replay: EvaluationRecording | None = None,
 ) -> EvaluationReport:
     """Evaluate the ``agents`` (Agent block names) on the ``dataset`` file.
 
@@ -59,6 +60,7 @@ async def evaluate_flow(
         max_errors: The gate: results per agent that may fail to be scored.
         pass_at: The k of pass@k (each at most ``epochs``); 1 by default.
         seed: The bootstrap's seed.
+        replay: A recording (``aiorch eval run --record``) to answer from, with no model.
     """
     gate = Gate(min_score=min_score, max_errors=max_errors)
     loaded = load_dataset(dataset)
@@ -70,6 +72,7 @@ async def evaluate_flow(
         max_concurrency=max_concurrency,
         ks=pass_at or [1],
         seed=seed,
+        replay=replay,
     )
     verdict = judge(gate, evaluation.agents)
     await publish_artifact(

@@ -135,3 +135,29 @@ def test_the_installed_command_exits_with_the_gate(
     )
     assert done.returncode == 1, done.stderr
     assert "is below 1" in done.stdout
+
+
+@pytest.mark.logs_errors("RecordingDrift")
+def test_record_then_replay_from_the_command_line(
+    echo_block: str, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fixture, results = tmp_path / "fixture.json", tmp_path / "results.json"
+    common = ["eval", "run", str(dataset), "--agent", echo_block]
+    assert main([*common, "--name", _name(), "--record", str(fixture)]) == 0
+    recorded = json.loads(fixture.read_text())
+    assert sorted(recorded["answers"][echo_block]) == ["no-answer", "says-lima", "says-paris"]
+    replay = ["--name", _name(), "--replay", str(fixture), "--output", str(results)]
+    assert main([*common, *replay]) == 0
+    report = json.loads(results.read_text())
+    assert [r["answer"]["text"] for r in report["evaluation"]["results"]] == [
+        "What is the capital of Japan?",
+        "The answer: Lima",
+        "Paris is the answer",
+    ]
+    assert report["evaluation"]["agents"][0]["cache_hits"] == 3
+    capsys.readouterr()
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text(ECHO_SET.replace("Paris is the answer", "Paris, said the agent"))
+    drifted = ["eval", "run", str(changed), "--agent", echo_block, "--name", _name()]
+    assert main([*drifted, "--replay", str(fixture)]) == 3
+    assert "1 of 3 results could not be scored" in capsys.readouterr().out

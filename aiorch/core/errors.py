@@ -22,6 +22,7 @@ problem-details document.
 | provider-error | ``AgentCallError`` (model provider failed) | by status |
 | structured-output-invalid | ``StructuredOutputError`` | no |
 | tool-error | ``ToolCallError`` (MCP server) | yes |
+| recording-drift | ``RecordingDrift`` (a replayed agent asked what was not recorded) | no |
 | circuit-open | ``CircuitOpenError`` | yes, after the wait |
 | breaker-store-unavailable | ``BreakerStoreUnavailable`` (the breakers' database) | yes |
 """

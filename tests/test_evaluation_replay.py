@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import anyio
 import pytest
 from prefect import flow
 
-from aiorch.agent_blocks import Agent, ModelProvider
+from aiorch.agent_blocks import Agent, McpServer, ModelProvider
+from aiorch.tasks.agents.tools import close_mcp_connections
 from aiorch.tasks.evaluation.datasets import load_dataset
 from aiorch.tasks.evaluation.run import Evaluation, EvaluationRecording, aevaluate
 
@@ -69,3 +72,48 @@ def test_a_recording_replays_without_a_model_and_a_changed_prompt_is_drift(
         "recording-drift: model request 1 differs from the recording: the instruction "
         "changed (record it again if the change is intended)"
     }
+
+
+def test_tool_calls_are_scored_from_the_records_and_replayed_without_the_server(
+    prefect_api: str, scratch_dir: Path
+) -> None:
+    log = scratch_dir / "tools.log"
+    calculator = McpServer(
+        name="calc",
+        command=sys.executable,
+        args=[str(Path(__file__).parent / "mcp" / "calculator.py")],
+        env={"AIORCH_TEST_TOOL_LOG": str(log)},
+    )
+    path = scratch_dir / "tools.jsonl"
+    path.write_text(
+        json.dumps(
+            {
+                "id": "adds",
+                "input": '***CALL_TOOL calc__add {"a": 2, "b": 3}',
+                "checks": [
+                    {"type": "tool_call", "value": "calc__add", "arguments": {"a": 2}},
+                    {"type": "tool_call", "value": "calc__add", "arguments": {"a": 7}},
+                ],
+            }
+        )
+    )
+    dataset = load_dataset(path)
+    agent = Agent(instruction="x", model="passthrough", mcp_servers=[calculator])
+
+    @flow(name="aiorch-test-evaluation-tools")
+    async def evaluation(replay: EvaluationRecording | None = None) -> Evaluation:
+        return await aevaluate(dataset, [agent], name=f"tools-{scratch_dir.name}", replay=replay)
+
+    recorded = anyio.run(evaluation)
+    first, second = recorded.results[0].scores
+    assert first.passed and first.reason == "called calc__add"
+    assert not second.passed and second.reason == 'called calc__add, never with {"a": 7}'
+    fixture = EvaluationRecording.of(recorded)
+    assert [c.tool for c in fixture.answers["passthrough"]["adds"].tool_calls] == ["calc__add"]
+    calls_made = log.read_text().count("\n")
+    assert calls_made == 1
+
+    close_mcp_connections()  # the server is gone; a replay must not need it
+    calculator_gone = anyio.run(evaluation, fixture)
+    assert [s.passed for s in calculator_gone.results[0].scores] == [True, False]
+    assert log.read_text().count("\n") == calls_made

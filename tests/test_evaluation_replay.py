@@ -106,8 +106,10 @@ def test_tool_calls_are_scored_from_the_records_and_replayed_without_the_server(
 
     recorded = anyio.run(evaluation)
     first, second = recorded.results[0].scores
-    assert first.passed and first.reason == "called calc__add"
-    assert not second.passed and second.reason == 'called calc__add, never with {"a": 7}'
+    assert first.passed
+    assert first.reason == "called calc__add"
+    assert not second.passed
+    assert second.reason == 'called calc__add, never with {"a": 7}'
     fixture = EvaluationRecording.of(recorded)
     assert [c.tool for c in fixture.answers["passthrough"]["adds"].tool_calls] == ["calc__add"]
     calls_made = log.read_text().count("\n")

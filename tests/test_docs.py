@@ -87,7 +87,9 @@ def test_readme_tour_runs_and_prints_what_it_says(
     assert printed[-1] == promised
 
 
-@pytest.mark.parametrize("page", ["agents.md", "resilience.md", "monitoring.md", "messaging.md"])
+@pytest.mark.parametrize(
+    "page", ["agents.md", "resilience.md", "monitoring.md", "messaging.md", "evaluation.md"]
+)
 def test_guide_examples_run_and_print_what_they_say(
     prefect_api: str, capsys: pytest.CaptureFixture[str], page: str
 ) -> None:

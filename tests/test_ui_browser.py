@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import anyio
 import pytest
@@ -147,3 +147,38 @@ def test_a_conversation_renders_as_a_sequence_diagram_in_the_prefect_ui(
     assert "agent:coordinator/" in actors
     assert "agent:reviewer/" in actors
     assert (screenshots / "conversation.png").stat().st_size > 5_000
+
+
+def test_an_evaluation_summary_renders_in_the_prefect_ui(
+    prefect_api: str, screenshots: Path, scratch_dir: Path
+) -> None:
+    require_service("Chromium", chromium_path() is not None, "chromium is not installed")
+    from aiorch.agent_blocks import Agent
+    from aiorch.flows.evaluate import evaluate_flow
+
+    name = f"ui-echo-{uuid4().hex[:8]}"
+    Agent(instruction="Repeat the user.", model="passthrough").save(name, overwrite=True)
+    dataset = scratch_dir / "echo.jsonl"
+    dataset.write_text(
+        '{"id": "paris", "input": "Paris, of course", "target": "Paris"}\n'
+        '{"id": "tokyo", "input": "What is the capital of Japan?", "target": "Tokyo"}\n'
+    )
+    state = anyio.run(
+        lambda: evaluate_flow(
+            dataset=str(dataset), agents=[name], epochs=2, name=name, return_state=True
+        )
+    )
+    assert state.is_completed(), state.message
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    summary = _artifact_ids(run_id)[f"{name}-evaluation"]
+    ui = prefect_api.removesuffix("/api")
+    with opened(f"{ui}/v2/artifacts/artifact/{summary}") as page:
+        rows = page.wait_for(f"{ROWS} >= 1 && {ROWS}")
+        page.screenshot(screenshots / "evaluation.png")
+        text = page.evaluate("document.body.innerText")
+    assert rows == 1
+    assert f"Evaluation {name}" in text
+    assert "0.500 ± 0.500" in text
+    assert "Gate passed." in text
+    assert (screenshots / "evaluation.png").stat().st_size > 5_000

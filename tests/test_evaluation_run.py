@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -9,6 +13,8 @@ import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
     FlowRunFilter,
     FlowRunFilterId,
     TaskRunFilter,
@@ -131,3 +137,74 @@ def test_bad_arguments_fail_before_any_answer(prefect_api: str, tmp_path: Path) 
         anyio.run(evaluation, [Check(type="exactly")])
     with pytest.raises(ConfigurationError, match="epochs: must be at least 1"):
         anyio.run(evaluation, [Check(type="exact")], 0)
+
+
+CAPITALS = {
+    "france": "Paris",
+    "japan": "Tokyo",
+    "kenya": "Nairobi",
+    "peru": "Lima",
+    "italy": "Rome",
+    "egypt": "Cairo",
+}
+
+
+async def _states(flow_run_id: str | None = None) -> list[str]:
+    """States of the resume test's answer task runs: of one flow run, or of all of them."""
+    async with get_client() as client:
+        found = await client.read_task_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["aiorch-evaluation-resume-test"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            if flow_run_id
+            else None,
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="generic.smollm2 ·")),
+        )
+    return [run.state_name or "" for run in found]
+
+
+def test_a_killed_evaluation_resumes_without_answering_finished_samples_again(
+    prefect_api: str, local_model: str, tmp_path: Path
+) -> None:
+    from tests.eval_flow import one_at_a_time
+
+    path = tmp_path / "capitals.jsonl"
+    path.write_text(
+        "\n".join(
+            f'{{"id": "{key}", "input": "What is the capital of {key.title()}?", '
+            f'"target": "{city}"}}'
+            for key, city in CAPITALS.items()
+        )
+    )
+    name = f"resume-{tmp_path.name}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.eval_flow", str(path), name, local_model],
+        env={**os.environ, "PREFECT_API_URL": prefect_api},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+
+        async def two_stored() -> int:
+            with anyio.fail_after(240):
+                while (done := (await _states()).count("Completed")) < 2:
+                    assert process.poll() is None, "the evaluation ended before it was killed"
+                    await anyio.sleep(0.2)
+            return done
+
+        anyio.run(two_stored)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    stored = anyio.run(_states).count("Completed")
+    assert 2 <= stored < len(CAPITALS)
+
+    resumed = anyio.run(one_at_a_time, str(path), name, local_model)
+    assert len(resumed.results) == len(CAPITALS)
+    assert resumed.agents[0].cache_hits >= stored
+    assert resumed.flow_run_id is not None
+    states = anyio.run(_states, resumed.flow_run_id)
+    assert states.count("Cached") >= stored
+    assert states.count("Cached") + states.count("Completed") == len(CAPITALS)

@@ -10,6 +10,7 @@
 | ``tool_call`` | it called tool ``value`` with ``arguments`` among its own | ``arguments`` |
 | ``max_cost`` | the answer's new cost is at most ``dollars`` | ``dollars`` |
 | ``max_latency`` | the answer took at most ``seconds`` | ``seconds`` |
+| ``rubric`` | most grader agents judge it meets ``value`` (:mod:`.graders`) | ``graders`` |
 
 Further scorers come from the ``aiorch.scorers`` entry point (each a
 :class:`~aiorch.tasks.evaluation.scoring.Scorer`) or are passed to an evaluation.
@@ -29,6 +30,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
+from aiorch.tasks.evaluation.graders import rubric
 from aiorch.tasks.evaluation.samples import Sample
 from aiorch.tasks.evaluation.scoring import Answer, Score, Scorer, scorer
 
@@ -283,6 +285,7 @@ BUILT_IN: tuple[Scorer, ...] = (
     tool_call,
     max_cost,
     max_latency,
+    rubric,
 )
 
 

@@ -138,7 +138,9 @@ class Scorer:
     def _as_score(self, verdict: Score | float | bool, check: Check) -> Score:
         threshold = check.threshold if check.threshold is not None else self.threshold
         if isinstance(verdict, Score):
-            return verdict
+            if check.threshold is None or verdict.error is not None:
+                return verdict
+            return verdict.model_copy(update={"passed": verdict.value >= check.threshold})
         if isinstance(verdict, bool):
             return Score(scorer=self.name, value=float(verdict), passed=verdict)
         value = float(verdict)

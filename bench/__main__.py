@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "monitoring": "bench.monitoring",
     "pools": "bench.pools",
     "messaging": "bench.messaging",
+    "evaluation": "bench.evaluation",
 }
 DOCUMENT = Path("docs/benchmarks.md")
 PREAMBLE = """\

@@ -51,6 +51,8 @@ def _runner(module: str) -> Callable[[int], list[Row]]:
 
 def run_benchmarks(names: list[str], repeat: int) -> list[Row]:
     """Run the named benchmarks against a dedicated Prefect server; every row."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from aiorch.core.services import free_port
@@ -70,6 +72,9 @@ def run_benchmarks(names: list[str], repeat: int) -> list[Row]:
             except Exception as error:  # one broken benchmark must not hide the others
                 traceback.print_exc()
                 rows.append(NotRun(benchmark=name, reason=f"failed: {error!r}"[:300]))
+        # Logs and events still queued reach the server before it stops.
+        APILogWorker.drain_all()
+        EventsWorker.drain_all()
     return rows
 
 

@@ -34,7 +34,10 @@ def _agent(provider: ModelProvider, instruction: str = GEOGRAPHY) -> Agent:
     )
 
 
-@pytest.mark.logs_errors("RecordingDrift")
+# FastAgent logs ERROR when a stream from the local server brings no completion, then asks
+# again without streaming (and gets the answer). It happens here after the grader test's
+# structured-output requests to the same server, not alone: see the issue 17 note.
+@pytest.mark.logs_errors("RecordingDrift", "stream returned no usable completion")
 def test_a_recording_replays_without_a_model_and_a_changed_prompt_is_drift(
     prefect_api: str, local_model: str, tmp_path: Path
 ) -> None:

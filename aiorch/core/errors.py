@@ -23,6 +23,7 @@ problem-details document.
 | structured-output-invalid | ``StructuredOutputError`` | no |
 | tool-error | ``ToolCallError`` (MCP server) | yes |
 | recording-drift | ``RecordingDrift`` (a replayed agent asked what was not recorded) | no |
+| agent-test-failed | ``AgentTestFailed`` (``assert_agent_passes``; an ``AssertionError``) | no |
 | circuit-open | ``CircuitOpenError`` | yes, after the wait |
 | breaker-store-unavailable | ``BreakerStoreUnavailable`` (the breakers' database) | yes |
 """

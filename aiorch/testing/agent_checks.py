@@ -9,6 +9,7 @@ the test as drift until the file is deleted and recorded again.
 Example:
     ```python
     from aiorch.agent_blocks import Agent
+from aiorch.core.errors import AiorchError
     from aiorch.testing.agent_checks import assert_agent_passes
 
 
@@ -26,11 +27,20 @@ import anyio
 from prefect import flow
 
 from aiorch.agent_blocks import Agent
+from aiorch.core.errors import AiorchError
 from aiorch.tasks.evaluation.datasets import Dataset, load_dataset
 from aiorch.tasks.evaluation.gate import Gate, judge
 from aiorch.tasks.evaluation.run import Evaluation, EvaluationRecording, aevaluate
 
 SHOWN_FAILURES = 10
+
+
+class AgentTestFailed(AiorchError, AssertionError):
+    """An agent test's evaluation did not pass its gate; pytest reports it as a failure."""
+
+    kind = "agent-test-failed"
+    title = "Agent test failed"
+    status = 422
 
 
 @flow(name="aiorch-agent-test")
@@ -49,7 +59,7 @@ def assert_agent_passes(
     epochs: int = 1,
     fixture: str | Path | None = None,
 ) -> Evaluation:
-    """Evaluate ``agent`` on ``dataset``; raise ``AssertionError`` unless the gate passes.
+    """Evaluate ``agent`` on ``dataset``; raise :class:`AgentTestFailed` unless it passes.
 
     Args:
         dataset: A dataset file, or one already loaded.
@@ -79,7 +89,7 @@ def assert_agent_passes(
             for r in failed[:SHOWN_FAILURES]
         ]
         more = len(failed) - SHOWN_FAILURES
-        raise AssertionError(
+        raise AgentTestFailed(
             "\n".join(
                 [
                     *verdict.failures,

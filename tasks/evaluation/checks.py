@@ -111,6 +111,11 @@ class LatencyOptions(_Options):
     value: None = None
 
 
+def _verdict(name: str, passed: bool, reason: str) -> Score:
+    """A pass-or-fail score: 1 or 0."""
+    return Score(scorer=name, value=float(passed), passed=passed, reason=reason)
+
+
 def _expected(sample: Sample, value: str | list[str] | None) -> list[str]:
     if value is None:
         if not sample.targets():
@@ -133,12 +138,7 @@ def exact(sample: Sample, answer: Answer, options: TextOptions) -> Score:
     got = _folded(answer.text, options.ignore_case)
     expected = _expected(sample, options.value)
     passed = any(got == _folded(want, options.ignore_case) for want in expected)
-    return Score(
-        scorer="exact",
-        value=float(passed),
-        passed=passed,
-        reason="equals the target" if passed else f"is not {expected[0]!r}",
-    )
+    return _verdict("exact", passed, "equals the target" if passed else f"is not {expected[0]!r}")
 
 
 @scorer("includes", options=TextOptions)
@@ -160,12 +160,8 @@ def regex(sample: Sample, answer: Answer, options: RegexOptions) -> Score:
     """``value`` matches somewhere in the answer."""
     flags = re.IGNORECASE if options.ignore_case else 0
     match = re.search(options.value, answer.text, flags)
-    return Score(
-        scorer="regex",
-        value=float(match is not None),
-        passed=match is not None,
-        reason=f"matches at {match.start()}" if match else f"no match for {options.value!r}",
-    )
+    reason = f"matches at {match.start()}" if match else f"no match for {options.value!r}"
+    return _verdict("regex", match is not None, reason)
 
 
 @scorer("json_schema", options=SchemaOptions)
@@ -222,12 +218,7 @@ def numeric(sample: Sample, answer: Answer, options: NumericOptions) -> Score:
     got = float(found.group().replace(",", ""))
     allowed = options.tolerance * abs(expected) if options.relative else options.tolerance
     passed = abs(got - expected) <= allowed
-    return Score(
-        scorer="numeric",
-        value=float(passed),
-        passed=passed,
-        reason=f"{got:g} vs {expected:g} (allowed difference {allowed:g})",
-    )
+    return _verdict("numeric", passed, f"{got:g} vs {expected:g} (allowed difference {allowed:g})")
 
 
 @scorer("tool_call", options=ToolCallOptions)
@@ -256,11 +247,8 @@ def max_cost(sample: Sample, answer: Answer, options: CostOptions) -> Score:
             error="no cost known: give the model provider block prices for this model",
         )
     passed = answer.estimated_cost <= options.dollars
-    return Score(
-        scorer="max_cost",
-        value=float(passed),
-        passed=passed,
-        reason=f"${answer.estimated_cost:.6f} of ${options.dollars:g} allowed",
+    return _verdict(
+        "max_cost", passed, f"${answer.estimated_cost:.6f} of ${options.dollars:g} allowed"
     )
 
 
@@ -268,11 +256,8 @@ def max_cost(sample: Sample, answer: Answer, options: CostOptions) -> Score:
 def max_latency(sample: Sample, answer: Answer, options: LatencyOptions) -> Score:
     """The answer took at most ``seconds``."""
     passed = answer.latency_seconds <= options.seconds
-    return Score(
-        scorer="max_latency",
-        value=float(passed),
-        passed=passed,
-        reason=f"{answer.latency_seconds:.2f} s of {options.seconds:g} s allowed",
+    return _verdict(
+        "max_latency", passed, f"{answer.latency_seconds:.2f} s of {options.seconds:g} s allowed"
     )
 
 

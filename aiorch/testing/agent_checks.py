@@ -9,7 +9,6 @@ the test as drift until the file is deleted and recorded again.
 Example:
     ```python
     from aiorch.agent_blocks import Agent
-from aiorch.core.errors import AiorchError
     from aiorch.testing.agent_checks import assert_agent_passes
 
 

@@ -147,12 +147,8 @@ def includes(sample: Sample, answer: Answer, options: TextOptions) -> Score:
     got = _folded(answer.text, options.ignore_case)
     expected = _expected(sample, options.value)
     found = [want for want in expected if _folded(want, options.ignore_case) in got]
-    return Score(
-        scorer="includes",
-        value=float(bool(found)),
-        passed=bool(found),
-        reason=f"contains {found[0]!r}" if found else f"does not contain {expected[0]!r}",
-    )
+    reason = f"contains {found[0]!r}" if found else f"does not contain {expected[0]!r}"
+    return _verdict("includes", bool(found), reason)
 
 
 @scorer("regex", options=RegexOptions)

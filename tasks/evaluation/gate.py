@@ -118,18 +118,18 @@ def summary_markdown(name: str, agents: list[AgentMetrics], verdict: Verdict) ->
         ]
     )
     replayed = sum(m.cache_hits for m in agents)
-    notes = [
-        f"Scores are means over samples (each sample's epochs averaged first); the "
+    note = (
+        "Scores are means over samples (each sample's epochs averaged first); the "
         f"interval is a bootstrap over samples. {replayed} answers were replayed from "
-        "earlier runs: they cost nothing new and are left out of tokens and latency.",
-    ]
+        "earlier runs: they cost nothing new and are left out of tokens and latency."
+    )
     gate = (
         "**Gate passed.**"
         if verdict.passed
         else "**Gate failed** (exit code "
         f"{verdict.exit_code}):\n\n" + "\n".join(f"- {f}" for f in verdict.failures)
     )
-    return f"# Evaluation {name}\n\n{table}\n\n{' '.join(notes)}\n\n{gate}\n"
+    return f"# Evaluation {name}\n\n{table}\n\n{note}\n\n{gate}\n"
 
 
 def _figure(value: float | None) -> str:

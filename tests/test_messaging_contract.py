@@ -70,6 +70,23 @@ async def _until(condition: Callable[[], bool], seconds: float = 20) -> None:
             await anyio.sleep(0.01)
 
 
+async def _watching_dead_letters(
+    transport: Transport, letters: list[Any], main: Callable[[], Awaitable[Any]]
+) -> Any:
+    """Run ``main`` while ``letters`` mirrors the transport's dead letters; its result."""
+
+    async def poll() -> None:
+        while True:
+            letters[:] = await transport.dead_letters()
+            await anyio.sleep(0.05)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(poll)
+        result = await main()
+        group.cancel_scope.cancel()
+    return result
+
+
 def test_request_reply_and_typed_errors(transport: Transport, name: Callable[[str], str]) -> None:
     bus = MessageBus(transport)
     shouter, fails = name("agent:shouter"), name("agent:fails")
@@ -297,19 +314,7 @@ def test_undeliverable_and_failing_messages_go_to_the_dead_letters_and_come_back
             await _until(lambda: any(letter.id == failing.id for letter in letters))
 
     letters: list[Any] = []
-
-    async def watched() -> None:
-        async def poll() -> None:
-            while True:
-                letters[:] = await transport.dead_letters()
-                await anyio.sleep(0.05)
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(poll)
-            await main()
-            group.cancel_scope.cancel()
-
-    _run(bus, watched)
+    _run(bus, lambda: _watching_dead_letters(transport, letters, main))
     assert attempts == [failing.id] * 3
     by_id = {letter.id: letter for letter in letters}
     assert "delivery failed 3 times; last error: the upstream did not answer" in (
@@ -442,20 +447,7 @@ def test_a_body_that_fails_the_recipients_schema_is_refused_naming_the_field(
         return good
 
     letters: list[Any] = []
-
-    async def watched() -> Envelope:
-        async def poll() -> None:
-            while True:
-                letters[:] = await transport.dead_letters()
-                await anyio.sleep(0.05)
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(poll)
-            reply = await main()
-            group.cancel_scope.cancel()
-        return reply
-
-    good = _run(bus, watched)
+    good = _run(bus, lambda: _watching_dead_letters(transport, letters, main))
     assert good.text() == "taken"
     assert len(handled) == 1  # the refused ones never reached the handler
     reason = next(letter.reason for letter in letters if letter.id == bad_event.id)

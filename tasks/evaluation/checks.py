@@ -31,7 +31,7 @@ from pydantic import ConfigDict, Field, field_validator
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
 from aiorch.tasks.evaluation.graders import rubric
-from aiorch.tasks.evaluation.samples import Sample
+from aiorch.tasks.evaluation.samples import Check, Sample
 from aiorch.tasks.evaluation.scoring import Answer, Score, Scorer, scorer
 
 ENTRY_POINT_GROUP = "aiorch.scorers"
@@ -295,6 +295,15 @@ class ScorerSet:
     def names(self) -> list[str]:
         """The names checks may use, sorted."""
         return sorted(self._by_name)
+
+    def validate(self, check: Check, where: str) -> None:
+        """Refuse ``check`` unless it names a scorer here with options it accepts.
+
+        Raises:
+            ConfigurationError: naming ``where``: ``where.type`` for an unknown scorer,
+                ``where`` and the option for bad options.
+        """
+        self.resolve(check.type, f"{where}.type").parse_options(check, where)
 
     def resolve(self, name: str, where: str) -> Scorer:
         """The scorer ``name``; the error says ``where`` and suggests a close name."""

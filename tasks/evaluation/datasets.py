@@ -90,9 +90,7 @@ def load_dataset(path: str | Path, scorers: ScorerSet | None = None) -> Dataset:
                 f"{lines[sample.id]}; give each sample its own id"
             )
         for index, check in enumerate(sample.checks):
-            known.resolve(check.type, f"{source}:{line}: checks.{index}.type").parse_options(
-                check, f"{source}:{line}: checks.{index}"
-            )
+            known.validate(check, f"{source}:{line}: checks.{index}")
         lines[sample.id] = line
         samples.append(sample)
     if not samples:

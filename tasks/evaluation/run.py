@@ -210,8 +210,7 @@ async def aevaluate(
     checks = {s.id: list(s.checks or default_checks) for s in dataset.samples}
     for sample in dataset.samples:
         for index, check in enumerate(checks[sample.id]):
-            where = f"sample {sample.id}: checks.{index}"
-            known.resolve(check.type, f"{where}.type").parse_options(check, where)
+            known.validate(check, f"sample {sample.id}: checks.{index}")
     evaluation = name or dataset.name
     loaded = [
         (agent_label(agent), agent if isinstance(agent, Agent) else await aload_block(Agent, agent))
@@ -227,18 +226,9 @@ async def aevaluate(
 
     async def one(label: str, agent: Agent, sample: Sample, epoch: int) -> None:
         async with slots:
-            recorded = None if replay is None else replay.answers.get(label, {}).get(sample.id)
             results.append(
                 await _evaluate_one(
-                    known,
-                    evaluation,
-                    label,
-                    agent,
-                    sample,
-                    epoch,
-                    checks[sample.id],
-                    replay is not None,
-                    recorded,
+                    known, evaluation, label, agent, sample, epoch, checks[sample.id], replay
                 )
             )
 
@@ -271,13 +261,13 @@ async def _evaluate_one(
     sample: Sample,
     epoch: int,
     checks: list[Check],
-    replaying_from: bool,
-    recorded: Recording | None,
+    replay: EvaluationRecording | None,
 ) -> SampleResult:
     tenant = f"aiorch-eval/{evaluation}/epoch-{epoch}"
     run_name = f"{label} · {sample.id} · epoch {epoch}"
     try:
-        if replaying_from:
+        if replay is not None:
+            recorded = replay.answers.get(label, {}).get(sample.id)
             if recorded is None:
                 raise RecordingDrift(
                     f"sample {sample.id} of agent {label} is not in the recording (a new "

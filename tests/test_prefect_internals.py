@@ -8,11 +8,13 @@ methods, the file lock manager's private methods), then widen CHECKED_PREFECT.
 from __future__ import annotations
 
 from importlib import metadata
+from typing import Any
 
 import pytest
 from packaging.specifiers import SpecifierSet
 from prefect.blocks.system import Secret
 from prefect.context import AsyncClientContext
+from prefect.events.worker import EventsWorker
 from prefect.locking.filesystem import FileSystemLockManager
 
 from aiorch.core.errors import ConfigurationError
@@ -34,6 +36,7 @@ def test_the_private_parts_relied_on_still_exist() -> None:
     assert hasattr(AsyncClientContext, "__var__")
     assert hasattr(Transaction, "__var__")
     assert isinstance(SubprocessASGIServer._instances, dict)
+    assert callable(getattr(EventsWorker, "wait_until_empty", None))
     for method in ("_lock_path_for_key", "_ensure_lock_files_directory_exists"):
         assert callable(getattr(FileSystemLockManager, method, None)), method
 
@@ -59,3 +62,31 @@ def test_no_other_module_reaches_into_prefect_internals() -> None:
 def test_an_unsaved_block_has_no_document_id_and_says_so() -> None:
     with pytest.raises(ConfigurationError, match="Secret: the block has no saved document"):
         block_document_id(Secret(value="never-saved"))
+
+
+def test_a_final_state_hook_reads_every_task_run_of_its_flow_run(prefect_api: str) -> None:
+    from prefect import flow, task
+
+    from aiorch.tasks.monitoring.runs import read_settled_run
+
+    seen: list[str] = []
+
+    @task
+    def leaf(value: int) -> int:
+        return value
+
+    @task
+    def branch(value: int) -> int:
+        return leaf(value) + 1
+
+    async def read_in_hook(flow: object, flow_run: Any, state: object) -> None:
+        run = await read_settled_run(flow_run.id)
+        seen.extend(sorted(task.state for task in run.tasks))
+
+    @flow(name="aiorch-test-hook-reads-its-tasks", on_completion=[read_in_hook])
+    def many_tasks() -> int:
+        total = sum(leaf(value) for value in range(20))
+        return total + sum(leaf.map(list(range(20))).result()) + branch(5)
+
+    assert many_tasks() == 190 + 190 + 6
+    assert seen == ["Completed"] * 42  # 20 calls, 20 mapped, a branch and its nested leaf

@@ -2,7 +2,7 @@
 
 Each was checked against the Prefect releases in :data:`CHECKED_PREFECT`, and
 tests/test_prefect_internals.py fails on any other. One reason to change: Prefect's
-internals moved. Six touches:
+internals moved. Seven touches:
 
 - **The client context of sync tasks.** A sync task that awaits async work (each model
   request, each step execution) goes through Prefect's run-sync event loop, where no
@@ -41,6 +41,12 @@ internals moved. Six touches:
   its own (``SubprocessASGIServer``) and stops it at exit, which ``kill -9`` skips.
   :func:`guard_temporary_server` hands that process to the guardian, which stops it
   when its owner dies.
+- **The events a flow run has sent.** The server records task runs from the events the
+  process sends from a background worker, so a flow's final-state hook can read its run
+  before the last task runs are there. :func:`send_pending_events` waits until that
+  worker's queue is empty (``EventsWorker`` is a ``QueueService``, whose
+  ``wait_until_empty`` joins the queue); the server then still takes a moment (about
+  20 ms an event here) to record what it received.
 """
 
 from __future__ import annotations
@@ -67,7 +73,8 @@ import pydantic_core
 from prefect._internal.compatibility.blocks import call_explicitly_async_block_method
 from prefect.blocks.core import Block
 from prefect.client.orchestration import PrefectClient
-from prefect.context import AsyncClientContext
+from prefect.context import AsyncClientContext, FlowRunContext
+from prefect.events.worker import EventsWorker
 from prefect.filesystems import WritableFileSystem
 from prefect.locking.filesystem import FileSystemLockManager
 from prefect.settings import get_current_settings
@@ -274,3 +281,18 @@ def guard_temporary_server(guardian: Guardian) -> None:
         process = getattr(server, "server_process", None)
         if server.running and process is not None and process.poll() is None:
             guardian.watch(process.pid, group=False)
+
+
+async def send_pending_events(flow_run_id: UUID, deadline_seconds: float) -> bool:
+    """Inside flow run ``flow_run_id``, wait until the process has sent its events.
+
+    Whether it waited: outside that flow run there is nothing of its own to wait for.
+    Gives up after ``deadline_seconds``, as a worker that stopped never empties its queue.
+    """
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None or context.flow_run.id != flow_run_id:
+        return False
+    worker = EventsWorker.instance()
+    with anyio.move_on_after(deadline_seconds):
+        await anyio.to_thread.run_sync(worker.wait_until_empty, abandon_on_cancel=True)
+    return True

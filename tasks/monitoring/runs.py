@@ -26,6 +26,7 @@ from prefect.client.schemas.objects import TaskRun
 from pydantic import Field
 
 from aiorch.core.models import AiorchModel
+from aiorch.core.prefect_internals import send_pending_events
 from aiorch.tasks.message_records import MessageRecord
 from aiorch.tasks.naming import TaskKind, describe, task_kind
 
@@ -211,16 +212,24 @@ def recovered_failures(tasks: list[TaskRunView]) -> dict[UUID, int]:
 async def read_settled_run(flow_run_id: UUID, deadline_seconds: float = 10.0) -> RunView:
     """A finished run once its task runs' final states reached the server (or the deadline).
 
-    The server records task-run states from events, a moment after the task ended: read
-    in a flow's final-state hook, the last task runs may still show Running. A run that
-    is not finished is returned as it is.
+    The server records task runs and their states from the events the flow's process
+    sends, a moment after each task ran: read in a flow's final-state hook, the last task
+    runs may still show Running or not be there at all. Inside the flow run, the read
+    waits until this process has sent its events, then until no task run shows an
+    unfinished state and two reads a poll apart find as many task runs (the server has
+    stopped recording new ones). Read later, one read with no unfinished task run is
+    enough. A run that is not finished is returned as it is.
     """
     deadline = time.monotonic() + deadline_seconds
+    recording = await send_pending_events(flow_run_id, deadline_seconds)
+    counted: int | None = None
     while True:
         run = await read_run(flow_run_id)
-        unsettled = any(task.state in UNSETTLED_STATES for task in run.tasks)
-        if run.state in UNSETTLED_STATES or not unsettled or time.monotonic() > deadline:
+        settled = not any(task.state in UNSETTLED_STATES for task in run.tasks)
+        steady = not recording or counted == len(run.tasks)
+        if run.state in UNSETTLED_STATES or (settled and steady) or time.monotonic() > deadline:
             return run
+        counted = len(run.tasks)
         await anyio.sleep(SETTLE_POLL_SECONDS)
 
 

@@ -128,9 +128,11 @@ def _eval(arguments: argparse.Namespace) -> int:
     from aiorch.agent_blocks import Agent
     from aiorch.core.errors import AiorchError
     from aiorch.core.local_server import LocalServer, on_local_server
+    from aiorch.core.prefect_internals import run_sync
     from aiorch.core.ui import ui_link
     from aiorch.flows.evaluate import EvaluationReport, evaluate_flow
     from aiorch.tasks.blocks import load_block
+    from aiorch.tasks.evaluation.baseline import aload_baseline
     from aiorch.tasks.evaluation.datasets import load_dataset
     from aiorch.tasks.evaluation.gate import BAD_INPUT, summary_markdown
     from aiorch.tasks.evaluation.run import EvaluationRecording, check_arguments
@@ -141,7 +143,7 @@ def _eval(arguments: argparse.Namespace) -> int:
     check_arguments(
         arguments.agent, epochs=arguments.epochs, max_concurrency=arguments.concurrency, ks=ks
     )
-    load_dataset(arguments.dataset)
+    dataset = load_dataset(arguments.dataset)
     replay = None
     if arguments.replay is not None:
         replay = EvaluationRecording.model_validate_json(arguments.replay.read_text())
@@ -153,6 +155,15 @@ def _eval(arguments: argparse.Namespace) -> int:
                 load_block(Agent, name)
             except AiorchError as error:
                 print(f"aiorch eval: --agent {name}: {error}", file=sys.stderr)
+                return BAD_INPUT
+        if arguments.baseline is not None:
+            try:
+                earlier = run_sync(
+                    aload_baseline(arguments.baseline, evaluation=arguments.name or dataset.name)
+                )
+                earlier.check_fits(arguments.agent, [sample.id for sample in dataset.samples])
+            except AiorchError as error:
+                print(f"aiorch eval: --{error}", file=sys.stderr)
                 return BAD_INPUT
         evaluation_run = functools.partial(
             evaluate_flow,
@@ -166,6 +177,7 @@ def _eval(arguments: argparse.Namespace) -> int:
             pass_at=ks,
             seed=arguments.seed,
             replay=replay,
+            baseline=arguments.baseline,
             return_state=True,
         )
         state = cast(State[EvaluationReport], anyio.run(evaluation_run))
@@ -174,6 +186,8 @@ def _eval(arguments: argparse.Namespace) -> int:
         link = ui_link(f"runs/flow-run/{run_id}")
     evaluation, verdict = report.evaluation, report.verdict
     print(summary_markdown(evaluation.name, evaluation.agents, verdict))
+    if report.baseline_source is not None:
+        print(report.baseline_markdown() + "\n")
     print(f"flow run id: {run_id}")
     if link:
         print(f"Prefect UI: {link}")
@@ -529,7 +543,7 @@ def parser() -> argparse.ArgumentParser:
     messages.set_defaults(handler=_messages)
 
     evaluation = commands.add_parser(
-        "eval", help="evaluate agents on a dataset; exit 1 or 3 when the gate fails"
+        "eval", help="evaluate agents on a dataset; exit 1, 3 or 4 when the gate fails"
     )
     eval_actions = evaluation.add_subparsers(dest="action", required=True)
     eval_run = eval_actions.add_parser(
@@ -551,6 +565,10 @@ def parser() -> argparse.ArgumentParser:
     eval_run.add_argument("--concurrency", type=int, default=4, help="answers at once (4)")
     eval_run.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (0)")
     eval_run.add_argument("--output", type=Path, help="write every result here as JSON")
+    eval_run.add_argument(
+        "--baseline",
+        help="an earlier evaluation (its flow run id or --output file): exit 4 on a regression",
+    )
     eval_run.add_argument(
         "--record", type=Path, help="write the answers' model and tool calls here (a fixture)"
     )

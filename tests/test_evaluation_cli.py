@@ -13,6 +13,7 @@ import anyio
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 
 from aiorch.agent_blocks import Agent
 from aiorch.cli import main
@@ -161,3 +162,92 @@ def test_record_then_replay_from_the_command_line(
     drifted = ["eval", "run", str(changed), "--agent", echo_block, "--name", _name()]
     assert main([*drifted, "--replay", str(fixture)]) == 3
     assert "1 of 3 results could not be scored" in capsys.readouterr().out
+
+
+CITIES = ["Paris", "Lima", "Tokyo", "Nairobi", "Oslo", "Quito"]
+# Six samples whose echo includes its target; the worse set's echoes miss every one.
+BASELINE_SET = "\n".join(
+    f'{{"id": "city-{i}", "input": "The city is {city}", "target": "{city}"}}'
+    for i, city in enumerate(CITIES)
+)
+WORSE_SET = "\n".join(
+    f'{{"id": "city-{i}", "input": "Which city is it?", "target": "{city}"}}'
+    for i, city in enumerate(CITIES)
+)
+
+
+def _run_id(printed: str) -> str:
+    return printed.split("flow run id: ", 1)[1].split()[0]
+
+
+def test_a_baseline_run_fails_the_gate_on_a_regression_with_exit_4(
+    echo_block: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good, worse = tmp_path / "cities.jsonl", tmp_path / "worse" / "cities.jsonl"
+    good.write_text(BASELINE_SET)
+    worse.parent.mkdir()
+    worse.write_text(WORSE_SET)
+    name, output = _name(), tmp_path / "first.json"
+    common = ["eval", "run", "--agent", echo_block, "--name", name]
+    assert main([*common[:2], str(good), *common[2:], "--output", str(output)]) == 0
+    baseline = _run_id(capsys.readouterr().out)
+
+    # The same answers against themselves: no change, the gate passes.
+    assert main([*common[:2], str(good), *common[2:], "--baseline", baseline]) == 0
+    unchanged = capsys.readouterr().out
+    assert "| +0.000 | +0.000 to +0.000 | no regression |" in unchanged
+    assert f"Baseline: flow run {baseline}." in unchanged
+
+    for reference in (baseline, str(output)):
+        assert main([*common[:2], str(worse), *common[2:], "--baseline", reference]) == 4
+        printed = capsys.readouterr().out
+        assert f"{echo_block}: regressed against the baseline by 1.000" in printed
+    report_key = f"{name}-evaluation"
+
+    async def latest_report() -> str:
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[report_key])),
+                sort=ArtifactSort.CREATED_DESC,
+                limit=1,
+            )
+        return str(found[0].data)
+
+    report = anyio.run(latest_report)
+    assert "## Against the baseline" in report
+    assert "**regressed**" in report
+    assert report.count("| regression: ") == 6
+    # The second run against the worse set replayed the first one's answers: no latency.
+    assert report.count("data:image/png;base64,") == 2
+    assert "Every answer was replayed from an earlier run: no latency to chart." in report
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("6c1d7e0a-0000-4000-8000-000000000000", "no flow run 6c1d7e0a-"),
+        ("no-such-file.json", "no-such-file.json is neither a flow run id nor a file"),
+    ],
+)
+def test_a_bad_baseline_exits_2_before_any_answer(
+    echo_block: str,
+    dataset: Path,
+    reference: str,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    arguments = ["eval", "run", str(dataset), "--agent", echo_block, "--baseline", reference]
+    assert main(arguments) == 2
+    error = capsys.readouterr().err
+    assert f"aiorch eval: --baseline: {message}" in error
+    assert "flow run id:" not in capsys.readouterr().out
+
+
+def test_a_run_of_another_evaluation_is_no_baseline(
+    echo_block: str, dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["eval", "run", str(dataset), "--agent", echo_block]
+    assert main([*common, "--name", _name()]) == 0
+    other = _run_id(capsys.readouterr().out)
+    assert main([*common, "--name", _name(), "--baseline", other]) == 2
+    assert f"flow run {other} published no scores of evaluation" in capsys.readouterr().err

@@ -8,8 +8,10 @@ Exit codes of ``aiorch eval run`` (:data:`EXIT_CODES`):
 | 1 | an agent's mean score is below ``--min-score`` |
 | 2 | bad input: the dataset, a check, an agent block or an option (nothing was run) |
 | 3 | more results than ``--max-errors`` could not be scored (an agent or grader failed) |
+| 4 | an agent regressed against ``--baseline``: its change's whole interval is below zero |
 
-Errors are checked first: a score computed over fewer samples than asked says less.
+Errors are checked first: a score computed over fewer samples than asked says less. A
+score below the minimum (1) is reported before a regression (4); every failure is listed.
 
 Example:
     ```python
@@ -21,17 +23,21 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import ConfigDict, Field
 
 from aiorch.core.models import AiorchModel
+from aiorch.tasks.evaluation.compare import BaselineComparison
 from aiorch.tasks.evaluation.metrics import AgentMetrics
 
-PASSED, SCORE_TOO_LOW, BAD_INPUT, TOO_MANY_ERRORS = 0, 1, 2, 3
+PASSED, SCORE_TOO_LOW, BAD_INPUT, TOO_MANY_ERRORS, REGRESSED = 0, 1, 2, 3, 4
 EXIT_CODES = {
     PASSED: "every agent passed the gate",
     SCORE_TOO_LOW: "an agent's mean score is below the minimum",
     BAD_INPUT: "bad input; nothing was run",
     TOO_MANY_ERRORS: "too many results could not be scored",
+    REGRESSED: "an agent regressed against the baseline",
 }
 
 
@@ -62,8 +68,10 @@ class Verdict(AiorchModel):
         return self.exit_code == PASSED
 
 
-def judge(gate: Gate, agents: list[AgentMetrics]) -> Verdict:
-    """Hold each agent's figures against ``gate``."""
+def judge(
+    gate: Gate, agents: list[AgentMetrics], baseline: Sequence[BaselineComparison] = ()
+) -> Verdict:
+    """Hold each agent's figures against ``gate``, and against its ``baseline``."""
     errors = [
         f"{m.agent}: {m.errors} of {m.results} results could not be scored "
         f"(allowed {gate.max_errors})"
@@ -77,7 +85,15 @@ def judge(gate: Gate, agents: list[AgentMetrics]) -> Verdict:
         for m in agents
         if gate.min_score is not None and (m.mean is None or m.mean < gate.min_score)
     ]
-    return Verdict(exit_code=SCORE_TOO_LOW if low else PASSED, failures=low)
+    regressed = [
+        f"{c.agent}: regressed against the baseline by {-(c.difference or 0.0):.3f} "
+        f"(95 % interval of the change {c.ci_low:+.3f} to {c.ci_high:+.3f}, "
+        f"{c.shared_samples} samples)"
+        for c in baseline
+        if c.regressed
+    ]
+    code = SCORE_TOO_LOW if low else REGRESSED if regressed else PASSED
+    return Verdict(exit_code=code, failures=low + regressed)
 
 
 def summary_markdown(name: str, agents: list[AgentMetrics], verdict: Verdict) -> str:

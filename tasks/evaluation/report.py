@@ -1,0 +1,85 @@
+"""What an evaluation flow returns and the markdown artifact it publishes.
+
+Example:
+    ```python
+    from aiorch.tasks.evaluation.report import EvaluationReport
+
+    print(sorted(EvaluationReport.model_fields))
+    ```
+"""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict, Field
+
+from aiorch.core.models import AiorchModel
+from aiorch.tasks.evaluation.charts import cost_chart, latency_chart, score_chart
+from aiorch.tasks.evaluation.compare import (
+    BaselineComparison,
+    Disagreement,
+    baseline_markdown,
+    disagreements_markdown,
+)
+from aiorch.tasks.evaluation.gate import Verdict, summary_markdown
+from aiorch.tasks.evaluation.run import Evaluation
+
+
+class EvaluationReport(AiorchModel):
+    """An evaluation and its gate's verdict."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    evaluation: Evaluation
+    verdict: Verdict
+    baseline: list[BaselineComparison] = Field(
+        default_factory=list, description="Each agent against the baseline, if one was given."
+    )
+    baseline_source: str | None = Field(default=None, description="Where the baseline came from.")
+
+    def baseline_markdown(self) -> str:
+        """The baseline test's table, or nothing without a baseline."""
+        if self.baseline_source is None:
+            return ""
+        return baseline_markdown(self.baseline, self.baseline_source)
+
+
+def report_markdown(
+    report: EvaluationReport,
+    flipped: list[Disagreement],
+    *,
+    inputs: dict[str, str],
+) -> str:
+    """The evaluation's artifact: summary and verdict, charts, baseline, disagreements."""
+    evaluation = report.evaluation
+    labels = [m.agent for m in evaluation.agents]
+    then = {c.agent: c.baseline_mean for c in report.baseline if c.baseline_mean is not None}
+    latencies = {
+        label: [
+            r.answer.latency_seconds
+            for r in evaluation.results
+            if r.agent == label and r.answer is not None and not r.answer.cache_hit
+        ]
+        for label in labels
+    }
+    charts = [
+        f"![score per agent]({score_chart(evaluation.agents, then)})",
+        f"![cost against score]({cost_chart(evaluation.agents)})",
+    ]
+    latency = latency_chart(latencies)
+    charts.append(
+        f"![latency per agent]({latency})"
+        if latency
+        else "Every answer was replayed from an earlier run: no latency to chart."
+    )
+    parts = [
+        summary_markdown(evaluation.name, evaluation.agents, report.verdict).rstrip(),
+        "## Charts",
+        "\n\n".join(charts),
+    ]
+    if report.baseline_source is not None:
+        parts += ["## Against the baseline", report.baseline_markdown()]
+    parts += [
+        "## Samples that disagree",
+        disagreements_markdown(flipped, agents=labels, inputs=inputs),
+    ]
+    return "\n\n".join(parts) + "\n"

@@ -13,7 +13,7 @@ from PIL import Image
 
 from aiorch.core.errors import ConfigurationError
 from aiorch.tasks.evaluation.baseline import aload_baseline
-from aiorch.tasks.evaluation.charts import cost_chart, latency_chart, score_chart
+from aiorch.tasks.evaluation.charts import cost_chart, latency_chart, score_chart, shared_points
 from aiorch.tasks.evaluation.compare import (
     Change,
     SampleOutcome,
@@ -210,3 +210,8 @@ def test_a_baseline_file_is_read_and_bad_ones_are_named(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{"evaluation": {"name": 3}}')
     with pytest.raises(ConfigurationError, match="is not an `aiorch eval run --output` file"):
         anyio.run(lambda: aload_baseline(str(tmp_path / "bad.json"), evaluation="capitals"))
+
+
+def test_agents_at_one_point_of_the_cost_chart_share_one_label() -> None:
+    points = shared_points(["echo", "slow", "costly"], [0.0, 0.0, 2.0], [0.5, 0.5, 0.5])
+    assert points == {(0.0, 0.5): ["echo", "slow"], (2.0, 0.5): ["costly"]}

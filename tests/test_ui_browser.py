@@ -149,36 +149,67 @@ def test_a_conversation_renders_as_a_sequence_diagram_in_the_prefect_ui(
     assert (screenshots / "conversation.png").stat().st_size > 5_000
 
 
-def test_an_evaluation_summary_renders_in_the_prefect_ui(
+def test_an_evaluation_comparison_renders_in_the_prefect_ui(
     prefect_api: str, screenshots: Path, scratch_dir: Path
 ) -> None:
     require_service("Chromium", chromium_path() is not None, "chromium is not installed")
     from aiorch.agent_blocks import Agent
     from aiorch.flows.evaluate import evaluate_flow
 
-    name = f"ui-echo-{uuid4().hex[:8]}"
-    Agent(instruction="Repeat the user.", model="passthrough").save(name, overwrite=True)
-    dataset = scratch_dir / "echo.jsonl"
-    dataset.write_text(
-        '{"id": "paris", "input": "Paris, of course", "target": "Paris"}\n'
-        '{"id": "tokyo", "input": "What is the capital of Japan?", "target": "Tokyo"}\n'
+    name = f"ui-eval-{uuid4().hex[:8]}"
+    echo, slow = f"{name}-echo", f"{name}-slow"
+    Agent(instruction="Repeat the user.", model="passthrough").save(echo, overwrite=True)
+    # FastAgent's slow model echoes after 3 s: a latency unlike the echo's to chart.
+    Agent(instruction="Repeat the user.", model="slow").save(slow, overwrite=True)
+    cities = ["Paris", "Lima", "Tokyo", "Oslo"]
+    before, after = scratch_dir / "before.jsonl", scratch_dir / "after.jsonl"
+    before.write_text(
+        "".join(f'{{"id": "{c.lower()}", "input": "It is {c}", "target": "{c}"}}\n' for c in cities)
     )
-    state = anyio.run(
-        lambda: evaluate_flow(
-            dataset=str(dataset), agents=[name], epochs=2, name=name, return_state=True
+    # Two samples now ask instead of telling: the echo misses them, a regression.
+    after.write_text(
+        before.read_text().replace("It is Tokyo", "Which city?").replace("It is Oslo", "Guess")
+    )
+
+    def evaluated(dataset: Path, agents: list[str], baseline: str | None = None) -> UUID:
+        state = anyio.run(
+            lambda: evaluate_flow(
+                dataset=str(dataset),
+                agents=agents,
+                name=name,
+                baseline=baseline,
+                return_state=True,
+            )
         )
-    )
-    assert state.is_completed(), state.message
-    run_id = state.state_details.flow_run_id
-    assert run_id is not None
-    summary = _artifact_ids(run_id)[f"{name}-evaluation"]
+        assert state.is_completed(), state.message
+        run_id = state.state_details.flow_run_id
+        assert run_id is not None
+        return run_id
+
+    baseline_run = evaluated(before, [echo])
+    run_id = evaluated(after, [echo, slow], str(baseline_run))
+    artifact = _artifact_ids(run_id)[f"{name}-evaluation"]
     ui = prefect_api.removesuffix("/api")
-    with opened(f"{ui}/v2/artifacts/artifact/{summary}") as page:
-        rows = page.wait_for(f"{ROWS} >= 1 && {ROWS}")
+    with opened(f"{ui}/v2/artifacts/artifact/{artifact}") as page:
+        charts = page.wait_for(f"{LOADED_IMAGES} >= 3 && {LOADED_IMAGES}")
+        # The images decode before the page swaps its placeholder for the markdown: wait
+        # for the text the user reads, not only for the charts.
+        page.wait_for("document.body.innerText.includes('Samples that disagree')")
         page.screenshot(screenshots / "evaluation.png")
         text = page.evaluate("document.body.innerText")
-    assert rows == 1
+        page.evaluate("document.images[1].scrollIntoView()")
+        page.screenshot(screenshots / "evaluation-charts.png")
+        page.evaluate(
+            "[...document.querySelectorAll('h2')].find(h => h.innerText.includes("
+            "'Samples that disagree')).scrollIntoView()"
+        )
+        page.screenshot(screenshots / "evaluation-disagreements.png")
+        rows = page.evaluate(ROWS)
+    assert charts == 3  # score, cost against score, latency: all decoded by the browser
     assert f"Evaluation {name}" in text
-    assert "0.500 ± 0.500" in text
-    assert "Gate passed." in text
+    assert "Against the baseline" in text
+    assert text.count("regressed against the baseline") == 0  # two of four: within the interval
+    assert f"regression: {echo} (1.00 → 0.00)" in text
+    assert f"regression: {slow} (1.00 → 0.00)" in text
+    assert rows == 2 + 2 + 2  # summary, baseline test, the two samples that regressed
     assert (screenshots / "evaluation.png").stat().st_size > 5_000

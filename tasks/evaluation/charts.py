@@ -86,8 +86,10 @@ def cost_chart(agents: Sequence[AgentMetrics]) -> str:
     spent = [(m.cost or 0.0) if priced else float(m.input_tokens + m.output_tokens) for m in agents]
     scores = [m.mean or 0.0 for m in agents]
     axes.scatter(spent, scores, s=120, color=BAR_COLOUR, zorder=3)
-    for name, x, y in zip([m.agent for m in agents], spent, scores, strict=True):
-        axes.annotate(name, (x, y), xytext=(8, 6), textcoords="offset points", fontsize=TEXT_SIZE)
+    for (x, y), names in shared_points([m.agent for m in agents], spent, scores).items():
+        axes.annotate(
+            "\n".join(names), (x, y), xytext=(8, 6), textcoords="offset points", fontsize=TEXT_SIZE
+        )
     axes.set_ylabel("mean score")
     axes.set_ylim(0, 1.1)
     if max(spent, default=0.0) > 0:
@@ -100,6 +102,19 @@ def cost_chart(agents: Sequence[AgentMetrics]) -> str:
         axes.set_xticks([])
     _style(axes, "Cost against score")
     return png_data_url(figure)
+
+
+def shared_points(
+    names: Sequence[str], xs: Sequence[float], ys: Sequence[float]
+) -> dict[tuple[float, float], list[str]]:
+    """The names at each distinct point, so agents that spent and scored alike share a label.
+
+    Their own labels would be drawn over each other, and neither could be read.
+    """
+    points: dict[tuple[float, float], list[str]] = {}
+    for name, x, y in zip(names, xs, ys, strict=True):
+        points.setdefault((x, y), []).append(name)
+    return points
 
 
 def latency_chart(latencies: Mapping[str, Sequence[float]]) -> str | None:

@@ -1,4 +1,4 @@
-"""The ``aiorch`` command: run workflows, build images, set up environments and blocks.
+"""The ``aiorch`` command: run workflows, build images, set up and promote environments.
 
 Examples:
     ```bash
@@ -17,6 +17,8 @@ Examples:
     aiorch breaker "engine:docker:default" open
     aiorch messages dead-letters && aiorch messages redeliver 3
     aiorch eval run tests/data/eval/capitals.jsonl --agent aiorch-assistant --min-score 0.8
+    aiorch eval run tests/data/eval/capitals.jsonl --agent aiorch-assistant --baseline RUN_ID
+    aiorch promote ask-agent --from dev --evaluation RUN_ID   # to staging, if it passed
     ```
 """
 
@@ -279,6 +281,32 @@ def _environment(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _promote(arguments: argparse.Namespace) -> int:
+    from aiorch.core.local_server import LocalServer, on_local_server
+    from aiorch.core.prefect_internals import run_sync
+    from aiorch.deploy.promotion import aplan_promotion, deploy
+
+    # The evaluation ran on the source's server: aiorch's local one when none is set.
+    with on_local_server(LocalServer.configured()):
+        promotion = run_sync(
+            aplan_promotion(
+                arguments.deployment,
+                source=arguments.source,
+                evaluation=arguments.evaluation,
+                prefect_file=arguments.prefect_file,
+            )
+        )
+        record = promotion.record
+        print(
+            f"evaluation {record.evaluation} passed its gate ({', '.join(record.agents)}); "
+            f"deploying {promotion.deployment} to {promotion.target}"
+            + (f" (Prefect profile {promotion.target_profile})" if promotion.target_profile else "")
+        )
+        deploy(promotion, arguments.prefect_file)
+    print(f"promoted {promotion.deployment}: {promotion.source} -> {promotion.target}")
+    return 0
+
+
 def _block(arguments: argparse.Namespace) -> int:
     from aiorch.core.errors import ConfigurationError
     from aiorch.core.prefect_internals import run_sync
@@ -499,6 +527,27 @@ def parser() -> argparse.ArgumentParser:
     environment.add_argument("action", choices=["apply"])
     environment.add_argument("name", help="dev, staging, prod, or a path to an environment file")
     environment.set_defaults(handler=_environment)
+
+    promote = commands.add_parser(
+        "promote",
+        help="deploy a deployment to the next environment if its evaluation passed",
+    )
+    promote.add_argument("deployment", help="a deployment's name in prefect.yaml")
+    promote.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        help="the environment it comes from (dev, staging, or an environment file)",
+    )
+    promote.add_argument(
+        "--evaluation",
+        required=True,
+        help="the evaluation that allows it: its flow run id, or its --output JSON file",
+    )
+    promote.add_argument(
+        "--prefect-file", type=Path, default=Path("prefect.yaml"), help="(prefect.yaml)"
+    )
+    promote.set_defaults(handler=_promote)
 
     block = commands.add_parser("block", help="create the blocks deployments name")
     block.add_argument("action", choices=["create"])

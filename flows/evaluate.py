@@ -4,8 +4,9 @@ Run it from the command line (``aiorch eval run``), deploy it (``prefect deploy`
 call it from another flow. It publishes on its run the markdown artifact
 ``<name>-evaluation`` (the summary table, charts, the baseline test and the samples
 that flipped, regressions first) and the table artifact ``<name>-evaluation-scores``
-(per-sample scores: what a later run's ``baseline`` reads), and returns the figures,
-every result and the verdict.
+(per-sample scores: what a later run's ``baseline`` reads), emits the verdict as the
+event ``aiorch.evaluation.passed`` or ``aiorch.evaluation.failed`` (what ``aiorch
+promote`` reads), and returns the figures, every result and the verdict.
 
 Example:
     ```bash
@@ -28,6 +29,7 @@ from aiorch.tasks.evaluation.datasets import load_dataset
 from aiorch.tasks.evaluation.gate import Gate, judge
 from aiorch.tasks.evaluation.report import EvaluationReport, report_markdown
 from aiorch.tasks.evaluation.run import EvaluationRecording, aevaluate
+from aiorch.tasks.evaluation.verdicts import GateRecord, emit_verdict
 from aiorch.tasks.monitoring.run_report import artifact_key
 
 
@@ -86,6 +88,7 @@ async def evaluate_flow(
     await publish_scores(evaluation, run_id)
     report = EvaluationReport(
         evaluation=evaluation,
+        gate=gate,
         verdict=verdict,
         baseline=against,
         baseline_source=earlier.source if earlier else None,
@@ -101,6 +104,7 @@ async def evaluate_flow(
         description=f"evaluation {evaluation.name}: {len(loaded.samples)} samples",
         flow_run_id=run_id,
     )
+    emit_verdict(GateRecord.of(report), run_id)
     return report
 
 

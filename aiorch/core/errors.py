@@ -12,6 +12,8 @@ problem-details document.
 | missing-block | ``MissingBlockError`` (a block named in the configuration is absent) | no |
 | service-unavailable | ``ServiceUnavailable`` (a helper process did not start) | yes |
 | image-build-failed | ``ImageBuildError`` (``aiorch image ...``) | no |
+| promotion-refused | ``PromotionRefused`` (the evaluation did not pass a real gate) | no |
+| deploy-failed | ``DeployFailed`` (``prefect deploy`` of a promotion failed) | no |
 | step-failed | ``StepFailed`` (a command exited non-zero) | no |
 | step-timed-out | ``StepTimedOut`` | yes |
 | engine-unavailable | ``EngineUnavailable`` (Dagger or Docker unreachable) | yes |
@@ -89,6 +91,22 @@ class ServiceUnavailable(AiorchError):
     title = "Helper service unavailable"
     status = 503
     retryable = True
+
+
+class PromotionRefused(AiorchError):
+    """A deployment was not promoted: its evaluation failed, or asked nothing of the scores."""
+
+    kind = "promotion-refused"
+    title = "Promotion refused"
+    status = 412
+
+
+class DeployFailed(AiorchError):
+    """``prefect deploy`` of a promotion exited non-zero; its output says why."""
+
+    kind = "deploy-failed"
+    title = "Deploy failed"
+    status = 500
 
 
 class ImageBuildError(AiorchError):

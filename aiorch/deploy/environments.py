@@ -13,6 +13,8 @@ profile by ``aiorch environment apply <name>``:
   from when applying.
 - ``profile``: the Prefect profile this environment's server is configured in; applying
   under another profile is refused, so prod settings never land on a dev server.
+- ``promotes_to``: the environment after this one; ``aiorch promote`` deploys there only
+  when an evaluation passed its gate (:mod:`aiorch.deploy.promotion`).
 
 Applying is idempotent: pools are created or updated in place, blocks and variables
 overwritten.
@@ -114,14 +116,42 @@ class Environment(_Strict):
         default=None,
         description="Prefect profile that must be active when applying (none: any).",
     )
+    promotes_to: str | None = Field(
+        default=None,
+        description="The next environment (a file beside this one) `aiorch promote` deploys "
+        "to once an evaluation passes (none: the last one).",
+    )
     work_pools: dict[str, WorkPoolSpec] = Field(default_factory=dict)
     variables: dict[str, Any] = Field(default_factory=dict)
     blocks: BlockSpecs = Field(default_factory=BlockSpecs)
+
+    def require_active_profile(self, command: str) -> None:
+        """Refuse to act on this environment under another Prefect profile.
+
+        Args:
+            command: The command to run again under the right profile, for the message.
+
+        Raises:
+            ConfigurationError: another profile is active (naming the one to use).
+        """
+        active = get_settings_context().profile.name
+        if self.profile and self.profile != active:
+            raise ConfigurationError(
+                f"environment {self.name!r} belongs to Prefect profile {self.profile!r} but "
+                f"{active!r} is active: run `PREFECT_PROFILE={self.profile} {command}` "
+                "(create the profile first, see docs/deployment.md)"
+            )
 
 
 def environment_file(name: str, directory: Path = ENVIRONMENTS_DIR) -> Path:
     """Where environment ``name`` is described."""
     return directory / f"{name}.yaml"
+
+
+def environment_path(name_or_path: str | Path, directory: Path = ENVIRONMENTS_DIR) -> Path:
+    """The file of an environment given by name (``dev``, in ``directory``) or by path."""
+    path = Path(name_or_path)
+    return path if path.suffix in {".yaml", ".yml"} else environment_file(str(path), directory)
 
 
 def load_environment(name_or_path: str | Path, directory: Path = ENVIRONMENTS_DIR) -> Environment:
@@ -130,9 +160,7 @@ def load_environment(name_or_path: str | Path, directory: Path = ENVIRONMENTS_DI
     Raises:
         ConfigurationError: the file is missing or invalid (naming the field and file).
     """
-    path = Path(name_or_path)
-    if path.suffix not in {".yaml", ".yml"}:
-        path = environment_file(str(name_or_path), directory)
+    path = environment_path(name_or_path, directory)
     if not path.is_file():
         known = sorted(p.stem for p in directory.glob("*.yaml"))
         raise ConfigurationError(
@@ -194,17 +222,6 @@ async def agent_block(
         raise _invalid(f"blocks.agents.{name}", error) from None
 
 
-def _check_profile(environment: Environment) -> None:
-    active = get_settings_context().profile.name
-    if environment.profile and environment.profile != active:
-        raise ConfigurationError(
-            f"environment {environment.name!r} belongs to Prefect profile "
-            f"{environment.profile!r} but {active!r} is active: run "
-            f"`PREFECT_PROFILE={environment.profile} aiorch environment apply "
-            f"{environment.name}` (create the profile first, see docs/deployment.md)"
-        )
-
-
 async def base_job_template(pool: str, spec: WorkPoolSpec) -> dict[str, Any]:
     """The worker type's default job template with ``spec``'s job variables as defaults."""
     template = await get_default_base_job_template_for_infrastructure_type(spec.type)
@@ -232,7 +249,7 @@ async def apply_environment(environment: Environment) -> list[str]:
         ConfigurationError: wrong profile, unknown job variables, a missing environment
             variable, or an invalid block (each naming the field and the fix).
     """
-    _check_profile(environment)
+    environment.require_active_profile(f"aiorch environment apply {environment.name}")
     templates = {
         name: await base_job_template(name, spec) for name, spec in environment.work_pools.items()
     }

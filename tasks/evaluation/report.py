@@ -20,7 +20,7 @@ from aiorch.tasks.evaluation.compare import (
     baseline_markdown,
     disagreements_markdown,
 )
-from aiorch.tasks.evaluation.gate import Verdict, summary_markdown
+from aiorch.tasks.evaluation.gate import Gate, Verdict, summary_markdown
 from aiorch.tasks.evaluation.run import Evaluation
 
 
@@ -30,6 +30,7 @@ class EvaluationReport(AiorchModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     evaluation: Evaluation
+    gate: Gate = Field(default_factory=Gate, description="What the agents were held to.")
     verdict: Verdict
     baseline: list[BaselineComparison] = Field(
         default_factory=list, description="Each agent against the baseline, if one was given."

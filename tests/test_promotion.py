@@ -37,6 +37,7 @@ from aiorch.deploy.promotion import (
 from aiorch.flows.evaluate import evaluate_flow
 from aiorch.tasks.evaluation.gate import Gate, Verdict
 from aiorch.tasks.evaluation.verdicts import GateRecord, aread_gate
+from tests.evaluations import evaluation_run
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_PROFILE, STAGING_PROFILE = "aiorch-test-dev", "aiorch-test-staging"
@@ -140,19 +141,12 @@ def _evaluated(folder: Path, agent: str, input_text: str, min_score: float | Non
         f'{{"id": "paris", "input": "{input_text}", "target": "Paris"}}\n'
         '{"id": "lima", "input": "It is Lima", "target": "Lima"}\n'
     )
-    state = anyio.run(
-        lambda: evaluate_flow(
-            dataset=str(dataset),
-            agents=[agent],
-            name=f"promotion-{uuid4().hex[:8]}",
-            min_score=min_score,
-            return_state=True,
-        )
+    return evaluation_run(
+        dataset=str(dataset),
+        agents=[agent],
+        name=f"promotion-{uuid4().hex[:8]}",
+        min_score=min_score,
     )
-    assert state.is_completed(), state.message
-    run_id = state.state_details.flow_run_id
-    assert run_id is not None
-    return run_id
 
 
 @pytest.fixture

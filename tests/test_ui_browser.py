@@ -20,6 +20,7 @@ from aiorch.flows.demo import PROGRESS_KEY, demo_flow, ui_instructions
 from aiorch.tasks.monitoring.charts import DPI
 from aiorch.tasks.monitoring.run_report import TIMELINE_ALT, TIMELINE_FONT_SIZE
 from tests.browser import chromium_path, opened
+from tests.evaluations import evaluation_run
 from tests.services import require_service
 
 ROWS = "document.querySelectorAll('table tbody tr').length"
@@ -154,7 +155,6 @@ def test_an_evaluation_comparison_renders_in_the_prefect_ui(
 ) -> None:
     require_service("Chromium", chromium_path() is not None, "chromium is not installed")
     from aiorch.agent_blocks import Agent
-    from aiorch.flows.evaluate import evaluate_flow
 
     name = f"ui-eval-{uuid4().hex[:8]}"
     echo, slow = f"{name}-echo", f"{name}-slow"
@@ -171,23 +171,10 @@ def test_an_evaluation_comparison_renders_in_the_prefect_ui(
         before.read_text().replace("It is Tokyo", "Which city?").replace("It is Oslo", "Guess")
     )
 
-    def evaluated(dataset: Path, agents: list[str], baseline: str | None = None) -> UUID:
-        state = anyio.run(
-            lambda: evaluate_flow(
-                dataset=str(dataset),
-                agents=agents,
-                name=name,
-                baseline=baseline,
-                return_state=True,
-            )
-        )
-        assert state.is_completed(), state.message
-        run_id = state.state_details.flow_run_id
-        assert run_id is not None
-        return run_id
-
-    baseline_run = evaluated(before, [echo])
-    run_id = evaluated(after, [echo, slow], str(baseline_run))
+    baseline_run = evaluation_run(dataset=str(before), agents=[echo], name=name)
+    run_id = evaluation_run(
+        dataset=str(after), agents=[echo, slow], name=name, baseline=str(baseline_run)
+    )
     artifact = _artifact_ids(run_id)[f"{name}-evaluation"]
     ui = prefect_api.removesuffix("/api")
     with opened(f"{ui}/v2/artifacts/artifact/{artifact}") as page:

@@ -37,10 +37,11 @@ from prefect.client.schemas.sorting import ArtifactSort
 from prefect.exceptions import ObjectNotFound
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from aiorch.core.errors import ConfigurationError, validation_problems
+from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
 from aiorch.tasks.artifacts import publish_artifact
 from aiorch.tasks.evaluation.compare import SampleOutcome, match_baseline_agents, outcomes
+from aiorch.tasks.evaluation.report import not_an_output_file, read_output_file
 from aiorch.tasks.evaluation.run import Evaluation
 from aiorch.tasks.monitoring.run_report import artifact_key
 
@@ -137,23 +138,9 @@ async def aload_baseline(reference: str, *, evaluation: str) -> Baseline:
 
 
 def _from_file(path: Path) -> Baseline:
-    if not path.is_file():
-        raise ConfigurationError(
-            f"baseline: {path} is neither a flow run id nor a file; pass the id of an "
-            "earlier evaluation run or the JSON file `aiorch eval run --output` wrote"
-        )
+    raw = read_output_file(path, "baseline")
     try:
-        raw = json.loads(path.read_text())
         earlier = Evaluation.model_validate(raw.get("evaluation", raw))
-    except json.JSONDecodeError as error:
-        raise ConfigurationError(f"baseline: {path} is not JSON: {error}") from None
-    except (ValidationError, AttributeError) as error:
-        detail = (
-            validation_problems(error, "evaluation")
-            if isinstance(error, ValidationError)
-            else "not an object"
-        )
-        raise ConfigurationError(
-            f"baseline: {path} is not an `aiorch eval run --output` file: {detail}"
-        ) from None
+    except ValidationError as error:
+        raise not_an_output_file(path, "baseline", error) from None
     return Baseline(source=str(path), outcomes=outcomes(earlier.results))

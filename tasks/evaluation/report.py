@@ -10,8 +10,13 @@ Example:
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field
+import json
+from pathlib import Path
+from typing import Any
 
+from pydantic import ConfigDict, Field, ValidationError
+
+from aiorch.core.errors import ConfigurationError, validation_problems
 from aiorch.core.models import AiorchModel
 from aiorch.tasks.evaluation.charts import cost_chart, latency_chart, score_chart
 from aiorch.tasks.evaluation.compare import (
@@ -84,3 +89,33 @@ def report_markdown(
         disagreements_markdown(flipped, agents=labels, inputs=inputs),
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def read_output_file(path: Path, option: str) -> dict[str, Any]:
+    """The JSON object ``aiorch eval run --output`` wrote to ``path``, named by ``--option``.
+
+    Raises:
+        ConfigurationError: no such file, or not a JSON object (naming the option).
+    """
+    if not path.is_file():
+        raise ConfigurationError(
+            f"{option}: {path} is neither a flow run id nor a file; pass the id of an "
+            "earlier evaluation run or the JSON file `aiorch eval run --output` wrote"
+        )
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(f"{option}: {path} is not JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigurationError(
+            f"{option}: {path} is not an `aiorch eval run --output` file: not an object"
+        )
+    return raw
+
+
+def not_an_output_file(path: Path, option: str, error: ValidationError) -> ConfigurationError:
+    """The error for an ``--output`` file whose content does not validate."""
+    return ConfigurationError(
+        f"{option}: {path} is not an `aiorch eval run --output` file: "
+        f"{validation_problems(error, 'report')}"
+    )

@@ -44,7 +44,11 @@ from pydantic import ConfigDict, ValidationError
 from aiorch.core.errors import ConfigurationError, validation_problems
 from aiorch.core.models import AiorchModel
 from aiorch.tasks.evaluation.gate import Gate, Verdict
-from aiorch.tasks.evaluation.report import EvaluationReport
+from aiorch.tasks.evaluation.report import (
+    EvaluationReport,
+    not_an_output_file,
+    read_output_file,
+)
 
 PASSED_EVENT = "aiorch.evaluation.passed"
 FAILED_EVENT = "aiorch.evaluation.failed"
@@ -147,15 +151,8 @@ async def aread_gate(
 
 
 def _from_file(path: Path) -> GateRecord:
-    if not path.is_file():
-        raise ConfigurationError(
-            f"evaluation: {path} is neither a flow run id nor a file; pass the id of an "
-            "evaluation run or the JSON file `aiorch eval run --output` wrote"
-        )
+    raw = read_output_file(path, "evaluation")
     try:
-        return GateRecord.of(EvaluationReport.model_validate_json(path.read_text()))
+        return GateRecord.of(EvaluationReport.model_validate(raw))
     except ValidationError as error:
-        raise ConfigurationError(
-            f"evaluation: {path} is not an `aiorch eval run --output` file: "
-            f"{validation_problems(error, 'report')}"
-        ) from None
+        raise not_an_output_file(path, "evaluation", error) from None

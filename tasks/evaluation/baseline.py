@@ -34,14 +34,13 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
 )
 from prefect.client.schemas.sorting import ArtifactSort
-from prefect.exceptions import ObjectNotFound
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
 from aiorch.tasks.artifacts import publish_artifact
 from aiorch.tasks.evaluation.compare import SampleOutcome, match_baseline_agents, outcomes
-from aiorch.tasks.evaluation.report import not_an_output_file, read_output_file
+from aiorch.tasks.evaluation.report import aread_earlier_run, not_an_output_file
 from aiorch.tasks.evaluation.run import Evaluation
 from aiorch.tasks.monitoring.run_report import artifact_key
 
@@ -100,18 +99,11 @@ async def aload_baseline(reference: str, *, evaluation: str) -> Baseline:
         ConfigurationError: the file or run does not exist, or holds no scores of
             ``evaluation`` (naming which, and what to pass instead).
     """
-    try:
-        run_id = UUID(reference)
-    except ValueError:
-        return _from_file(Path(reference))
+    earlier = await aread_earlier_run(reference, "baseline")
+    if isinstance(earlier, dict):
+        return _from_output(earlier, Path(reference))
+    run_id = earlier.id
     async with get_client() as client:
-        try:
-            await client.read_flow_run(run_id)
-        except ObjectNotFound:
-            raise ConfigurationError(
-                f"baseline: no flow run {run_id} on this Prefect server; pass the id of an "
-                "earlier `aiorch-evaluate` run, or the JSON file its --output wrote"
-            ) from None
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(
                 key=ArtifactFilterKey(any_=[scores_key(evaluation)]),
@@ -137,8 +129,7 @@ async def aload_baseline(reference: str, *, evaluation: str) -> Baseline:
     return Baseline(source=f"flow run {run_id}", outcomes=rows)
 
 
-def _from_file(path: Path) -> Baseline:
-    raw = read_output_file(path, "baseline")
+def _from_output(raw: dict[str, Any], path: Path) -> Baseline:
     try:
         earlier = Evaluation.model_validate(raw.get("evaluation", raw))
     except ValidationError as error:

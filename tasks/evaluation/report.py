@@ -13,7 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import ObjectNotFound
 from pydantic import ConfigDict, Field, ValidationError
 
 from aiorch.core.errors import ConfigurationError, validation_problems
@@ -119,3 +123,23 @@ def not_an_output_file(path: Path, option: str, error: ValidationError) -> Confi
         f"{option}: {path} is not an `aiorch eval run --output` file: "
         f"{validation_problems(error, 'report')}"
     )
+
+
+async def aread_earlier_run(reference: str, option: str) -> FlowRun | dict[str, Any]:
+    """What ``--option`` names: an evaluation's flow run, or its ``--output`` file's JSON.
+
+    Raises:
+        ConfigurationError: no such run on this server, or no such file (naming the option).
+    """
+    try:
+        run_id = UUID(reference)
+    except ValueError:
+        return read_output_file(Path(reference), option)
+    async with get_client() as client:
+        try:
+            return await client.read_flow_run(run_id)
+        except ObjectNotFound:
+            raise ConfigurationError(
+                f"{option}: no flow run {run_id} on this Prefect server; pass the id of an "
+                "`aiorch-evaluate` run on it, or the JSON file `aiorch eval run --output` wrote"
+            ) from None

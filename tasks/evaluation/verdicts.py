@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -38,7 +39,6 @@ from prefect.events.filters import (
     EventOccurredFilter,
     EventResourceFilter,
 )
-from prefect.exceptions import ObjectNotFound
 from pydantic import ConfigDict, ValidationError
 
 from aiorch.core.errors import ConfigurationError, validation_problems
@@ -46,8 +46,8 @@ from aiorch.core.models import AiorchModel
 from aiorch.tasks.evaluation.gate import Gate, Verdict
 from aiorch.tasks.evaluation.report import (
     EvaluationReport,
+    aread_earlier_run,
     not_an_output_file,
-    read_output_file,
 )
 
 PASSED_EVENT = "aiorch.evaluation.passed"
@@ -106,24 +106,17 @@ async def aread_gate(
         ConfigurationError: no such run or file, the run has not completed, or it
             emitted no verdict (naming which, and what to pass instead).
     """
-    try:
-        run_id = UUID(reference)
-    except ValueError:
-        return _from_file(Path(reference))
+    run = await aread_earlier_run(reference, "evaluation")
+    if isinstance(run, dict):
+        return _from_output(run, Path(reference))
+    run_id = run.id
+    if run.state_type != StateType.COMPLETED:
+        state = run.state_name or "not started"
+        raise ConfigurationError(
+            f"evaluation: flow run {run_id} is {state}, not Completed: an evaluation gates "
+            "only once it has finished; wait for it, or run it again"
+        )
     async with get_client() as client:
-        try:
-            run = await client.read_flow_run(run_id)
-        except ObjectNotFound:
-            raise ConfigurationError(
-                f"evaluation: no flow run {run_id} on this Prefect server; pass the id of an "
-                "`aiorch-evaluate` run on it, or the JSON file `aiorch eval run --output` wrote"
-            ) from None
-        if run.state_type != StateType.COMPLETED:
-            state = run.state_name or "not started"
-            raise ConfigurationError(
-                f"evaluation: flow run {run_id} is {state}, not Completed: an evaluation gates "
-                "only once it has finished; wait for it, or run it again"
-            )
         # The default window starts 180 days before today: from the run's creation on,
         # however old it is, its verdict is found while the server keeps it.
         window = {"occurred": EventOccurredFilter(since=run.created)} if run.created else {}
@@ -150,8 +143,7 @@ async def aread_gate(
         ) from None
 
 
-def _from_file(path: Path) -> GateRecord:
-    raw = read_output_file(path, "evaluation")
+def _from_output(raw: dict[str, Any], path: Path) -> GateRecord:
     try:
         return GateRecord.of(EvaluationReport.model_validate(raw))
     except ValidationError as error:

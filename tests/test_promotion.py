@@ -28,6 +28,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from aiorch.agent_blocks import Agent
 from aiorch.core.errors import ConfigurationError, PromotionRefused
+from aiorch.deploy.environments import Environment
 from aiorch.deploy.promotion import (
     Promotion,
     check_may_promote,
@@ -278,3 +279,10 @@ def test_the_shipped_environments_promote_dev_to_staging_to_prod() -> None:
     assert (dev.name, staging.name, same.name, prod.name) == ("dev", "staging", "staging", "prod")
     with pytest.raises(ConfigurationError, match="'prod' promotes to nothing"):
         environments_of_promotion(ROOT / "deployments/environments/prod.yaml")
+
+
+def test_a_target_profile_this_machine_lacks_is_named_with_the_fix() -> None:
+    target = Environment(name="staging", profile=f"aiorch-missing-{uuid4().hex[:8]}")
+    with pytest.raises(ConfigurationError, match="which does not exist here: create it with"):
+        target.require_profile_exists()
+    Environment(name="dev").require_profile_exists()  # no profile: the server in use

@@ -40,6 +40,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.context import get_settings_context
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import load_profiles
 from prefect.variables import Variable
 from prefect.workers.utilities import get_default_base_job_template_for_infrastructure_type
 from pydantic import ConfigDict, Field, SecretStr, ValidationError
@@ -140,6 +141,20 @@ class Environment(_Strict):
                 f"environment {self.name!r} belongs to Prefect profile {self.profile!r} but "
                 f"{active!r} is active: run `PREFECT_PROFILE={self.profile} {command}` "
                 "(create the profile first, see docs/deployment.md)"
+            )
+
+    def require_profile_exists(self) -> None:
+        """Refuse to reach this environment through a profile this machine lacks.
+
+        Raises:
+            ConfigurationError: the profile does not exist (naming how to create it).
+        """
+        if self.profile and self.profile not in load_profiles().names:
+            raise ConfigurationError(
+                f"environment {self.name!r} deploys through Prefect profile {self.profile!r}, "
+                f"which does not exist here: create it with `prefect profile create "
+                f"{self.profile}` and `prefect --profile {self.profile} config set "
+                "PREFECT_API_URL=...` (see docs/deployment.md)"
             )
 
 

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from prefect.settings import get_current_settings, load_profiles
+from prefect.settings import get_current_settings
 from pydantic import ConfigDict
 
 from aiorch.core.errors import ConfigurationError, DeployFailed, PromotionRefused
@@ -68,15 +68,14 @@ def environments_of_promotion(
     Raises:
         ConfigurationError: either file is missing or invalid, or ``source`` is the last.
     """
-    origin = load_environment(source, directory)
+    path = environment_path(source, directory)
+    origin = load_environment(path)
     if origin.promotes_to is None:
         raise ConfigurationError(
             f"environment {origin.name!r} promotes to nothing (promotes_to is not set in "
-            f"{environment_path(source, directory)}): it is the last environment; promote "
-            "from an earlier one"
+            f"{path}): it is the last environment; promote from an earlier one"
         )
-    target = load_environment(origin.promotes_to, environment_path(source, directory).parent)
-    return origin, target
+    return origin, load_environment(origin.promotes_to, path.parent)
 
 
 def deployment_names(prefect_file: Path) -> list[str]:
@@ -120,16 +119,6 @@ def check_may_promote(record: GateRecord, evaluation: str) -> None:
         )
 
 
-def _require_profile(environment: Environment) -> None:
-    if environment.profile and environment.profile not in load_profiles().names:
-        raise ConfigurationError(
-            f"environment {environment.name!r} deploys through Prefect profile "
-            f"{environment.profile!r}, which does not exist here: create it with `prefect "
-            f"profile create {environment.profile}` and `prefect --profile "
-            f"{environment.profile} config set PREFECT_API_URL=...` (see docs/deployment.md)"
-        )
-
-
 async def aplan_promotion(
     deployment: str,
     *,
@@ -160,7 +149,7 @@ async def aplan_promotion(
     origin.require_active_profile(
         f"aiorch promote {deployment} --from {source} --evaluation {evaluation}"
     )
-    _require_profile(target)
+    target.require_profile_exists()
     record = await aread_gate(evaluation)
     check_may_promote(record, evaluation)
     return Promotion(

@@ -19,6 +19,8 @@ Examples:
     aiorch eval run tests/data/eval/capitals.jsonl --agent aiorch-assistant --min-score 0.8
     aiorch eval run tests/data/eval/capitals.jsonl --agent aiorch-assistant --baseline RUN_ID
     aiorch promote ask-agent --from dev --evaluation RUN_ID   # to staging, if it passed
+    aiorch auth token create --role operator --expires 30d --name ci
+    aiorch gateway --upstream http://127.0.0.1:4200
     ```
 """
 
@@ -36,6 +38,7 @@ from prefect import Flow
 from prefect.client.schemas.objects import State
 
 from aiorch.core.ui import v2_base
+from aiorch.gateway.commands import add_commands as add_gateway_commands
 from aiorch.tasks.container.select import runner_statuses
 
 Loader = Callable[[], Flow[..., Any]]
@@ -639,6 +642,7 @@ def parser() -> argparse.ArgumentParser:
         help="set a breaker that has not been used yet (a typo otherwise makes a new one)",
     )
     breaker.set_defaults(handler=_breaker)
+    add_gateway_commands(commands)
     return root
 
 

@@ -31,6 +31,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
 from aiorch.core.services import free_port  # noqa: E402
 from aiorch.deploy.images import build_busybox_image, busybox_binary  # noqa: E402
+from aiorch.testing.gateway import GuardedServer, guarded_server  # noqa: E402
 from aiorch.testing.prefect_server import running_server  # noqa: E402
 from aiorch.testing.rabbitmq import RabbitNode  # noqa: E402
 from tests.services import TEST_BUSYBOX_IMAGE, require_service  # noqa: E402
@@ -54,6 +55,13 @@ def prefect_api() -> Iterator[str]:
         # with "Unable to connect" warnings at exit.
         APILogWorker.drain_all()
         EventsWorker.drain_all()
+
+
+@pytest.fixture(scope="session")
+def guarded() -> Iterator[GuardedServer]:
+    """A second real Prefect server, locked with its own auth string, behind a gateway."""
+    with guarded_server(_SESSION_HOME / "guarded") as server:
+        yield server
 
 
 @pytest.fixture

@@ -28,6 +28,8 @@ problem-details document.
 | agent-test-failed | ``AgentTestFailed`` (``assert_agent_passes``; an ``AssertionError``) | no |
 | circuit-open | ``CircuitOpenError`` | yes, after the wait |
 | breaker-store-unavailable | ``BreakerStoreUnavailable`` (the breakers' database) | yes |
+| authentication-failed | ``AuthenticationFailed`` (the gateway: no valid token) | no |
+| permission-denied | ``PermissionDenied`` (the gateway or a role: not allowed) | no |
 """
 
 from __future__ import annotations

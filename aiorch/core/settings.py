@@ -167,7 +167,49 @@ class AiorchSettings(BaseSettings):
         ),
     )
 
-    @field_validator("breaker_store_url")
+    gateway_upstream_url: str = Field(
+        default="http://127.0.0.1:4200",
+        pattern=r"^https?://[^/]+(/.*)?$",
+        description=(
+            "The Prefect server `aiorch gateway` stands in front of (its URL without /api); "
+            "bind that server where only the gateway reaches it."
+        ),
+    )
+    gateway_upstream_auth_string: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The Prefect server's PREFECT_SERVER_API_AUTH_STRING: the gateway sends it in "
+            "place of the caller's token, so the server accepts the gateway alone. A "
+            "secret: never printed."
+        ),
+    )
+    gateway_host: str = Field(
+        default="127.0.0.1", min_length=1, description="Address `aiorch gateway` listens on."
+    )
+    gateway_port: int = Field(
+        default=4280, ge=1, le=65535, description="Port `aiorch gateway` listens on."
+    )
+    gateway_store_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the database of gateway tokens (their hashes, roles and "
+            "expiry), e.g. postgresql+psycopg://user:password@host/aiorch for several "
+            "gateways; empty: an SQLite file in the data directory. A secret: never printed."
+        ),
+    )
+    gateway_max_failures: int = Field(
+        default=10,
+        ge=1,
+        description=(
+            "Failed sign-ins a client may make within the window before the gateway "
+            "answers it 429 with Retry-After."
+        ),
+    )
+    gateway_failure_window_seconds: float = Field(
+        default=60.0, gt=0, description="The window failed sign-ins are counted in."
+    )
+
+    @field_validator("breaker_store_url", "gateway_store_url")
     @classmethod
     def _store_url_parses(cls, value: SecretStr | None) -> SecretStr | None:
         # Checked here, not at the first model request, with SQLAlchemy's own parser;

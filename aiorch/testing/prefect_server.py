@@ -95,6 +95,7 @@ def poll_events(
     deadline_seconds: float = 30.0,
     names: list[str] | None = None,
     since: datetime | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Events about ``resource_id`` (named ``names``), oldest first, until ``count`` came.
 
@@ -112,6 +113,7 @@ def poll_events(
         response = httpx.post(
             f"{api_url}/events/filter",
             json={"filter": event_filter, "limit": 50},
+            headers=headers,
             timeout=10,
         )
         response.raise_for_status()

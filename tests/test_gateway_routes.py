@@ -62,6 +62,8 @@ def test_a_route_no_rule_maps_is_denied() -> None:
         ("DELETE", "/variables/name/x", Permission.AUTHOR),
         ("POST", "/work_pools/", Permission.ADMIN),
         ("GET", "/admin/settings", Permission.ADMIN),
+        ("GET", "/admin/storage", Permission.READ),
+        ("PUT", "/admin/storage", Permission.ADMIN),
     ],
 )
 def test_routes_need_the_permission_of_what_they_do(

@@ -5,7 +5,9 @@ Screenshots go to ``AIORCH_TEST_SCREENSHOTS`` (default: a temp dir of the sessio
 
 from __future__ import annotations
 
+import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -17,8 +19,11 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from aiorch.flows.agent_team import agent_team
 from aiorch.flows.dashboard import performance_dashboard
 from aiorch.flows.demo import PROGRESS_KEY, demo_flow, ui_instructions
+from aiorch.gateway.roles import Role
+from aiorch.gateway.tokens import TokenStore
 from aiorch.tasks.monitoring.charts import DPI
 from aiorch.tasks.monitoring.run_report import TIMELINE_ALT, TIMELINE_FONT_SIZE
+from aiorch.testing.gateway import GuardedServer
 from tests.browser import chromium_path, opened
 from tests.evaluations import evaluation_run
 from tests.services import require_service
@@ -200,3 +205,38 @@ def test_an_evaluation_comparison_renders_in_the_prefect_ui(
     assert f"regression: {slow} (1.00 → 0.00)" in text
     assert rows == 2 + 2 + 2  # summary, baseline test, the two samples that regressed
     assert (screenshots / "evaluation.png").stat().st_size > 5_000
+
+
+TYPE_INTO_PASSWORD = """
+(() => {
+  const input = document.querySelector('input[type=password]');
+  const setter = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+  setter.call(input, %s);
+  input.dispatchEvent(new Event('input', {bubbles: true}));
+  input.form.requestSubmit();
+  return true;
+})()
+"""
+
+
+def test_the_ui_logs_in_through_the_gateway_with_a_token(
+    guarded: GuardedServer, screenshots: Path
+) -> None:
+    require_service("Chromium", chromium_path() is not None, "chromium is not installed")
+    viewer = TokenStore(guarded.store_url).create(
+        "ui-login", Role.VIEWER, expires_in=timedelta(hours=1)
+    )
+    with opened(f"{guarded.url}/v2/") as page:
+        assert page.wait_for("!!document.querySelector('input[type=password]')")
+        page.screenshot(screenshots / "gateway-login.png")
+        page.evaluate(TYPE_INTO_PASSWORD % json.dumps("aiorch_000000000000_" + "x" * 43))
+        refused = page.wait_for("document.body.innerText.includes('Invalid credentials')")
+        page.evaluate(TYPE_INTO_PASSWORD % json.dumps(viewer.token.get_secret_value()))
+        signed_in = page.wait_for("!document.querySelector('input[type=password]')")
+        page.wait_for("document.body.innerText.includes('Flow Runs')")
+        page.screenshot(screenshots / "gateway-signed-in.png")
+        text = page.evaluate("document.body.innerText")
+    assert refused
+    assert signed_in
+    assert "Authentication failed" not in text
+    assert (screenshots / "gateway-signed-in.png").stat().st_size > 5_000

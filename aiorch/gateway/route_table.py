@@ -36,6 +36,7 @@ READ, RUN, AUTHOR, ADMIN = Permission.READ, Permission.RUN, Permission.AUTHOR, P
 PUBLIC = frozenset({("GET", "/health"), ("GET", "/ready")})
 # Resources of Prefect's API whose reads every role may make.
 RESOURCES = (
+    "admin/storage",  # which block holds results: flow runs read it
     "admin/version",
     "artifacts",
     "automations",
@@ -129,7 +130,8 @@ RULES: tuple[RouteRule, ...] = (
         "/work_pools/{}/workers/filter",
     ),
     # Administration of the server itself: its settings, storage and workers' pools.
-    *_rule(ADMIN, "GET PUT DELETE", "/admin/settings", "/admin/storage", "/pid"),
+    *_rule(ADMIN, "GET PUT DELETE", "/admin/settings", "/pid"),
+    *_rule(ADMIN, "PUT DELETE", "/admin/storage"),
     *_rule(ADMIN, "POST", "/admin/**", "/block_types/install_system_block_types"),
     *_rule(ADMIN, "POST PUT PATCH DELETE", "/work_pools/", "/work_pools/{}", "/work_queues/"),
     *_rule(ADMIN, "PATCH DELETE", "/work_queues/{}"),

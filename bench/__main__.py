@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, str] = {
     "pools": "bench.pools",
     "messaging": "bench.messaging",
     "evaluation": "bench.evaluation",
+    "gateway": "bench.gateway",
 }
 DOCUMENT = Path("docs/benchmarks.md")
 PREAMBLE = """\

@@ -50,13 +50,14 @@ def task_load(count: int) -> str:
     return str(flow_run.get_id())
 
 
-def _completed(api_url: str, run_ids: list[str]) -> int:
+def _completed(api_url: str, run_ids: list[str], auth_string: str | None = None) -> int:
     response = httpx.post(
         f"{api_url}/task_runs/count",
         json={
             "flow_runs": {"id": {"any_": run_ids}},
             "task_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
         },
+        auth=tuple(auth_string.split(":", 1)) if auth_string else None,  # type: ignore[arg-type]
         timeout=30,
     )
     response.raise_for_status()
@@ -64,9 +65,17 @@ def _completed(api_url: str, run_ids: list[str]) -> int:
     return count
 
 
-def task_runs_per_second(api_url: str, clients: int = 1, count: int = TASKS) -> float:
-    """Run the load against ``api_url`` from ``clients`` new interpreters; the rate."""
+def task_runs_per_second(
+    api_url: str, clients: int = 1, count: int = TASKS, auth_string: str | None = None
+) -> float:
+    """Run the load against ``api_url`` from ``clients`` new interpreters; the rate.
+
+    ``auth_string`` (``NAME:PASSWORD``) is sent as Prefect's clients send
+    ``PREFECT_API_AUTH_STRING``.
+    """
     env = {**os.environ, "PREFECT_API_URL": api_url}
+    if auth_string:
+        env["PREFECT_API_AUTH_STRING"] = auth_string
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "bench.backends", str(count)],
@@ -89,7 +98,7 @@ def task_runs_per_second(api_url: str, clients: int = 1, count: int = TASKS) -> 
         starts.append(float(next(line for line in lines if line.startswith("started ")).split()[1]))
         run_ids.append(next(line for line in lines if line.startswith("run ")).split()[1])
     deadline = time.monotonic() + RECORD_DEADLINE_SECONDS
-    while _completed(api_url, run_ids) < count * clients:
+    while _completed(api_url, run_ids, auth_string) < count * clients:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{api_url}: {count * clients} task runs not recorded in time")
         time.sleep(0.2)

@@ -74,6 +74,7 @@ _HOP_BY_HOP = frozenset(
 )
 _WS_POLICY_VIOLATION = 1008
 _WS_TRY_AGAIN_LATER = 1013
+BUFFERED_BYTES = 1 << 20
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -188,7 +189,10 @@ class Gateway:
     async def _authenticate(self, token: str | None) -> Principal:
         if token is None:
             raise AuthenticationFailed("missing")
-        # The first use of a token runs scrypt (tens of milliseconds): off the loop.
+        if self.store.is_warm(token):
+            return self.store.verify(token)
+        # A token's first use runs scrypt (tens of milliseconds), a row read blocks too:
+        # off the loop.
         return await anyio.to_thread.run_sync(self.store.verify, token)
 
     async def _audit(self, entry: AuditEntry) -> None:
@@ -452,4 +456,6 @@ def serve(config: GatewayConfig, host: str, port: int) -> None:
         access_log=False,
         proxy_headers=False,
         ws="websockets-sansio",
+        loop="uvloop",
+        http="httptools",
     )

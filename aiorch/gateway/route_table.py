@@ -94,10 +94,6 @@ class RouteRule:
     methods: frozenset[str]
     template: str
 
-    def matches(self, method: str, path: str) -> bool:
-        """Whether this rule covers ``method`` on ``path`` (the path after ``/api``)."""
-        return method in self.methods and _compiled(self.template).fullmatch(path) is not None
-
 
 def _rule(permission: Permission, methods: str, *templates: str) -> list[RouteRule]:
     chosen = frozenset(methods.split())
@@ -240,6 +236,29 @@ def asks_for_secrets(method: str, path: str, query: Mapping[str, str], body: byt
     return False
 
 
+def _first_segment(path: str) -> str:
+    return path.lstrip("/").split("/", 1)[0]
+
+
+@cache
+def _rules_for(method: str, segment: str) -> tuple[re.Pattern[str], tuple[Permission, ...]]:
+    """One pattern of the rules for ``method`` on paths under ``segment``, in order.
+
+    A request tries one alternation of the few rules of its resource, in C, where a loop
+    over all rules cost half a millisecond; the first alternative that matches is the
+    first rule.
+    """
+    chosen = [
+        rule
+        for rule in RULES
+        if method in rule.methods and _first_segment(rule.template) in (segment, "{}")
+    ]
+    alternatives = "|".join(
+        f"(?P<r{index}>{_compiled(rule.template).pattern})" for index, rule in enumerate(chosen)
+    )
+    return re.compile(alternatives or "(?!)"), tuple(rule.permission for rule in chosen)
+
+
 def required_permission(
     method: str,
     path: str,
@@ -250,13 +269,14 @@ def required_permission(
 
     ``method`` is an HTTP method, or ``WEBSOCKET`` for a websocket connection.
     """
-    method = method.upper()
-    for rule in RULES:
-        if rule.matches(method, path):
-            if rule.permission == READ and asks_for_secrets(method, path, query or {}, body):
-                return RUN
-            return rule.permission
-    return None
+    pattern, permissions = _rules_for(method.upper(), _first_segment(path))
+    matched = pattern.fullmatch(path)
+    if matched is None or matched.lastgroup is None:
+        return None
+    permission = permissions[int(matched.lastgroup[1:])]
+    if permission == READ and asks_for_secrets(method.upper(), path, query or {}, body):
+        return RUN
+    return permission
 
 
 def is_public(method: str, path: str) -> bool:

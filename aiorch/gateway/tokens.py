@@ -5,7 +5,8 @@ The store keeps the id, name, role, expiry and revocation, and an scrypt hash of
 secret (a memory-hard password hash from the standard library, salted per token), never
 the token. The first request with a token pays for scrypt once per gateway process; later
 ones compare a SHA-256 digest held in memory, so a request costs a row read, not a
-password hash. Expiry and revocation are read from the row on every request.
+password hash. Expiry is checked on every request against the token's row, which is read
+again at most a second after the last read, so a revocation takes effect within a second.
 
 The store is an SQLite file in the data directory by default, or the database
 ``AIORCH_GATEWAY_STORE_URL`` names (PostgreSQL for several gateways).
@@ -35,7 +36,7 @@ import secrets
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 from sqlalchemy import Column, Float, MetaData, String, Table, create_engine, insert, select, update
@@ -50,6 +51,9 @@ PREFIX = "aiorch"
 TOKEN_PATTERN = re.compile(r"aiorch_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 # scrypt's cost: 16 MiB and about 50 ms here, paid once per token and gateway process.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+# How long a token's row is trusted before it is read again: a revocation takes effect
+# within this long, and a busy gateway reads each row about once a second.
+ROW_SECONDS = 1.0
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -159,6 +163,8 @@ class TokenStore:
         # Digests of tokens this process has checked against their scrypt hash: memory
         # only, so a stolen database still needs the hash broken.
         self._verified: dict[str, bytes] = {}
+        # Rows of known tokens, with when they were read (ids nobody holds are never kept).
+        self._rows: dict[str, tuple[float, Any]] = {}
 
     @classmethod
     def default(cls) -> TokenStore:
@@ -287,6 +293,40 @@ class TokenStore:
             )
         return issued
 
+    def _row(self, token_id: str) -> Any:
+        cached = self._rows.get(token_id)
+        read_at = time.monotonic()
+        if cached is not None and read_at - cached[0] < ROW_SECONDS:
+            return cached[1]
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(
+                    tokens.c.name,
+                    tokens.c.role,
+                    tokens.c.secret_hash,
+                    tokens.c.expires_at,
+                    tokens.c.revoked_at,
+                ).where(tokens.c.id == token_id)
+            ).first()
+        if row is not None:
+            self._rows[token_id] = (read_at, row)
+        return row
+
+    def is_warm(self, token: str) -> bool:
+        """Whether verifying ``token`` now costs neither a hash nor a database read."""
+        matched = TOKEN_PATTERN.fullmatch(token)
+        if matched is None:
+            return False
+        token_id = matched.group(1)
+        cached = self._rows.get(token_id)
+        known = self._verified.get(token_id)
+        return (
+            cached is not None
+            and time.monotonic() - cached[0] < ROW_SECONDS
+            and known is not None
+            and hmac.compare_digest(known, hashlib.sha256(token.encode()).digest())
+        )
+
     def verify(self, token: str, *, now: float | None = None) -> Principal:
         """Who ``token`` speaks for.
 
@@ -298,16 +338,7 @@ class TokenStore:
         if matched is None:
             raise AuthenticationFailed("malformed")
         token_id, secret = matched.groups()
-        with self.engine.connect() as connection:
-            row = connection.execute(
-                select(
-                    tokens.c.name,
-                    tokens.c.role,
-                    tokens.c.secret_hash,
-                    tokens.c.expires_at,
-                    tokens.c.revoked_at,
-                ).where(tokens.c.id == token_id)
-            ).first()
+        row = self._row(token_id)
         if row is None:
             raise AuthenticationFailed("unknown", token_id)
         digest = hashlib.sha256(token.encode()).digest()

@@ -148,7 +148,8 @@ def _eval(arguments: argparse.Namespace) -> int:
     check_arguments(
         arguments.agent, epochs=arguments.epochs, max_concurrency=arguments.concurrency, ks=ks
     )
-    dataset = load_dataset(arguments.dataset)
+    # aiorch's own loader of a local file, not Hugging Face's (bandit matches the name).
+    dataset = load_dataset(arguments.dataset)  # nosec B615
     replay = None
     if arguments.replay is not None:
         replay = EvaluationRecording.model_validate_json(arguments.replay.read_text())

@@ -68,7 +68,8 @@ def assert_agent_passes(
         epochs: Answers per sample.
         fixture: A recording to replay; recorded there first when it does not exist.
     """
-    loaded = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    # aiorch's own loader of a local file, not Hugging Face's (bandit matches the name).
+    loaded = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)  # nosec B615
     recording = Path(fixture) if fixture is not None else None
     replay = None
     if recording is not None and recording.exists():

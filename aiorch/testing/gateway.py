@@ -5,7 +5,6 @@ Example:
     from pathlib import Path
     from tempfile import mkdtemp
 
-    from aiorch.core.services import free_port
     from aiorch.testing.gateway import guarded_server
 
     with guarded_server(Path(mkdtemp())) as guarded:

@@ -30,6 +30,7 @@ from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from aiorch.agent_blocks.provider import LOCAL_MODEL, ModelProvider, ProviderKind
+from aiorch.core.access import AccessRole
 from aiorch.core.blocks import StrictFields
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
@@ -153,6 +154,13 @@ class Agent(StrictFields, Block):
     mcp_servers: list[McpServer] = Field(
         default_factory=list,
         description="MCP servers whose tools the model may call.",
+    )
+    role: AccessRole | None = Field(
+        default=None,
+        description=(
+            "Least privilege: the MCP tools (and secrets) this agent may use; tools the "
+            "role does not grant are neither offered nor run. Empty: no restriction."
+        ),
     )
     max_tool_rounds: int = Field(
         default=8,

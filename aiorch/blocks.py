@@ -7,7 +7,8 @@ elsewhere.
 """
 
 from aiorch.agent_blocks import Agent, ModelProvider
+from aiorch.core.access import AccessRole
 from aiorch.tasks.container.dagger_engine import DaggerEngine
 from aiorch.tasks.messaging.routes import MessageRoutes
 
-__all__ = ["Agent", "DaggerEngine", "MessageRoutes", "ModelProvider"]
+__all__ = ["AccessRole", "Agent", "DaggerEngine", "MessageRoutes", "ModelProvider"]

@@ -128,3 +128,73 @@ def test_a_server_needs_exactly_one_transport() -> None:
         McpServer(name="x")
     with pytest.raises(ValidationError, match="needs exactly one of command"):
         McpServer(name="x", command="a", url="http://b")
+
+
+def test_a_tool_the_role_does_not_grant_is_refused_to_the_model_and_never_runs(
+    prefect_api: str, tool_log: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from aiorch.core.access import TOOL_DENIED_EVENT, AccessRole
+    from aiorch.testing.prefect_server import poll_events
+
+    since = datetime.now(UTC)
+    role = AccessRole(name="no-arithmetic", tools=["calc__refuse"])
+    agent = Agent(
+        instruction="x", model="passthrough", mcp_servers=[_calculator(tool_log)], role=role
+    )
+    result = call_in_flow(agent, CALL_ADD)
+    messages = json.loads(result.history_json)["messages"]
+    answered = json.dumps([m["tool_results"] for m in messages if m.get("tool_results")])
+    assert (
+        "permission denied: the role 'no-arithmetic' does not grant the tool 'calc__add'"
+        in answered
+    )
+    assert '"isError": true' in answered
+    assert not tool_log.exists()  # the server never saw the call
+    events = poll_events(
+        prefect_api, "aiorch.access-role.no-arithmetic", 1, names=[TOOL_DENIED_EVENT], since=since
+    )
+    assert [event["payload"] for event in events] == [
+        {"role": "no-arithmetic", "tool": "calc__add"}
+    ]
+
+
+def test_only_the_tools_a_role_grants_are_offered(prefect_api: str, tool_log: Path) -> None:
+    import anyio
+
+    from aiorch.core.access import AccessRole
+    from aiorch.tasks.agents.tools import granted_tools, offered_tools
+
+    tools = anyio.run(offered_tools, [_calculator(tool_log)])
+    role = AccessRole(name="adder", tools=["calc__add"])
+    assert sorted(tool.name for tool in tools) == ["calc__add", "calc__refuse"]
+    assert [tool.name for tool in granted_tools(role, tools)] == ["calc__add"]
+    assert granted_tools(None, tools) == tools
+    assert granted_tools(AccessRole(name="all-calc", tools=["calc__*"]), tools) == tools
+
+
+@pytest.mark.logs_errors("PermissionDenied")
+def test_a_server_secret_the_agent_role_lacks_stops_the_call_before_the_server_starts(
+    prefect_api: str, tool_log: Path
+) -> None:
+    from aiorch.core.access import AccessRole
+    from aiorch.core.errors import PermissionDenied
+
+    Secret(value="withheld-mcp-canary-33c1").save("calc-withheld", overwrite=True)
+    server = _calculator(tool_log).model_copy(
+        update={"secret_env": {"AIORCH_TEST_TOOL_SECRET": "calc-withheld"}}
+    )
+    agent = Agent(
+        instruction="x",
+        model="passthrough",
+        mcp_servers=[server],
+        role=AccessRole(name="calculator", tools=["calc__*"]),
+    )
+    with pytest.raises(
+        PermissionDenied,
+        match=r"secret_env\['AIORCH_TEST_TOOL_SECRET'\] uses the secret 'calc-withheld', "
+        r"which the role 'calculator' does not grant",
+    ):
+        call_in_flow(agent, CALL_ADD)
+    assert not tool_log.exists()

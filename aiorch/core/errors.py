@@ -29,7 +29,7 @@ problem-details document.
 | circuit-open | ``CircuitOpenError`` | yes, after the wait |
 | breaker-store-unavailable | ``BreakerStoreUnavailable`` (the breakers' database) | yes |
 | authentication-failed | ``AuthenticationFailed`` (the gateway: no valid token) | no |
-| permission-denied | ``PermissionDenied`` (the gateway or a role: not allowed) | no |
+| permission-denied | ``PermissionDenied`` (a role does not grant a route or a secret) | no |
 """
 
 from __future__ import annotations
@@ -109,6 +109,14 @@ class DeployFailed(AiorchError):
     kind = "deploy-failed"
     title = "Deploy failed"
     status = 500
+
+
+class PermissionDenied(AiorchError):
+    """A role does not grant what was asked: a route at the gateway, a tool, a secret."""
+
+    kind = "permission-denied"
+    title = "Permission denied"
+    status = 403
 
 
 class ImageBuildError(AiorchError):

@@ -38,7 +38,7 @@ from typing import Any
 
 import anyio
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -48,6 +48,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from aiorch.core.models import AiorchModel
 from aiorch.gateway.audit import AuditEntry, AuditTrail
 from aiorch.gateway.errors import AuthenticationFailed
 from aiorch.gateway.limiter import FailureLimiter
@@ -78,10 +79,10 @@ BUFFERED_BYTES = 1 << 20
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-class GatewayConfig(BaseModel):
+class GatewayConfig(AiorchModel):
     """Where the gateway forwards to, and how strictly it counts failures."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     upstream_url: str = Field(description="The Prefect server, without /api.")
     upstream_auth_string: SecretStr | None = Field(

@@ -18,8 +18,8 @@ from typing import Literal
 
 import httpx
 from prefect.events.schemas.events import Event, Resource
-from pydantic import BaseModel
 
+from aiorch.core.models import AiorchModel
 from aiorch.gateway.roles import Permission, Role
 
 AUDIT_EVENT_PREFIX = "aiorch.gateway"
@@ -28,7 +28,7 @@ logger = logging.getLogger("aiorch.gateway.audit")
 Outcome = Literal["auth-failed", "denied", "rate-limited"]
 
 
-class AuditEntry(BaseModel):
+class AuditEntry(AiorchModel):
     """One refused request."""
 
     outcome: Outcome

@@ -1,4 +1,4 @@
-"""The gateway's errors: who the caller is not, and what the caller may not do."""
+"""The gateway's error for a caller it cannot identify (refusals use ``PermissionDenied``)."""
 
 from __future__ import annotations
 
@@ -28,11 +28,3 @@ class AuthenticationFailed(AiorchError):
     def context(self) -> dict[str, object]:
         """The reason and the token id (an identifier, not the secret)."""
         return {"reason": self.reason, "token_id": self.token_id}
-
-
-class PermissionDenied(AiorchError):
-    """A token's role does not grant what the request needs (or the route is unknown)."""
-
-    kind = "permission-denied"
-    title = "Permission denied"
-    status = 403

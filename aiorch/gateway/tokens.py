@@ -38,11 +38,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import ConfigDict, SecretStr
 from sqlalchemy import Column, Float, MetaData, String, Table, create_engine, insert, select, update
 from sqlalchemy.engine import Engine
 
 from aiorch.core.errors import ConfigurationError
+from aiorch.core.models import AiorchModel
 from aiorch.core.settings import load_settings
 from aiorch.gateway.errors import AuthenticationFailed
 from aiorch.gateway.roles import Role
@@ -74,10 +75,10 @@ tokens = Table(
 TokenState = Literal["active", "expired", "revoked"]
 
 
-class TokenRecord(BaseModel):
+class TokenRecord(AiorchModel):
     """What the store knows of a token: everything but the token."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     id: str
     name: str
@@ -96,17 +97,17 @@ class TokenRecord(BaseModel):
         return "active"
 
 
-class IssuedToken(BaseModel):
+class IssuedToken(AiorchModel):
     """A new token: shown once, then only its record remains."""
 
     record: TokenRecord
     token: SecretStr
 
 
-class Principal(BaseModel):
+class Principal(AiorchModel):
     """Who a verified token speaks for."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     token_id: str
     name: str

@@ -68,7 +68,15 @@ from aiorch.tasks.agents.requests import (
     request_cache_key,
     request_identity,
 )
-from aiorch.tasks.agents.tools import offered_tools, resolve_tool, tool_call, tool_call_key
+from aiorch.tasks.agents.tools import (
+    check_secret_access,
+    granted_tools,
+    offered_tools,
+    refuse_tool,
+    resolve_tool,
+    tool_call,
+    tool_call_key,
+)
 from aiorch.tasks.agents.usage import TokenUsage, estimated_cost
 from aiorch.tasks.blocks import aload_block
 from aiorch.tasks.durable import CallOptions, call_stored
@@ -306,6 +314,9 @@ class _Turn:
                     content=[TextContent(type="text", text=f"unknown tool {name!r}")],
                     is_error=True,
                 )
+            role = self.config.role
+            if role is not None and not role.allows_tool(name):
+                return refuse_tool(role, name)
             server, tool = target
             key = tool_call_key(request_key, call_id, server, tool)
             recorded = tool_call_key(identity, call_id, server, tool)
@@ -495,9 +506,10 @@ async def _call_agent(
     playback = active_playback()
     # A replay reaches no MCP server: the recorded agent's tools are offered again.
     if playback is not None:
-        tools = playback.offered_tools() if config.mcp_servers else []
+        tools = granted_tools(config.role, playback.offered_tools() if config.mcp_servers else [])
     else:
-        tools = await offered_tools(config.mcp_servers)
+        check_secret_access(config.role, config.mcp_servers)
+        tools = granted_tools(config.role, await offered_tools(config.mcp_servers))
     logger = get_run_logger()
     failed: list[str] = []
 

@@ -32,12 +32,17 @@ from typing import Any, cast
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult, Tool
+from mcp.types import CallToolResult, TextContent, Tool
 from prefect import task
 from prefect.blocks.system import Secret
+from prefect.events import emit_event
+from prefect.logging import get_logger
+from prefect.runtime import flow_run
 
 from aiorch.agent_blocks.agent import McpServer
-from aiorch.core.errors import ConfigurationError
+from aiorch.core.access import TOOL_DENIED_EVENT, AccessRole
+from aiorch.core.errors import ConfigurationError, PermissionDenied
+from aiorch.core.events import related_flow_run
 from aiorch.core.redaction import mask, register_secret
 from aiorch.tasks.agents.errors import ToolCallError
 from aiorch.tasks.agents.runtime import AgentRuntime
@@ -191,6 +196,52 @@ async def offered_tools(servers: list[McpServer]) -> list[Tool]:
         return tools
 
     return await runtime.acall(on_runtime)
+
+
+def check_secret_access(role: AccessRole | None, servers: list[McpServer]) -> None:
+    """Refuse, before any server starts, secrets of the agent's servers its role lacks.
+
+    Raises:
+        PermissionDenied: a server's ``secret_env`` names a Secret block the role does
+            not grant (naming the server, the variable, the block and the role).
+    """
+    if role is None:
+        return
+    for server in servers:
+        for variable, block in server.secret_env.items():
+            if not role.allows_secret(block):
+                raise PermissionDenied(
+                    f"mcp_servers[{server.name!r}].secret_env[{variable!r}] uses the secret "
+                    f"{block!r}, which the role {role.name!r} does not grant; add it to the "
+                    "role's secrets, or leave it out of the server"
+                )
+
+
+def granted_tools(role: AccessRole | None, tools: list[Tool]) -> list[Tool]:
+    """The tools ``role`` grants (all of them without a role): what the model is offered."""
+    return tools if role is None else [tool for tool in tools if role.allows_tool(tool.name)]
+
+
+def refuse_tool(role: AccessRole, name: str) -> CallToolResult:
+    """The error the model reads for a tool its role does not grant; logged and evented.
+
+    The tool never runs. The audit names the role and the tool, never the arguments (a
+    model may have put anything there).
+    """
+    get_logger("aiorch.access").warning(
+        "tool call refused: role %r does not grant the tool %r", role.name, name
+    )
+    emit_event(
+        event=TOOL_DENIED_EVENT,
+        resource={"prefect.resource.id": f"aiorch.access-role.{role.name}", "aiorch.tool": name},
+        related=related_flow_run(flow_run.get_id()),
+        payload={"role": role.name, "tool": name},
+    )
+    text = (
+        f"permission denied: the role {role.name!r} does not grant the tool {name!r}; "
+        "answer without it"
+    )
+    return CallToolResult(content=[TextContent(type="text", text=text)], isError=True)
 
 
 def resolve_tool(servers: list[McpServer], offered_name: str) -> tuple[McpServer, str] | None:

@@ -41,7 +41,10 @@ def step_cache_key(
         raise ConfigurationError(
             f"secrets {missing}: their values are needed for the cache key; resolve them first"
         )
-    spec = step.model_dump(mode="json", exclude={"secrets", "inputs", "timeout_seconds"})
+    # A role is part of the key only when there is one: keys of steps without one stay
+    # what they were before roles existed.
+    left_out = {"secrets", "inputs", "timeout_seconds"} | ({"role"} if step.role is None else set())
+    spec = step.model_dump(mode="json", exclude=left_out)
     payload = {
         "version": KEY_VERSION,
         "spec": spec,

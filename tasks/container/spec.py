@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from aiorch.core.access import AccessRole
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
 from aiorch.core.redaction import quoted
@@ -162,6 +163,13 @@ class ContainerStep(StrictModel):
     secrets: dict[str, SecretStr | SecretRef] = Field(
         default_factory=dict,
         description="Variables whose values are secret: SecretStr or a Secret block reference.",
+    )
+    role: AccessRole | None = Field(
+        default=None,
+        description=(
+            "Least privilege: the secrets the step may use and whether its commands may "
+            "reach the network (none unless granted). Empty: no restriction."
+        ),
     )
     workdir: str = Field(default="/work", description="Absolute working directory.")
     inputs: tuple[StepInput, ...] = ()

@@ -19,7 +19,7 @@ from prefect.blocks.system import Secret
 from prefect_docker import DockerHost
 from pydantic import SecretStr
 
-from aiorch.core.errors import ConfigurationError
+from aiorch.core.errors import ConfigurationError, PermissionDenied
 from aiorch.core.models import AiorchModel
 from aiorch.core.redaction import register_secret
 from aiorch.core.settings import load_settings
@@ -32,7 +32,7 @@ from aiorch.tasks.container.files import check_export_destination, restore_outpu
 from aiorch.tasks.container.logs import StepOutput
 from aiorch.tasks.container.select import choose_runner, make_runner
 from aiorch.tasks.container.slots import StepSlots
-from aiorch.tasks.container.spec import ContainerStep, RunnerKind, StepResult
+from aiorch.tasks.container.spec import ContainerStep, RunnerKind, SecretRef, StepResult
 from aiorch.tasks.durable import CallOptions, PrecomputedKey, call_stored
 from aiorch.tasks.naming import execution_run_name
 from aiorch.tasks.resilience.report import report_task_failure
@@ -52,6 +52,32 @@ def _parse_runner(runner: RunnerKind | str) -> RunnerKind:
     except ValueError:
         choices = ", ".join(kind.value for kind in RunnerKind)
         raise ConfigurationError(f"runner: must be one of {choices} (got {runner!r})") from None
+
+
+def check_access(step: ContainerStep, kind: RunnerKind) -> None:
+    """Refuse, before anything runs, a step that asks for more than its role grants.
+
+    Raises:
+        PermissionDenied: the step names a secret its role does not grant.
+        ConfigurationError: the role keeps the step off the network and ``kind`` cannot.
+    """
+    role = step.role
+    if role is None:
+        return
+    for variable, secret in step.secrets.items():
+        name = secret.block if isinstance(secret, SecretRef) else variable
+        if not role.allows_secret(name):
+            raise PermissionDenied(
+                f"step {step.name!r}: secrets[{variable!r}] uses the secret {name!r}, which "
+                f"the role {role.name!r} does not grant; add it to the role's secrets, or "
+                "leave it out of the step"
+            )
+    if not role.network and kind is not RunnerKind.DOCKER:
+        raise ConfigurationError(
+            f"step {step.name!r}: the role {role.name!r} keeps the step off the network, "
+            f"which only the docker runner enforces ({kind.value} cannot); run the step on "
+            "docker, or grant network in the role"
+        )
 
 
 async def _resolve_secrets(step: ContainerStep) -> dict[str, str]:
@@ -179,6 +205,7 @@ async def _run_step(
             choose_runner, kind, docker_host, dagger_engine
         )
         logger.info("step %s runs on %s: %s", step.name, kind.value, reason)
+    check_access(step, kind)
     identity = None
     if cache:
         identity = await make_runner(kind, settings, docker_host, dagger_engine).image_identity(

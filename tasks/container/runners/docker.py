@@ -381,6 +381,9 @@ class DockerRunner:
             environment={**env, **secrets},
             volumes=volumes,
             labels={RUN_LABEL: run_id, STEP_LABEL: step.name},
+            # A role without network: the commands get only a loopback interface (setup
+            # commands, which prepare the image without secrets or inputs, keep it).
+            network_disabled=step.role is not None and not step.role.network,
             detach=True,
         )
         return container

@@ -96,9 +96,10 @@ class McpServer(AiorchModel):
     secret_env: dict[str, str] = Field(
         default_factory=dict,
         description=(
-            "Environment variables whose values come from Prefect Secret blocks: "
-            "variable name -> Secret block name. Resolved when the server starts; the "
-            "values are never stored in this block, logged or shown."
+            "Environment variables whose values are secrets: variable name -> a Secret "
+            "block's name, env:VARIABLE or file:PATH (a mounted secret). Read when the "
+            "server starts (a changed value restarts it); never stored in this block, "
+            "logged or shown."
         ),
     )
     url: str | None = Field(

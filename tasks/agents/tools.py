@@ -25,29 +25,32 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
+import secrets
 from contextlib import AsyncExitStack
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent, Tool
 from prefect import task
-from prefect.blocks.system import Secret
 from prefect.events import emit_event
 from prefect.logging import get_logger
 from prefect.runtime import flow_run
 
 from aiorch.agent_blocks.agent import McpServer
 from aiorch.core.access import TOOL_DENIED_EVENT, AccessRole
-from aiorch.core.errors import ConfigurationError, PermissionDenied
+from aiorch.core.errors import PermissionDenied
 from aiorch.core.events import related_flow_run
-from aiorch.core.redaction import mask, register_secret
+from aiorch.core.redaction import mask
+from aiorch.core.secrets import parse_secret_ref
 from aiorch.tasks.agents.errors import ToolCallError
 from aiorch.tasks.agents.runtime import AgentRuntime
-from aiorch.tasks.blocks import MissingBlockError, aload_block
 from aiorch.tasks.durable import PrecomputedKey
+from aiorch.tasks.secrets import aresolve_secret
 
 TOOL_SEPARATOR = "__"
 CONNECT_TIMEOUT_SECONDS = 60.0
@@ -60,36 +63,46 @@ def server_identity(server: McpServer) -> str:
 
 
 async def server_environment(server: McpServer) -> dict[str, str]:
-    """The server's environment with its ``secret_env`` read from Prefect Secret blocks.
+    """The server's environment with its ``secret_env`` read now (blocks, variables, files).
 
     Raises:
-        ValueError: a named Secret block does not exist (naming the variable and block).
+        ConfigurationError: a named secret cannot be read (naming the variable and place).
     """
     environment = dict(server.env)
-    for variable, block in server.secret_env.items():
-        try:
-            secret = cast(Secret[str], await aload_block(Secret, block))
-        except MissingBlockError as error:
-            raise ConfigurationError(
-                f"mcp_servers[{server.name!r}].secret_env[{variable!r}]: {error}"
-            ) from None
-        environment[variable] = str(secret.get())
-        register_secret(environment[variable])
+    for variable, place in server.secret_env.items():
+        environment[variable] = await aresolve_secret(
+            parse_secret_ref(place), f"mcp_servers[{server.name!r}].secret_env[{variable!r}]"
+        )
     return environment
+
+
+@dataclass
+class _Session:
+    """One server's session: ready once connected, closed when ``stop`` is set."""
+
+    ready: asyncio.Future[tuple[ClientSession, list[Tool]]]
+    stop: asyncio.Event
+    owner: asyncio.Task[None]
+    environment: bytes
 
 
 class McpConnections:
     """Open MCP sessions on the agent runtime's loop, one per server configuration.
 
     Each session is owned by a task on the runtime loop that stays inside the
-    transport's context until the runtime closes, because MCP transports must be
-    entered and left by the same task.
+    transport's context until the session stops, because MCP transports must be entered
+    and left by the same task. A server whose secrets changed since it started (a
+    rotated secret) is stopped and started again with the new values.
     """
 
     def __init__(self) -> None:
-        self._sessions: dict[str, asyncio.Future[tuple[ClientSession, list[Tool]]]] = {}
-        self._owners: list[asyncio.Task[None]] = []
-        self._closing = asyncio.Event()
+        self._sessions: dict[str, _Session] = {}
+        # Environments are compared by a keyed digest: values never sit here in clear.
+        self._key = secrets.token_bytes(16)
+
+    def _digest(self, environment: dict[str, str]) -> bytes:
+        text = json.dumps(environment, sort_keys=True).encode()
+        return hmac.new(self._key, text, hashlib.sha256).digest()
 
     async def session(
         self, server: McpServer, environment: dict[str, str]
@@ -100,14 +113,23 @@ class McpConnections:
         Prefect's context can load Secret blocks).
         """
         identity = server_identity(server)
-        pending = self._sessions.get(identity)
-        if pending is None or (pending.done() and pending.exception() is not None):
-            pending = asyncio.get_running_loop().create_future()
-            self._sessions[identity] = pending
-            self._owners.append(asyncio.create_task(self._own(server, environment, pending)))
+        digest = self._digest(environment)
+        current = self._sessions.get(identity)
+        failed = (
+            current is not None and current.ready.done() and current.ready.exception() is not None
+        )
+        if current is None or failed or current.environment != digest:
+            if current is not None:
+                current.stop.set()
+            ready: asyncio.Future[tuple[ClientSession, list[Tool]]] = (
+                asyncio.get_running_loop().create_future()
+            )
+            stop = asyncio.Event()
+            owner = asyncio.create_task(self._own(server, environment, ready, stop))
+            current = self._sessions[identity] = _Session(ready, stop, owner, digest)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
-                return await asyncio.shield(pending)
+                return await asyncio.shield(current.ready)
         except TimeoutError:
             raise ToolCallError(
                 f"MCP server {server.name!r} did not start within {CONNECT_TIMEOUT_SECONDS}s"
@@ -118,6 +140,7 @@ class McpConnections:
         server: McpServer,
         environment: dict[str, str],
         ready: asyncio.Future[tuple[ClientSession, list[Tool]]],
+        stop: asyncio.Event,
     ) -> None:
         try:
             async with AsyncExitStack() as stack:
@@ -135,7 +158,7 @@ class McpConnections:
                 await session.initialize()
                 listed = await session.list_tools()
                 ready.set_result((session, list(listed.tools)))
-                await self._closing.wait()
+                await stop.wait()
         except Exception as error:  # a server that fails to start must fail the call
             if not ready.done():
                 reason = mask(
@@ -145,12 +168,11 @@ class McpConnections:
 
     async def close(self) -> None:
         """Close every session (and stop stdio servers)."""
-        self._closing.set()
-        if self._owners:
-            await asyncio.gather(*self._owners, return_exceptions=True)
-        self._owners.clear()
-        self._sessions.clear()
-        self._closing = asyncio.Event()
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.stop.set()
+        if sessions:
+            await asyncio.gather(*(session.owner for session in sessions), return_exceptions=True)
 
 
 def _secret_values(server: McpServer, environment: dict[str, str]) -> list[str]:
@@ -208,11 +230,12 @@ def check_secret_access(role: AccessRole | None, servers: list[McpServer]) -> No
     if role is None:
         return
     for server in servers:
-        for variable, block in server.secret_env.items():
-            if not role.allows_secret(block):
+        for variable, place in server.secret_env.items():
+            name = parse_secret_ref(place).name
+            if not role.allows_secret(name):
                 raise PermissionDenied(
                     f"mcp_servers[{server.name!r}].secret_env[{variable!r}] uses the secret "
-                    f"{block!r}, which the role {role.name!r} does not grant; add it to the "
+                    f"{name!r}, which the role {role.name!r} does not grant; add it to the "
                     "role's secrets, or leave it out of the server"
                 )
 

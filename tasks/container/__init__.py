@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from aiorch.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from aiorch.core.secrets import SecretRef
     from aiorch.tasks.container.errors import (
         EngineUnavailable,
         StepError,
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
         CacheVolume,
         ContainerStep,
         RunnerKind,
-        SecretRef,
         StepInput,
         StepResult,
     )
@@ -41,7 +41,7 @@ _EXPORTS = {
     "ContainerStep": "aiorch.tasks.container.spec",
     "EngineUnavailable": "aiorch.tasks.container.errors",
     "RunnerKind": "aiorch.tasks.container.spec",
-    "SecretRef": "aiorch.tasks.container.spec",
+    "SecretRef": "aiorch.core.secrets",
     "StepError": "aiorch.tasks.container.errors",
     "StepFailed": "aiorch.tasks.container.errors",
     "StepInput": "aiorch.tasks.container.spec",

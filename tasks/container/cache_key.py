@@ -17,8 +17,9 @@ from collections.abc import Mapping
 
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.fingerprints import secret_fingerprint
+from aiorch.core.secrets import SecretRef
 from aiorch.tasks.container.files import hash_inputs
-from aiorch.tasks.container.spec import ContainerStep, RunnerKind, SecretRef
+from aiorch.tasks.container.spec import ContainerStep, RunnerKind
 
 # v2: secret values count (as keyed fingerprints).
 KEY_VERSION = "aiorch-step-v2"
@@ -50,7 +51,7 @@ def step_cache_key(
         "spec": spec,
         "secrets": {
             name: {
-                "source": f"block:{value.block}" if isinstance(value, SecretRef) else "literal",
+                "source": value.source if isinstance(value, SecretRef) else "literal",
                 "value": secret_fingerprint(values[name]),
             }
             for name, value in sorted(step.secrets.items())

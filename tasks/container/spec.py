@@ -25,6 +25,7 @@ from aiorch.core.access import AccessRole
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
 from aiorch.core.redaction import quoted
+from aiorch.core.secrets import SecretRef
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -70,12 +71,6 @@ class StrictModel(AiorchModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SecretRef(StrictModel):
-    """A secret held in a Prefect ``Secret`` block, loaded only when the step runs."""
-
-    block: Annotated[str, Field(min_length=1, description="Name of the Prefect Secret block.")]
 
 
 class StepInput(StrictModel):
@@ -162,7 +157,10 @@ class ContainerStep(StrictModel):
     env: dict[str, str] = Field(default_factory=dict)
     secrets: dict[str, SecretStr | SecretRef] = Field(
         default_factory=dict,
-        description="Variables whose values are secret: SecretStr or a Secret block reference.",
+        description=(
+            "Variables whose values are secret: SecretStr, or a SecretRef to a Secret block, "
+            "an environment variable or a file, read when the step runs."
+        ),
     )
     role: AccessRole | None = Field(
         default=None,
@@ -259,7 +257,8 @@ class ContainerStep(StrictModel):
                 if isinstance(item, str):
                     raise ValueError(
                         f"secrets[{key!r}] is a plain string; wrap the value in SecretStr(...) "
-                        "or name a Prefect Secret block with SecretRef(block=...)"
+                        "or name where it is read: SecretRef(block=...), SecretRef(env=...) "
+                        "or SecretRef(file=...)"
                     )
                 if isinstance(item, SecretStr) and "\0" in item.get_secret_value():
                     raise ValueError(

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
 
 import anyio
 from prefect import get_run_logger, task
-from prefect.blocks.system import Secret
 from prefect_docker import DockerHost
 from pydantic import SecretStr
 
 from aiorch.core.errors import ConfigurationError, PermissionDenied
 from aiorch.core.models import AiorchModel
 from aiorch.core.redaction import register_secret
+from aiorch.core.secrets import SecretRef
 from aiorch.core.settings import load_settings
-from aiorch.tasks.blocks import MissingBlockError, aload_block
 from aiorch.tasks.container.breaker import engine_breaker
 from aiorch.tasks.container.cache_key import step_cache_key
 from aiorch.tasks.container.dagger_engine import DaggerEngine
@@ -32,10 +30,11 @@ from aiorch.tasks.container.files import check_export_destination, restore_outpu
 from aiorch.tasks.container.logs import StepOutput
 from aiorch.tasks.container.select import choose_runner, make_runner
 from aiorch.tasks.container.slots import StepSlots
-from aiorch.tasks.container.spec import ContainerStep, RunnerKind, SecretRef, StepResult
+from aiorch.tasks.container.spec import ContainerStep, RunnerKind, StepResult
 from aiorch.tasks.durable import CallOptions, PrecomputedKey, call_stored
 from aiorch.tasks.naming import execution_run_name
 from aiorch.tasks.resilience.report import report_task_failure
+from aiorch.tasks.secrets import aresolve_secret
 from aiorch.tasks.twins import task_pair
 
 
@@ -65,7 +64,7 @@ def check_access(step: ContainerStep, kind: RunnerKind) -> None:
     if role is None:
         return
     for variable, secret in step.secrets.items():
-        name = secret.block if isinstance(secret, SecretRef) else variable
+        name = secret.name if isinstance(secret, SecretRef) else variable
         if not role.allows_secret(name):
             raise PermissionDenied(
                 f"step {step.name!r}: secrets[{variable!r}] uses the secret {name!r}, which "
@@ -85,15 +84,12 @@ async def _resolve_secrets(step: ContainerStep) -> dict[str, str]:
     for name, secret in step.secrets.items():
         if isinstance(secret, SecretStr):
             values[name] = secret.get_secret_value()
+            register_secret(values[name])
             continue
         try:
-            block = cast(Secret[Any], await aload_block(Secret, secret.block))
-        except MissingBlockError as error:
-            raise StepError(f"secrets[{name!r}]: {error}", step=step.name) from None
-        value = block.get()
-        values[name] = value if isinstance(value, str) else str(value)
-    for value in values.values():
-        register_secret(value)
+            values[name] = await aresolve_secret(secret, f"secrets[{name!r}]")
+        except ConfigurationError as error:
+            raise StepError(str(error), step=step.name) from None
     return values
 
 

@@ -21,6 +21,7 @@ from uuid import uuid4
 import httpx
 import pytest
 
+from aiorch.gateway.errors import AuthenticationFailed
 from aiorch.gateway.roles import Role
 from aiorch.gateway.tokens import TokenStore
 from aiorch.testing.gateway import GuardedServer
@@ -334,3 +335,17 @@ def test_no_token_reaches_the_logs_the_events_or_the_databases(
     assert events
     assert all(len(data) > 0 for data in places.values())
     assert leaks == []
+
+
+def test_tokens_live_in_postgresql_when_configured(postgres_url: str) -> None:
+    store = TokenStore(postgres_url)
+    issued = store.create(f"pg-{uuid4().hex[:6]}", Role.AUTHOR, expires_in=timedelta(days=1))
+    token = issued.token.get_secret_value()
+    assert store.verify(token).role == Role.AUTHOR
+    # Another gateway on the same database sees the token, and then its revocation.
+    other = TokenStore(postgres_url)
+    assert other.verify(token).name == issued.record.name
+    store.revoke(issued.record.id)
+    with pytest.raises(AuthenticationFailed) as failed:
+        TokenStore(postgres_url).verify(token)
+    assert failed.value.reason == "revoked"

@@ -263,7 +263,7 @@ def test_tokens_are_created_listed_rotated_and_revoked_from_the_cli(
     listed = aiorch("list")
     assert name in listed.stdout
     assert token not in listed.stdout
-    assert token.split("_")[2] not in listed.stdout
+    assert token.split("_", 2)[2] not in listed.stdout
     rotated = aiorch("rotate", name, "--grace", "1h")
     successor = rotated.stdout.strip()
     assert rotated.returncode == 0, rotated.stderr

@@ -14,9 +14,10 @@ automation on them alerts on a brute-force attempt or a misconfigured worker.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
-import httpx
+import aiohttp
 from prefect.events.schemas.events import Event, Resource
 
 from aiorch.core.models import AiorchModel
@@ -59,9 +60,9 @@ class AuditTrail:
         )
 
     async def record(
-        self, entry: AuditEntry, upstream: httpx.AsyncClient, headers: dict[str, str]
+        self, entry: AuditEntry, post: Callable[[list[dict[str, Any]]], Awaitable[None]]
     ) -> None:
-        """Log ``entry`` and post it as a Prefect event with ``upstream`` (its API client)."""
+        """Log ``entry`` and ``post`` it (to the server's events API) as a Prefect event."""
         logger.warning(entry.line())
         event = Event(
             event=f"{AUDIT_EVENT_PREFIX}.{entry.outcome}",
@@ -69,11 +70,8 @@ class AuditTrail:
             payload=entry.model_dump(mode="json"),
         )
         try:
-            response = await upstream.post(
-                "/api/events", json=[event.model_dump(mode="json")], headers=headers
-            )
-            response.raise_for_status()
-        except httpx.HTTPError as error:
+            await post([event.model_dump(mode="json")])
+        except (OSError, aiohttp.ClientError) as error:
             # The log line above is the record that must not fail.
             logger.warning(
                 "gateway audit: the event did not reach the Prefect server (%s); the log "

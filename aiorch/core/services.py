@@ -11,11 +11,14 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from aiorch.core.errors import ServiceUnavailable
+from aiorch.core.guardian import Guardian
 
 STOP_DEADLINE_SECONDS = 20.0
 POLL_INTERVAL_SECONDS = 0.2
@@ -89,3 +92,36 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=STOP_DEADLINE_SECONDS)
+
+
+@contextmanager
+def running_service(
+    argv: list[str],
+    env: Mapping[str, str],
+    log: Path,
+    health_url: str,
+    deadline_seconds: float,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` in a session of its own, output to ``log``, until the block ends.
+
+    Yields once ``health_url`` answers 200; stops the service and everything it started
+    afterwards. A guardian kills it if this process dies first, even by ``kill -9``.
+
+    Raises:
+        ServiceUnavailable: it exited, or did not answer within ``deadline_seconds``.
+    """
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            argv,
+            env=dict(env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        with Guardian.of_process().watching(process.pid):
+            wait_until_ready(health_url, process, log, deadline_seconds)
+            yield process
+    finally:
+        stop_process_group(process)

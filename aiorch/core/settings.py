@@ -242,6 +242,12 @@ class AiorchSettings(BaseSettings):
             )
         return value
 
+    def database_url(self, configured: SecretStr | None, filename: str) -> str:
+        """``configured`` (a database URL setting), else an SQLite file in the data directory."""
+        if configured is not None:
+            return configured.get_secret_value()
+        return f"sqlite:///{self.resolved_data_dir() / filename}"
+
     def resolved_data_dir(self) -> Path:
         """``data_dir`` with ``~`` expanded, created if missing."""
         path = self.data_dir.expanduser()

@@ -171,12 +171,7 @@ class TokenStore:
     def default(cls) -> TokenStore:
         """The store the settings name (one per URL and process)."""
         settings = load_settings()
-        configured = settings.gateway_store_url
-        url = (
-            configured.get_secret_value()
-            if configured is not None
-            else f"sqlite:///{settings.resolved_data_dir() / 'gateway.sqlite'}"
-        )
+        url = settings.database_url(settings.gateway_store_url, "gateway.sqlite")
         with cls._shared_lock:
             if url not in cls._shared:
                 cls._shared[url] = cls(url)

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiorch.core.guardian import Guardian
-from aiorch.core.services import free_port, wait_until_ready
-from aiorch.core.services import stop_process_group as stop
+from aiorch.core.services import free_port, running_service
 from aiorch.testing.prefect_server import running_server
 
 STARTUP_DEADLINE_SECONDS = 60.0
@@ -75,22 +72,9 @@ def running_gateway(
         "--port",
         str(port),
     ]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            argv,
-            env=gateway_env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        with Guardian.of_process().watching(process.pid):
-            url = f"http://127.0.0.1:{port}"
-            wait_until_ready(f"{url}/api/health", process, log, STARTUP_DEADLINE_SECONDS)
-            yield url, log
-    finally:
-        stop(process)
+    url = f"http://127.0.0.1:{port}"
+    with running_service(argv, gateway_env, log, f"{url}/api/health", STARTUP_DEADLINE_SECONDS):
+        yield url, log
 
 
 @contextmanager

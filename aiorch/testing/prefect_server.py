@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -17,9 +16,7 @@ import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-from aiorch.core.guardian import Guardian
-from aiorch.core.services import stop_process_group as stop
-from aiorch.core.services import wait_until_ready
+from aiorch.core.services import running_service
 
 STARTUP_DEADLINE_SECONDS = 90.0
 
@@ -51,24 +48,9 @@ def running_server(
         "--port",
         str(port),
     ]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            argv,
-            env=server_env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    guardian = Guardian.of_process()
-    try:
-        # A test session killed before its teardown does not leave the server running.
-        with guardian.watching(process.pid):
-            api_url = f"http://127.0.0.1:{port}/api"
-            wait_until_ready(f"{api_url}/health", process, log, STARTUP_DEADLINE_SECONDS)
-            yield api_url
-    finally:
-        stop(process)
+    api_url = f"http://127.0.0.1:{port}/api"
+    with running_service(argv, server_env, log, f"{api_url}/health", STARTUP_DEADLINE_SECONDS):
+        yield api_url
 
 
 def flow_run_log_text(run_id: UUID, expect: str, deadline_seconds: float = 30.0) -> str:

@@ -125,12 +125,7 @@ class BreakerStore:
     def default(cls) -> BreakerStore:
         """The store the settings name (created on first use, one per URL and process)."""
         settings = load_settings()
-        configured = settings.breaker_store_url
-        url = (
-            configured.get_secret_value()
-            if configured is not None
-            else f"sqlite:///{settings.resolved_data_dir() / 'breakers.sqlite'}"
-        )
+        url = settings.database_url(settings.breaker_store_url, "breakers.sqlite")
         with cls._shared_lock:
             if url not in cls._shared:
                 cls._shared[url] = cls(url)

@@ -187,7 +187,14 @@ def test_an_evaluation_comparison_renders_in_the_prefect_ui(
         # The images decode before the page swaps its placeholder for the markdown: wait
         # for the text the user reads, not only for the charts.
         page.wait_for("document.body.innerText.includes('Samples that disagree')")
+        # The UI may show its loading placeholder again while it refetches: the heading
+        # on screen is what says the artifact is what the screenshot shows.
+        heading = (
+            f"[...document.querySelectorAll('h1')].some(h => h.innerText === 'Evaluation {name}')"
+        )
+        page.wait_for(heading)
         page.screenshot(screenshots / "evaluation.png")
+        on_screen = page.evaluate(heading)
         text = page.evaluate("document.body.innerText")
         page.evaluate("document.images[1].scrollIntoView()")
         page.screenshot(screenshots / "evaluation-charts.png")
@@ -197,6 +204,7 @@ def test_an_evaluation_comparison_renders_in_the_prefect_ui(
         )
         page.screenshot(screenshots / "evaluation-disagreements.png")
         rows = page.evaluate(ROWS)
+    assert on_screen
     assert charts == 3  # score, cost against score, latency: all decoded by the browser
     assert f"Evaluation {name}" in text
     assert "Against the baseline" in text

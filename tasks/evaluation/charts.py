@@ -73,7 +73,9 @@ def score_chart(agents: Sequence[AgentMetrics], baseline: Mapping[str, float] | 
     axes.set_xticks(positions, names)
     axes.set_ylim(0, 1.1)
     axes.set_ylabel("mean score")
-    axes.legend(fontsize=TEXT_SIZE, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    # Below the plot, not beside it: beside, it widened the image past the artifact's
+    # column, and the browser shrank all of its text to fit.
+    axes.legend(fontsize=TEXT_SIZE, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     _style(axes, "Score per agent")
     return png_data_url(figure)
 

@@ -349,3 +349,25 @@ def test_tokens_live_in_postgresql_when_configured(postgres_url: str) -> None:
     with pytest.raises(AuthenticationFailed) as failed:
         TokenStore(postgres_url).verify(token)
     assert failed.value.reason == "revoked"
+
+
+def test_paths_with_dot_or_empty_segments_are_refused_before_anything(
+    guarded: GuardedServer,
+) -> None:
+    import http.client
+
+    host, port = guarded.url.removeprefix("http://").split(":")
+    answers = {}
+    for path in [
+        "/x/../api/flows/filter",
+        "/%2e%2e/api/flows/filter",
+        "/api/./flows/filter",
+        "//api/flows/filter",
+        "/api//flows/filter",
+    ]:
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request("POST", path, body="{}", headers={"content-type": "application/json"})
+        answers[path] = connection.getresponse().status
+        connection.close()
+    assert answers == dict.fromkeys(answers, 400)
+    assert httpx.get(f"{guarded.url}/v2/").status_code == 200

@@ -35,6 +35,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
 import anyio
@@ -108,6 +109,22 @@ class GatewayConfig(AiorchModel):
             return None
         raw = self.upstream_auth_string.get_secret_value().encode()
         return f"Basic {base64.b64encode(raw).decode()}"
+
+
+def is_canonical(path: str) -> bool:
+    """Whether ``path`` names one resource as written: no dot or empty segments, no backslash.
+
+    The route table decides on the path as sent; a server behind that resolved ``..``
+    differently would serve another route than the one checked.
+    """
+    decoded = unquote(path)
+    segments = decoded.split("/")[1:]
+    return (
+        decoded.startswith("/")
+        and "\\" not in decoded
+        and all(segment not in {".", ".."} for segment in segments)
+        and all(segments[:-1])
+    )
 
 
 def presented_token(credential: str | None) -> str | None:
@@ -186,6 +203,7 @@ class Gateway:
         return self._upstream
 
     def _url(self, path: str, query: str = "") -> URL:
+        # Already encoded as the caller sent it: passed on byte for byte.
         return URL(
             self.config.upstream_url.rstrip("/") + path + (f"?{query}" if query else ""),
             encoded=True,
@@ -293,10 +311,18 @@ class Gateway:
     async def http(self, request: Request) -> Response:
         """Check and forward one HTTP request."""
         path = request.url.path
+        if not is_canonical(path):
+            return _problem(
+                400,
+                "Bad path",
+                "The path has '.' or '..' segments, empty segments or backslashes; send it "
+                "resolved.",
+            )
         if path == UI_SETTINGS:
             return await self._ui_settings(request)
         if not (path == API or path.startswith(API + "/")):
-            return await self._forward(request, await request.body())
+            # The UI's pages and files: no data, and never the server's credential.
+            return await self._forward(request, await request.body(), credential=False)
         api_path = path.removeprefix(API) or "/"
         if is_public(request.method, api_path):
             return await self._forward(request, b"")
@@ -309,26 +335,25 @@ class Gateway:
             return admitted
         return await self._forward(request, body)
 
-    def _upstream_headers(
-        self, headers: Any, client: str, scheme: str, host: str
-    ) -> dict[str, str]:
-        forwarded = {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP}
-        forwarded["x-forwarded-for"] = client
-        forwarded["x-forwarded-proto"] = scheme
-        forwarded["x-forwarded-host"] = host
+    def _upstream_headers(self, request: Request, *, credential: bool = True) -> dict[str, str]:
+        forwarded = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        forwarded["x-forwarded-for"] = request.client.host if request.client else "unknown"
+        forwarded["x-forwarded-proto"] = request.url.scheme
+        forwarded["x-forwarded-host"] = request.headers.get("host", "")
         authorization = self.config.upstream_authorization()
-        if authorization is not None:
+        if credential and authorization is not None:
             forwarded["authorization"] = authorization
         return forwarded
 
-    async def _forward(self, request: Request, body: bytes) -> Response:
-        client = request.client.host if request.client else "unknown"
+    async def _forward(self, request: Request, body: bytes, *, credential: bool = True) -> Response:
         response = await self._session().request(
             request.method,
-            self._url(request.url.path, request.url.query),
-            headers=self._upstream_headers(
-                request.headers, client, request.url.scheme, request.headers.get("host", "")
+            # As the caller encoded it: the server decodes it as the route table saw it.
+            self._url(
+                request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
+                request.url.query,
             ),
+            headers=self._upstream_headers(request, credential=credential),
             data=body or None,
             allow_redirects=False,
         )
@@ -347,10 +372,7 @@ class Gateway:
 
     async def _ui_settings(self, request: Request) -> Response:
         """The server's UI settings, pointing the browser at the gateway and its login."""
-        client = request.client.host if request.client else "unknown"
-        headers = self._upstream_headers(
-            request.headers, client, request.url.scheme, request.headers.get("host", "")
-        )
+        headers = self._upstream_headers(request, credential=False)
         headers.pop("accept-encoding", None)  # read here, so asked for plain
         async with self._session().get(self._url(UI_SETTINGS), headers=headers) as response:
             settings = await response.json()

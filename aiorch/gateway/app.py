@@ -384,6 +384,9 @@ class Gateway:
     async def websocket(self, websocket: WebSocket) -> None:
         """Check a websocket (events, logs) and relay it to the server."""
         path = websocket.url.path
+        if not is_canonical(path):
+            await _close(websocket, _WS_POLICY_VIOLATION, "Bad path")
+            return
         api_path = path.removeprefix(API) or "/"
         client = websocket.client.host if websocket.client else "unknown"
         offered = [

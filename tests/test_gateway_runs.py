@@ -158,9 +158,10 @@ def test_websockets_stream_events_to_a_viewer_and_refuse_it_emitting(
 async def _emit(guarded: GuardedServer, token: str, name: str) -> None:
     """Send one event over the events-in websocket, as Prefect's events client does."""
     from websockets.asyncio.client import connect
+    from websockets.typing import Subprotocol
 
     url = guarded.api_url.replace("http", "ws", 1) + "/events/in"
-    async with connect(url, subprotocols=["prefect"]) as socket:  # type: ignore[list-item]
+    async with connect(url, subprotocols=[Subprotocol("prefect")]) as socket:
         await socket.send(json.dumps({"type": "auth", "token": f"me:{token}"}))
         answer = json.loads(await socket.recv())
         assert answer == {"type": "auth_success"}

@@ -48,6 +48,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 from yarl import URL
 
 from aiorch.core.models import AiorchModel
@@ -427,7 +428,10 @@ class Gateway:
         authorization = self.config.upstream_authorization()
         headers = {"Authorization": authorization} if authorization else {}
         auth = self.config.upstream_auth_string
-        async with connect(url, subprotocols=["prefect"], additional_headers=headers) as upstream:  # type: ignore[list-item]
+        prefect_protocol = [Subprotocol("prefect")]
+        async with connect(
+            url, subprotocols=prefect_protocol, additional_headers=headers
+        ) as upstream:
             await upstream.send(
                 json.dumps({"type": "auth", "token": auth.get_secret_value() if auth else None})
             )

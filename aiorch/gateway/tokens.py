@@ -40,7 +40,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, SecretStr
 from sqlalchemy import Column, Float, MetaData, String, Table, create_engine, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, RowMapping
 
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
@@ -222,8 +222,7 @@ class TokenStore:
         return self._from_row(found)
 
     @staticmethod
-    def _from_row(row: object) -> TokenRecord:
-        values = dict(row)  # type: ignore[call-overload]
+    def _from_row(values: RowMapping) -> TokenRecord:
         return TokenRecord(
             id=values["id"],
             name=values["name"],

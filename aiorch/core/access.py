@@ -29,6 +29,7 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from aiorch.core.blocks import StrictFields
+from aiorch.core.errors import PermissionDenied
 
 TOOL_DENIED_EVENT = "aiorch.access.tool-denied"
 
@@ -70,3 +71,15 @@ class AccessRole(StrictFields, Block):
     def allows_secret(self, name: str) -> bool:
         """Whether the secret ``name`` is granted."""
         return any(fnmatchcase(name, pattern) for pattern in self.secrets)
+
+    def require_secret(self, name: str, field: str, holder: str) -> None:
+        """Refuse the secret ``name`` that ``field`` of a ``holder`` asks for, unless granted.
+
+        Raises:
+            PermissionDenied: not granted (naming the field, the secret, this role, the fix).
+        """
+        if not self.allows_secret(name):
+            raise PermissionDenied(
+                f"{field} uses the secret {name!r}, which the role {self.name!r} does not "
+                f"grant; add it to the role's secrets, or leave it out of the {holder}"
+            )

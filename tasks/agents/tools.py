@@ -43,7 +43,6 @@ from prefect.runtime import flow_run
 
 from aiorch.agent_blocks.agent import McpServer
 from aiorch.core.access import TOOL_DENIED_EVENT, AccessRole
-from aiorch.core.errors import PermissionDenied
 from aiorch.core.events import related_flow_run
 from aiorch.core.redaction import mask
 from aiorch.core.secrets import parse_secret_ref
@@ -231,13 +230,8 @@ def check_secret_access(role: AccessRole | None, servers: list[McpServer]) -> No
         return
     for server in servers:
         for variable, place in server.secret_env.items():
-            name = parse_secret_ref(place).name
-            if not role.allows_secret(name):
-                raise PermissionDenied(
-                    f"mcp_servers[{server.name!r}].secret_env[{variable!r}] uses the secret "
-                    f"{name!r}, which the role {role.name!r} does not grant; add it to the "
-                    "role's secrets, or leave it out of the server"
-                )
+            field = f"mcp_servers[{server.name!r}].secret_env[{variable!r}]"
+            role.require_secret(parse_secret_ref(place).name, field, "server")
 
 
 def granted_tools(role: AccessRole | None, tools: list[Tool]) -> list[Tool]:

@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 from prefect_docker import DockerHost
 from pydantic import SecretStr
 
-from aiorch.core.errors import ConfigurationError, PermissionDenied
+from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
 from aiorch.core.redaction import register_secret
 from aiorch.core.secrets import SecretRef
@@ -65,12 +65,7 @@ def check_access(step: ContainerStep, kind: RunnerKind) -> None:
         return
     for variable, secret in step.secrets.items():
         name = secret.name if isinstance(secret, SecretRef) else variable
-        if not role.allows_secret(name):
-            raise PermissionDenied(
-                f"step {step.name!r}: secrets[{variable!r}] uses the secret {name!r}, which "
-                f"the role {role.name!r} does not grant; add it to the role's secrets, or "
-                "leave it out of the step"
-            )
+        role.require_secret(name, f"step {step.name!r}: secrets[{variable!r}]", "step")
     if not role.network and kind is not RunnerKind.DOCKER:
         raise ConfigurationError(
             f"step {step.name!r}: the role {role.name!r} keeps the step off the network, "

@@ -96,6 +96,9 @@ class McpConnections:
 
     def __init__(self) -> None:
         self._sessions: dict[str, _Session] = {}
+        # Owners of replaced sessions, held until they have stopped (the loop keeps only
+        # weak references to tasks).
+        self._retiring: set[asyncio.Task[None]] = set()
         # Environments are compared by a keyed digest: values never sit here in clear.
         self._key = secrets.token_bytes(16)
 
@@ -120,6 +123,8 @@ class McpConnections:
         if current is None or failed or current.environment != digest:
             if current is not None:
                 current.stop.set()
+                self._retiring.add(current.owner)
+                current.owner.add_done_callback(self._retiring.discard)
             ready: asyncio.Future[tuple[ClientSession, list[Tool]]] = (
                 asyncio.get_running_loop().create_future()
             )
@@ -170,8 +175,9 @@ class McpConnections:
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             session.stop.set()
-        if sessions:
-            await asyncio.gather(*(session.owner for session in sessions), return_exceptions=True)
+        owners = [session.owner for session in sessions] + list(self._retiring)
+        if owners:
+            await asyncio.gather(*owners, return_exceptions=True)
 
 
 def _secret_values(server: McpServer, environment: dict[str, str]) -> list[str]:

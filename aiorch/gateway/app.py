@@ -240,15 +240,10 @@ class Gateway:
         ) as response:
             response.raise_for_status()
 
-    async def _admit(
-        self,
-        client: str,
-        method: str,
-        api_path: str,
-        token: str | None,
-        needed: Permission | None,
+    async def _identify(
+        self, client: str, method: str, api_path: str, token: str | None
     ) -> Principal | Response:
-        """The caller's principal, or the refusal to send (audited)."""
+        """Who the caller is, or the refusal to send (audited): 429 or 401."""
         now = time.monotonic()
         wait = self.limiter.retry_after(client, now)
         if wait is not None:
@@ -287,6 +282,17 @@ class Gateway:
                 "Unauthorized",
                 **{"WWW-Authenticate": 'Bearer realm="aiorch"'},
             )
+        return principal
+
+    async def _authorize(
+        self,
+        principal: Principal,
+        client: str,
+        method: str,
+        api_path: str,
+        needed: Permission | None,
+    ) -> Response | None:
+        """The 403 to send (audited) if ``principal``'s role lacks ``needed``; else None."""
         if needed is None or not principal.role.grants(needed):
             reason = (
                 "no rule maps this route: denied by default"
@@ -307,7 +313,7 @@ class Gateway:
                 )
             )
             return _problem(403, "Forbidden", f"Forbidden: {reason} ({method} {api_path}).")
-        return principal
+        return None
 
     async def http(self, request: Request) -> Response:
         """Check and forward one HTTP request."""
@@ -327,14 +333,16 @@ class Gateway:
         api_path = path.removeprefix(API) or "/"
         if is_public(request.method, api_path):
             return await self._forward(request, b"")
-        body = await request.body()
-        needed = required_permission(request.method, api_path, request.query_params, body)
         client = request.client.host if request.client else "unknown"
         token = presented_token(request.headers.get("authorization"))
-        admitted = await self._admit(client, request.method, api_path, token, needed)
-        if isinstance(admitted, Response):
-            return admitted
-        return await self._forward(request, body)
+        principal = await self._identify(client, request.method, api_path, token)
+        if isinstance(principal, Response):
+            return principal
+        # Read only for a known caller: a stranger's body is refused unread.
+        body = await request.body()
+        needed = required_permission(request.method, api_path, request.query_params, body)
+        refused = await self._authorize(principal, client, request.method, api_path, needed)
+        return refused or await self._forward(request, body)
 
     def _upstream_headers(self, request: Request, *, credential: bool = True) -> dict[str, str]:
         forwarded = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -409,12 +417,17 @@ class Gateway:
                 return
             sent = first.get("token")
             token = token or (_from_auth_string(sent) if isinstance(sent, str) else None)
-        admitted = await self._admit(
-            client, "WEBSOCKET", api_path, token, required_permission("WEBSOCKET", api_path)
+        principal = await self._identify(client, "WEBSOCKET", api_path, token)
+        refused = (
+            principal
+            if isinstance(principal, Response)
+            else await self._authorize(
+                principal, client, "WEBSOCKET", api_path, required_permission("WEBSOCKET", api_path)
+            )
         )
-        if isinstance(admitted, Response):
-            code = _WS_TRY_AGAIN_LATER if admitted.status_code == 429 else _WS_POLICY_VIOLATION
-            reason = {401: "Unauthorized", 403: "Forbidden"}.get(admitted.status_code, "Try later")
+        if refused is not None:
+            code = _WS_TRY_AGAIN_LATER if refused.status_code == 429 else _WS_POLICY_VIOLATION
+            reason = {401: "Unauthorized", 403: "Forbidden"}.get(refused.status_code, "Try later")
             await _close(websocket, code, reason)
             return
         if not speaks_prefect:

@@ -68,15 +68,17 @@ def _gateway(arguments: argparse.Namespace) -> int:
     from aiorch.gateway.app import GatewayConfig, serve
 
     settings = load_settings()
+    host = arguments.host or settings.gateway_host
+    port = arguments.port or settings.gateway_port
     config = GatewayConfig(
         upstream_url=arguments.upstream or settings.gateway_upstream_url,
         upstream_auth_string=settings.gateway_upstream_auth_string,
-        name=f"{arguments.host or settings.gateway_host}:{arguments.port or settings.gateway_port}",
+        name=f"{host}:{port}",
         max_failures=settings.gateway_max_failures,
         failure_window_seconds=settings.gateway_failure_window_seconds,
         store_url=settings.gateway_store_url,
     )
-    serve(config, arguments.host or settings.gateway_host, arguments.port or settings.gateway_port)
+    serve(config, host, port)
     return 0
 
 

@@ -92,7 +92,7 @@ def test_the_local_models_capabilities_are_declared() -> None:
     local = model_capabilities("generic.smollm2", ModelProvider(kind="local"))
     assert local.source == "local-model"
     assert local.structured_output is True  # llama.cpp's JSON mode is a grammar
-    assert local.tools is False
+    assert local.tools is True  # through aiorch's chat handler in the server
     assert local.context_window == 4096
     # Another model next to a local provider (a fallback, an override) keeps its own data.
     assert model_capabilities("passthrough", ModelProvider(kind="local")).source == "fast-agent"

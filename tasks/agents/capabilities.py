@@ -70,14 +70,15 @@ def local_model_capabilities() -> ModelCapabilities:
 
     llama-cpp-python's server accepts ``response_format`` ``json_object`` (not the newer
     ``json_schema``) and enforces it with a JSON grammar, so the reply is always JSON
-    and FastAgent puts the schema in the prompt. The model ignores ``tools``.
+    and FastAgent puts the schema in the prompt. Tools are offered through aiorch's chat
+    handler in the server (:mod:`aiorch.tasks.agents.local_model_tools`).
     """
     context = load_settings().local_model_context_tokens
     return ModelCapabilities(
         model=LOCAL_MODEL,
         structured_output=True,
         json_mode="object",
-        tools=False,
+        tools=True,
         vision=False,
         context_window=context,
         max_output_tokens=context // 2,

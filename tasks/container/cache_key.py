@@ -23,6 +23,7 @@ from aiorch.tasks.container.spec import ContainerStep, RunnerKind
 
 # v2: secret values count (as keyed fingerprints).
 KEY_VERSION = "aiorch-step-v2"
+ISOLATION_FIELDS = ("role", "user", "read_only_root")
 
 
 def step_cache_key(
@@ -42,9 +43,10 @@ def step_cache_key(
         raise ConfigurationError(
             f"secrets {missing}: their values are needed for the cache key; resolve them first"
         )
-    # A role is part of the key only when there is one: keys of steps without one stay
-    # what they were before roles existed.
-    left_out = {"secrets", "inputs", "timeout_seconds"} | ({"role"} if step.role is None else set())
+    # Isolation settings are part of the key only when set: keys of steps without them
+    # stay what they were before they existed.
+    unset = {name for name in ISOLATION_FIELDS if not getattr(step, name)}
+    left_out = {"secrets", "inputs", "timeout_seconds"} | unset
     spec = step.model_dump(mode="json", exclude=left_out)
     payload = {
         "version": KEY_VERSION,

@@ -100,20 +100,42 @@ def copy_inputs(step: ContainerStep, workdir: Path) -> None:
 
 
 def inputs_tar(step: ContainerStep) -> bytes:
-    """A tar of the inputs rooted at ``/`` so it unpacks into the step's workdir."""
+    """A tar of the inputs rooted at ``/`` so it unpacks into the step's workdir.
+
+    With :attr:`ContainerStep.user` set, the workdir, everything in it and the mount
+    points of the cache volumes belong to that user, so commands running as it can write
+    their outputs (a new volume takes the owner of its mount point).
+    """
+    owner = step.owner()
+
+    def owned(entry: tarfile.TarInfo) -> tarfile.TarInfo:
+        if owner is not None:
+            entry.uid, entry.gid = owner
+            entry.uname = entry.gname = ""
+        return entry
+
     buffer = io.BytesIO()
     root = PurePosixPath(step.workdir.lstrip("/"))
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        directories = {PurePosixPath(step.workdir.lstrip("/"))}
+        directories: set[PurePosixPath] = set()
+
+        def directory(path: PurePosixPath) -> None:
+            # Nothing above the workdir: the engine makes missing parents, and an entry
+            # would change the owner and mode of an image directory such as /usr.
+            for parent in [*reversed(path.parents), path]:
+                if parent.is_relative_to(root) and parent not in directories:
+                    archive.addfile(owned(_directory_entry(parent.as_posix())))
+                    directories.add(parent)
+
+        # The workdir itself always comes first: its entry sets owner and mode.
+        directory(root)
         for item in input_files(step):
             destination = root / item.dest
-            for parent in reversed(destination.parents):
-                if parent != PurePosixPath(".") and parent not in directories:
-                    archive.addfile(_directory_entry(parent.as_posix()))
-                    directories.add(parent)
-            archive.add(item.path, arcname=destination.as_posix(), recursive=False)
-        if not step.inputs:
-            archive.addfile(_directory_entry(root.as_posix()))
+            directory(destination.parent)
+            archive.add(item.path, arcname=destination.as_posix(), recursive=False, filter=owned)
+        if owner is not None:
+            for volume in step.cache_volumes:
+                directory(root / volume.path)
     return buffer.getvalue()
 
 

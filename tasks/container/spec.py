@@ -29,6 +29,7 @@ from aiorch.core.secrets import SecretRef
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+NUMERIC_USER = re.compile(r"^[0-9]{1,10}:[0-9]{1,10}$")
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 # The reference grammar of the distribution project (github.com/distribution/reference),
 # which Docker, Dagger and every registry parse: [domain[:port]/]path[:tag][@digest].
@@ -169,6 +170,21 @@ class ContainerStep(StrictModel):
             "reach the network (none unless granted). Empty: no restriction."
         ),
     )
+    user: str | None = Field(
+        default=None,
+        description=(
+            "Run the commands as this numeric 'UID:GID' (e.g. '65534:65534'); the workdir "
+            "and inputs are owned by it, setup still runs as the image's user. Empty: the "
+            "image's user, often root. docker runner only."
+        ),
+    )
+    read_only_root: bool = Field(
+        default=False,
+        description=(
+            "Mount the image's file system read-only for the commands: only the workdir, "
+            "its cache volumes and an in-memory /tmp are writable. docker runner only."
+        ),
+    )
     workdir: str = Field(default="/work", description="Absolute working directory.")
     inputs: tuple[StepInput, ...] = ()
     cache_volumes: tuple[CacheVolume, ...] = ()
@@ -188,6 +204,23 @@ class ContainerStep(StrictModel):
                 "starting with a letter or digit"
             )
         return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not NUMERIC_USER.match(value):
+            raise ValueError(
+                f"user {quoted(value)} must be numeric 'UID:GID' such as '65534:65534' "
+                "(a name would need the image's /etc/passwd, which aiorch does not read)"
+            )
+        return value
+
+    def owner(self) -> tuple[int, int] | None:
+        """The numeric (uid, gid) of :attr:`user`, if set."""
+        if self.user is None:
+            return None
+        uid, gid = self.user.split(":")
+        return int(uid), int(gid)
 
     @field_validator("image")
     @classmethod

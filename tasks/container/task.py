@@ -54,12 +54,22 @@ def _parse_runner(runner: RunnerKind | str) -> RunnerKind:
 
 
 def check_access(step: ContainerStep, kind: RunnerKind) -> None:
-    """Refuse, before anything runs, a step that asks for more than its role grants.
+    """Refuse, before anything runs, a step that asks for more than it may have.
+
+    That is a secret its role does not grant, or isolation its runner cannot give.
 
     Raises:
         PermissionDenied: the step names a secret its role does not grant.
-        ConfigurationError: the role keeps the step off the network and ``kind`` cannot.
+        ConfigurationError: the step asks for a user, a read-only root or no network
+            (through its role), and ``kind`` cannot give it.
     """
+    if kind is not RunnerKind.DOCKER:
+        for field, asked in (("user", step.user), ("read_only_root", step.read_only_root)):
+            if asked:
+                raise ConfigurationError(
+                    f"step {step.name!r}: {field} is enforced only by the docker runner "
+                    f"({kind.value} cannot); run the step on docker, or leave {field} unset"
+                )
     role = step.role
     if role is None:
         return

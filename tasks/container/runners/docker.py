@@ -24,12 +24,13 @@ import time
 from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import uuid4
 
 import anyio
 import docker.errors
 import requests.exceptions
+from docker.types import Mount
 from prefect_docker import DockerHost
 
 from aiorch.core.guardian import Guardian, swept_temporary_directory
@@ -260,14 +261,29 @@ class DockerRunner:
         *,
         with_inputs: bool,
     ) -> tuple[int, Container]:
-        """Run commands one container each, committing between them; the last is kept."""
+        """Run commands one container each, committing between them; the last is kept.
+
+        ``with_inputs`` marks the step's own commands (not setup): they get the inputs and
+        the step's isolation (user, read-only root, no network).
+        """
+        previous: Container | None = None
+        if with_inputs and step.read_only_root:
+            image = self._with_inputs(client, step, image, run_id, created)
         for index, command in enumerate(commands):
             if cancelled.is_set():  # the caller gave up; leftovers are being removed
                 raise StepError("cancelled", step=step.name)
-            container = self._create(client, step, secrets, image, command, run_id)
+            container = self._create(
+                client, step, secrets, image, command, run_id, isolated=with_inputs, after=previous
+            )
             created.add(container)
-            # Without inputs there is nothing to copy: the engine creates the workdir.
-            if index == 0 and with_inputs and step.inputs:
+            if previous is not None:
+                # Only now: the new container holds the workdir volume a read-only step
+                # passes on, so removing the previous one cannot remove the volume.
+                previous.remove(force=True)
+                created.drop(previous)
+            # Without inputs or an owner there is nothing to copy: the engine makes the workdir.
+            owned = step.inputs or step.user is not None
+            if index == 0 and with_inputs and owned and not step.read_only_root:
                 container.put_archive("/", inputs_tar(step))
             code = self._start_and_wait(container, step, output, deadline)
             if code != 0 or index == len(commands) - 1:
@@ -279,9 +295,30 @@ class DockerRunner:
             )
             image = _image_id(committed)
             created.images.append(image)
-            container.remove(force=True)
-            created.drop(container)
+            previous = container
         raise StepError("a step needs at least one command", step=step.name)
+
+    def _with_inputs(
+        self, client: DockerClient, step: ContainerStep, image: str, run_id: str, created: _Created
+    ) -> str:
+        """``image`` with the workdir and inputs committed in, for a read-only step.
+
+        A read-only root takes no archive outside its volumes, and a new volume takes
+        its content and owner from the image: so the inputs go into a layer first.
+        """
+        # Created, never started: the command only has to exist for the engine.
+        container: Container = client.containers.create(
+            image, entrypoint=["true"], labels={RUN_LABEL: run_id, STEP_LABEL: step.name}
+        )
+        created.add(container)
+        container.put_archive("/", inputs_tar(step))
+        committed = container.commit(
+            repository=TEMP_REPOSITORY, tag=f"{run_id}-inputs", conf={"Labels": {RUN_LABEL: run_id}}
+        )
+        created.images.append(_image_id(committed))
+        container.remove(force=True)
+        created.drop(container)
+        return _image_id(committed)
 
     def _prepared(
         self,
@@ -363,7 +400,17 @@ class DockerRunner:
         image: str,
         command: tuple[str, ...],
         run_id: str,
+        *,
+        isolated: bool,
+        after: Container | None,
     ) -> Container:
+        """A container for ``command``.
+
+        ``isolated`` applies the step's user, read-only root and network settings (setup
+        commands, which prepare the image without secrets or inputs, run as the image's
+        user with network). ``after`` is the container of the previous command, whose
+        workdir volume a read-only step takes over.
+        """
         volumes: dict[str, dict[str, str]] = {}
         env = dict(step.env)
         for volume in step.cache_volumes:
@@ -381,10 +428,11 @@ class DockerRunner:
             environment={**env, **secrets},
             volumes=volumes,
             labels={RUN_LABEL: run_id, STEP_LABEL: step.name},
-            # A role without network: the commands get only a loopback interface (setup
-            # commands, which prepare the image without secrets or inputs, keep it).
-            network_disabled=step.role is not None and not step.role.network,
+            # A role without network: the commands get only a loopback interface.
+            network_disabled=isolated and step.role is not None and not step.role.network,
+            user=step.user if isolated else None,
             detach=True,
+            **(_read_only_root(step, after) if isolated and step.read_only_root else {}),
         )
         return container
 
@@ -458,7 +506,7 @@ class DockerRunner:
         label: dict[str, str | list[str] | bool] = {"label": f"{RUN_LABEL}={run_id}"}
         with contextlib.suppress(EngineUnavailable), self._connection():
             for container in client.containers.list(all=True, filters=label):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
             for image in client.images.list(filters=label):
                 client.images.remove(_image_id(image), force=True)
 
@@ -484,12 +532,28 @@ def _host_key(host: DockerHost) -> str:
     )
 
 
+def _read_only_root(step: ContainerStep, after: Container | None) -> dict[str, Any]:
+    """Arguments for a read-only root: the workdir on an anonymous volume, /tmp in memory.
+
+    A commit leaves volumes out, so each command takes the previous command's volume
+    over (``volumes_from``); removing the last container with its volumes removes it.
+    """
+    workdir: dict[str, Any] = (
+        {"volumes_from": [after.id]}
+        if after is not None
+        else {"mounts": [Mount(target=step.workdir, source=None, type="volume")]}
+    )
+    # /tmp here is the container's, a fresh in-memory mount, not the host's shared one.
+    tmpfs = {"/tmp": "rw,nosuid,nodev,mode=1777"}  # nosec B108
+    return {"read_only": True, "tmpfs": tmpfs, **workdir}
+
+
 def _remove_created(client: DockerClient, created: _Created) -> None:
     """Remove the run's containers, then its intermediate images, by id."""
     try:
         for container in created.containers:
             with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
         for image in reversed(created.images):
             with contextlib.suppress(docker.errors.ImageNotFound):
                 client.images.remove(image, force=True)

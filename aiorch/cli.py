@@ -39,6 +39,7 @@ from prefect.client.schemas.objects import State
 
 from aiorch.core.ui import v2_base
 from aiorch.gateway.commands import add_commands as add_gateway_commands
+from aiorch.metrics.commands import add_commands as add_metrics_commands
 from aiorch.tasks.container.select import runner_statuses
 
 Loader = Callable[[], Flow[..., Any]]
@@ -644,6 +645,7 @@ def parser() -> argparse.ArgumentParser:
     )
     breaker.set_defaults(handler=_breaker)
     add_gateway_commands(commands)
+    add_metrics_commands(commands)
     return root
 
 

@@ -1,0 +1,1 @@
+"""aiorch for Prometheus: the metrics exporter (``aiorch metrics serve``) and its figures."""

@@ -78,20 +78,50 @@ def test_a_server_that_cannot_start_fails_as_a_retryable_tool_error(
 
 @pytest.mark.logs_errors("ConfigurationError")
 def test_tools_offered_to_a_model_that_cannot_call_them_fail_before_any_call(
-    prefect_api: str, tool_log: Path
+    prefect_api: str, tool_log: Path, scratch_dir: Path
 ) -> None:
-    from aiorch.agent_blocks import ModelProvider
+    from pydantic import SecretStr
 
-    agent = Agent(
-        instruction="x",
-        model="generic.smollm2",
-        provider=ModelProvider(kind="local"),
-        mcp_servers=[_calculator(tool_log)],
-    )
-    with pytest.raises(
-        ValueError, match=r"mcp_servers: model 'generic\.smollm2' cannot call tools"
-    ):
-        call_in_flow(agent, "add 2 and 3")
+    from aiorch.agent_blocks import ModelProvider
+    from aiorch.core.services import free_port, running_service
+    from aiorch.tasks.agents.capabilities import probe_capabilities
+    from aiorch.tasks.agents.local_model import local_model_installed, model_file
+    from tests.services import require_service
+
+    require_service("local model", local_model_installed(), "the 'model' extra is missing")
+    # llama.cpp's own server, without aiorch's chat handler: its chat template ignores
+    # tools, so a probe finds the endpoint cannot call them.
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model_file()),
+        "--model_alias",
+        "plain",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_threads",
+        "1",
+    ]
+    base_url = f"http://127.0.0.1:{port}/v1"
+    with running_service(argv, {}, scratch_dir / "plain.log", f"{base_url}/models", 120):
+        provider = ModelProvider(kind="generic", base_url=base_url, api_key=SecretStr("local"))
+        assert probe_capabilities("generic.plain", provider).tools is False
+        agent = Agent(
+            instruction="x",
+            model="generic.plain",
+            provider=provider,
+            mcp_servers=[_calculator(tool_log)],
+        )
+        with pytest.raises(
+            ValueError, match=r"mcp_servers: model 'generic\.plain' cannot call tools"
+        ):
+            call_in_flow(agent, "add 2 and 3")
+    assert not tool_log.exists()
 
 
 @pytest.mark.logs_errors("ConfigurationError")

@@ -69,3 +69,31 @@ sys.stdin.read()
         wait_until_gone({sleeper, guardian}, deadline_seconds=10)
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+def test_a_test_postgres_server_dies_with_its_killed_owner() -> None:
+    from aiorch.testing.postgres import postgres_bin
+    from tests.services import require_service
+
+    require_service("PostgreSQL", postgres_bin() is not None, "initdb/postgres are not installed")
+    script = """
+import sys
+from pathlib import Path
+from aiorch.testing.postgres import running_postgres
+with running_postgres() as url:
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    for pid_file in Path("/tmp").glob("aiorch-postgres-*/data/postmaster.pid"):
+        lines = pid_file.read_text().splitlines()
+        if lines[3] == port:  # postmaster.pid: pid, data dir, start time, port, ...
+            print(lines[0], flush=True)
+    sys.stdin.read()
+"""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert owner.stdout is not None
+    postmaster = int(owner.stdout.readline())
+    assert running({postmaster}) == {postmaster}
+    owner.send_signal(signal.SIGKILL)
+    owner.wait(timeout=30)
+    wait_until_gone({postmaster}, deadline_seconds=15)

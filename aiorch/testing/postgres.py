@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from aiorch.core.errors import ConfigurationError, ServiceUnavailable
+from aiorch.core.guardian import Guardian
 from aiorch.core.services import free_port, log_tail, stop_process_group
 
 STARTUP_DEADLINE_SECONDS = 60.0
@@ -86,8 +87,10 @@ def running_postgres() -> Iterator[str]:
         )
     url = f"postgresql+psycopg://aiorch@127.0.0.1:{port}/postgres"
     try:
-        _wait_for(url, process, log)
-        yield url
+        # The guardian stops the server if this process is killed before the block ends.
+        with Guardian.of_process().watching(process.pid):
+            _wait_for(url, process, log)
+            yield url
     finally:
         stop_process_group(process)
         shutil.rmtree(directory, ignore_errors=True)

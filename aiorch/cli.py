@@ -37,6 +37,7 @@ from uuid import UUID
 from prefect import Flow
 from prefect.client.schemas.objects import State
 
+from aiorch.backup.commands import add_commands as add_backup_commands
 from aiorch.core.ui import v2_base
 from aiorch.gateway.commands import add_commands as add_gateway_commands
 from aiorch.metrics.commands import add_commands as add_metrics_commands
@@ -646,6 +647,7 @@ def parser() -> argparse.ArgumentParser:
     breaker.set_defaults(handler=_breaker)
     add_gateway_commands(commands)
     add_metrics_commands(commands)
+    add_backup_commands(commands)
     return root
 
 

@@ -107,6 +107,7 @@ def test_every_flow_has_a_process_and_a_docker_deployment() -> None:
     assert by_pool == {"aiorch-process": flows, "aiorch-docker": flows}
     scheduled = {d["name"]: d["schedules"] for d in deployments if d.get("schedules")}
     assert scheduled == {
+        "backup": [{"cron": "17 3 * * *"}],
         "breaker-states": [{"interval": 300}],
         "performance-dashboard": [{"interval": 3600}],
     }
@@ -278,6 +279,7 @@ def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         image = docker_pool.base_job_template["variables"]["properties"]["image"]["default"]
         assert image == TEST_FLOW_IMAGE
         assert pause_schedules(client) == {
+            "backup": "17 3 * * *",
             "breaker-states": timedelta(seconds=300),
             "performance-dashboard": timedelta(seconds=3600),
         }

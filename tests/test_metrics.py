@@ -42,7 +42,7 @@ def test_the_alert_rules_are_valid_and_fire_as_their_tests_say() -> None:
         check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 6 rules found" in checked.stdout
+    assert "SUCCESS: 7 rules found" in checked.stdout
     tested = subprocess.run(
         [promtool, "test", "rules", "aiorch-alerts.test.yml"],
         cwd=RULES,
@@ -57,7 +57,7 @@ def test_every_alert_has_a_runbook_entry() -> None:
     rules = (RULES / "aiorch-alerts.yml").read_text()
     runbook = (Path(__file__).parents[1] / "docs" / "operations.md").read_text()
     alerts = [line.split(":", 1)[1].strip() for line in rules.splitlines() if "- alert:" in line]
-    assert len(alerts) == 6
+    assert len(alerts) == 7
     for alert in alerts:
         assert f"### {alert}" in runbook, f"docs/operations.md has no runbook entry for {alert}"
 
@@ -173,4 +173,4 @@ def test_a_real_prometheus_scrapes_the_exporter(
         assert [float(series["value"][1]) for series in result] == [1.0]
         rules = httpx.get(f"{api}/api/v1/rules").json()["data"]["groups"]
         assert [group["name"] for group in rules] == ["aiorch"]
-        assert len(rules[0]["rules"]) == 6
+        assert len(rules[0]["rules"]) == 7

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 MODEL_USAGE_EVENT = "aiorch.model.usage"
+BACKUP_COMPLETED_EVENT = "aiorch.backup.completed"
 
 
 def related_flow_run(flow_run_id: object | None) -> list[dict[str, str]]:

@@ -89,6 +89,14 @@ class AiorchSettings(BaseSettings):
             "`<output_dir>/<step name>/`, relative to the working directory."
         ),
     )
+    backup_dir: Path = Field(
+        default=Path("~/aiorch-backups"),
+        description=(
+            "Where `aiorch backup create` and the backup flow write backups (one "
+            "directory each, with a manifest of checksums). Put it on another disk or "
+            "mount than the databases it saves."
+        ),
+    )
     max_parallel_steps: int = Field(
         default=4,
         ge=1,

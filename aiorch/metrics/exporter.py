@@ -36,13 +36,13 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType, TaskRun
 from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
-from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventOrder
 from prefect.events.schemas.events import ReceivedEvent
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from aiorch.core.events import MODEL_USAGE_EVENT
+from aiorch.core.events import BACKUP_COMPLETED_EVENT, MODEL_USAGE_EVENT
 from aiorch.tasks.naming import TaskKind, describe
 from aiorch.tasks.resilience.breaker import BreakerState
 from aiorch.tasks.resilience.breaker_report import breaker_rows
@@ -55,6 +55,8 @@ BREAKER_EVENT_PREFIX = "aiorch.breaker."
 # this far, and what was counted already is skipped by id.
 OVERLAP = timedelta(minutes=2)
 PAGE = 200
+# Prefect keeps events 7 days by default; a daily backup is always within reach.
+BACKUP_LOOKBACK = timedelta(days=30)
 EVENT_PAGE = 50  # the most Prefect's events API returns at once
 STEP_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 MODEL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
@@ -77,6 +79,7 @@ class MetricsExporter:
         self._api_up = False
         self._flow_runs: dict[str, int] = {}
         self._oldest_running_seconds = 0.0
+        self._last_backup = 0.0
         registry = self.registry
         self.step_executions = Counter(
             "aiorch_step_executions",
@@ -150,6 +153,7 @@ class MetricsExporter:
                         self._count_event(event)
                     self._flow_runs = _flow_runs_by_state(client)
                     self._oldest_running_seconds = _oldest_running_seconds(client, until)
+                    self._last_backup = _last_backup_timestamp(client, until)
             except (httpx.HTTPError, OSError) as error:
                 self._api_up = False
                 logger.warning("the Prefect API could not be read: %s", error)
@@ -222,6 +226,12 @@ class MetricsExporter:
         )
         oldest.add_metric([], self._oldest_running_seconds)
         yield oldest
+        backup = GaugeMetricFamily(
+            "aiorch_last_backup_timestamp_seconds",
+            "When the last backup completed (Unix time; 0: none in the event history).",
+        )
+        backup.add_metric([], self._last_backup)
+        yield backup
         yield _breaker_gauge()
 
 
@@ -280,6 +290,18 @@ def _oldest_running_seconds(client: SyncPrefectClient, now: datetime) -> float:
     )
     started = running[0].start_time if running else None
     return (now - started).total_seconds() if started else 0.0
+
+
+def _last_backup_timestamp(client: SyncPrefectClient, now: datetime) -> float:
+    latest = client.read_events(
+        filter=EventFilter(
+            occurred=EventOccurredFilter(since=now - BACKUP_LOOKBACK, until=now + OVERLAP),
+            event=EventNameFilter(name=[BACKUP_COMPLETED_EVENT]),
+            order=EventOrder.DESC,
+        ),
+        limit=1,
+    )
+    return latest.events[0].occurred.timestamp() if latest.events else 0.0
 
 
 def _breaker_gauge() -> GaugeMetricFamily:

@@ -145,7 +145,9 @@ def child_processes(pid: int) -> list[int]:
 
 
 def pause_schedules(client: SyncPrefectClient) -> dict[str, Any]:
-    """Pause every deployment's schedules and delete their runs; the intervals paused.
+    """Pause every deployment's schedules and delete their runs; the schedules paused.
+
+    Each deployment maps to its interval, or its cron expression.
 
     Deployed schedules are real: paused, the workers (and other tests sharing the server)
     see only the runs that were asked for.
@@ -153,7 +155,8 @@ def pause_schedules(client: SyncPrefectClient) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for deployment in client.read_deployments():
         for schedule in client.read_deployment_schedules(deployment.id):
-            seen[deployment.name] = schedule.schedule.model_dump().get("interval")
+            dumped = schedule.schedule.model_dump()
+            seen[deployment.name] = dumped.get("interval") or dumped.get("cron")
             client.update_deployment_schedule(deployment.id, schedule.id, active=False)
         for run in client.read_flow_runs(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))

@@ -1,0 +1,1 @@
+"""Backups and restores of the Prefect database, aiorch's stores and the stored results."""

@@ -174,3 +174,43 @@ def test_a_real_prometheus_scrapes_the_exporter(
         rules = httpx.get(f"{api}/api/v1/rules").json()["data"]["groups"]
         assert [group["name"] for group in rules] == ["aiorch"]
         assert len(rules[0]["rules"]) == 7
+
+
+def test_the_backup_flow_is_seen_by_the_exporter(
+    metrics_server: MetricsServer, scratch_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from prefect.settings import (
+        PREFECT_LOCAL_STORAGE_PATH,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        temporary_settings,
+    )
+
+    from aiorch.backup.archive import verify_backup
+    from aiorch.flows.backup import backup
+
+    database = scratch_dir / "prefect.db"
+    sqlite3.connect(database).execute("create table runs (x)").connection.commit()
+    monkeypatch.setenv("AIORCH_DATA_DIR", str(scratch_dir / "data"))
+    settings = {
+        PREFECT_SERVER_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{database}",
+        PREFECT_LOCAL_STORAGE_PATH: scratch_dir / "storage",
+    }
+    with temporary_settings(updates=settings):
+        made = Path(backup(destination=str(scratch_dir / "backups"), keep=1))
+    manifest = verify_backup(made)
+    assert [item.name for item in manifest.items] == [
+        "prefect-database",
+        "breakers",
+        "gateway-tokens",
+        "messages",
+        "results",
+    ]
+
+    def seen(text: str) -> bool:
+        return (_value(text, "aiorch_last_backup_timestamp_seconds") or 0) > 0
+
+    text = _scrape_until(metrics_server, seen)
+    stamp = _value(text, "aiorch_last_backup_timestamp_seconds") or 0
+    assert abs(stamp - manifest.created_at.timestamp()) < 120

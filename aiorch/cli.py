@@ -259,6 +259,9 @@ def _image(arguments: argparse.Namespace) -> int:
         elif arguments.kind == "python-base":
             tag = arguments.tag or images.PYTHON_BASE_IMAGE
             image_id = images.build_python_base_image(client, tag, arguments.suite)
+        elif arguments.kind == "postgres":
+            tag = arguments.tag or images.POSTGRES_IMAGE
+            image_id = images.build_postgres_image(client, tag)
         else:
             tag = arguments.tag or images.FLOW_IMAGE
             image_id = images.build_flow_image(
@@ -472,7 +475,7 @@ def _breaker(arguments: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    from aiorch.deploy.images import BUSYBOX_IMAGE, FLOW_IMAGE, PYTHON_BASE_IMAGE
+    from aiorch.deploy.images import BUSYBOX_IMAGE, FLOW_IMAGE, POSTGRES_IMAGE, PYTHON_BASE_IMAGE
 
     root = argparse.ArgumentParser(prog="aiorch", description=__doc__.splitlines()[0])
     root.add_argument(
@@ -508,13 +511,18 @@ def parser() -> argparse.ArgumentParser:
         help="build an image locally, without a registry",
         description=(
             "busybox: a tiny image for shell steps; python-base: minimal Debian with "
-            "Python (debootstrap, root); flows: the Docker work pool's image from ./Dockerfile"
+            "Python (debootstrap, root); flows: the Docker work pool's image from "
+            "./Dockerfile; postgres: Debian's PostgreSQL with the official image's "
+            "environment contract, for the compose stack (debootstrap, root)"
         ),
     )
-    image.add_argument("kind", choices=["busybox", "python-base", "flows"])
+    image.add_argument("kind", choices=["busybox", "python-base", "flows", "postgres"])
     image.add_argument(
         "--tag",
-        help=f"image name (default {BUSYBOX_IMAGE}, {PYTHON_BASE_IMAGE} or {FLOW_IMAGE})",
+        help=(
+            f"image name (default {BUSYBOX_IMAGE}, {PYTHON_BASE_IMAGE}, {FLOW_IMAGE} "
+            f"or {POSTGRES_IMAGE})"
+        ),
     )
     image.add_argument("--busybox", help="busybox: a static busybox binary (default: from PATH)")
     image.add_argument("--suite", default="trixie", help="python-base: the Debian release")

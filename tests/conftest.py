@@ -34,7 +34,12 @@ from aiorch.deploy.images import build_busybox_image, busybox_binary  # noqa: E4
 from aiorch.testing.gateway import GuardedServer, guarded_server  # noqa: E402
 from aiorch.testing.prefect_server import running_server  # noqa: E402
 from aiorch.testing.rabbitmq import RabbitNode  # noqa: E402
-from tests.services import TEST_BUSYBOX_IMAGE, require_service  # noqa: E402
+from tests.services import (  # noqa: E402
+    TEST_BASE_IMAGE,
+    TEST_BUSYBOX_IMAGE,
+    TEST_FLOW_IMAGE,
+    require_service,
+)
 
 pytest_plugins = ["aiorch.testing.error_guard", "pytester"]
 
@@ -62,6 +67,42 @@ def guarded() -> Iterator[GuardedServer]:
     """A second real Prefect server, locked with its own auth string, behind a gateway."""
     with guarded_server(_SESSION_HOME / "guarded") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def test_flow_image() -> Iterator[str]:
+    """The flow image from ./Dockerfile (postgres extra) on a debootstrapped base.
+
+    Built once per session (the Docker pool test and the compose stack share it), from
+    wheels built on the host; both images are removed afterwards.
+    """
+    from aiorch.deploy.images import build_flow_image, build_python_base_image
+
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except docker.errors.DockerException as error:
+        require_service("Docker engine", False, f"no engine reachable ({error})")
+    base = os.environ.get("AIORCH_TEST_BASE_IMAGE")
+    built: list[str] = []
+    if base is None:
+        require_service(
+            "debootstrap",
+            shutil.which("debootstrap") is not None and os.geteuid() == 0,
+            "building the base image needs root and debootstrap (or AIORCH_TEST_BASE_IMAGE)",
+        )
+        base = TEST_BASE_IMAGE
+        built.append(build_python_base_image(client, base))
+    root = Path(__file__).resolve().parents[1]
+    built.insert(
+        0, build_flow_image(client, root, base, TEST_FLOW_IMAGE, "postgres", log=lambda _: None)
+    )
+    try:
+        yield TEST_FLOW_IMAGE
+    finally:
+        for image_id in built:
+            client.images.remove(image_id, force=True)
+        client.close()
 
 
 @pytest.fixture

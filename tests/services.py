@@ -26,6 +26,9 @@ def require_service(service: str, available: bool, reason: str) -> None:
     pytest.skip(f"{service} not available: {reason}")
 
 
+TEST_BASE_IMAGE = "aiorch-test/python-base:trixie"
+TEST_FLOW_IMAGE = "aiorch-test/flows:latest"
+"""The flow image tests build once per session (with the postgres extra, for the stack)."""
 TEST_BUSYBOX_IMAGE = "aiorch-test/busybox:latest"
 """The busybox image tests build (and remove); distinct from the one users build."""
 

@@ -14,7 +14,6 @@ import ast
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -54,7 +53,6 @@ from aiorch.deploy.environments import (
     load_environment,
     provider_block,
 )
-from aiorch.deploy.images import build_flow_image, build_python_base_image
 from aiorch.tasks.agents.local_model import local_model_installed
 from aiorch.testing.workers import (
     RUN_DEADLINE_SECONDS,
@@ -65,11 +63,9 @@ from aiorch.testing.workers import (
     run_deployment,
 )
 from tests.processes import descendants, wait_until_gone
-from tests.services import require_service
+from tests.services import TEST_FLOW_IMAGE
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_BASE_IMAGE = "aiorch-test/python-base:trixie"
-TEST_FLOW_IMAGE = "aiorch-test/flows:latest"
 WORKER_STOP_DEADLINE_SECONDS = 30.0
 
 
@@ -328,30 +324,9 @@ def test_process_worker_runs_deployments(deployed: Path, prefect_api: str) -> No
 
 
 @pytest.fixture(scope="module")
-def flow_image(deployed: Path) -> Iterator[str]:
-    """The flow image from ./Dockerfile on a debootstrapped base; both removed afterwards."""
-    try:
-        client = docker.from_env(timeout=600)
-        client.ping()
-    except docker.errors.DockerException as error:
-        require_service("Docker engine", False, f"no engine reachable ({error})")
-    base = os.environ.get("AIORCH_TEST_BASE_IMAGE")
-    built: list[str] = []
-    if base is None:
-        require_service(
-            "debootstrap",
-            shutil.which("debootstrap") is not None and os.geteuid() == 0,
-            "building the base image needs root and debootstrap (or AIORCH_TEST_BASE_IMAGE)",
-        )
-        base = TEST_BASE_IMAGE
-        built.append(build_python_base_image(client, base))
-    built.insert(0, build_flow_image(client, ROOT, base, TEST_FLOW_IMAGE, log=lambda _: None))
-    try:
-        yield TEST_FLOW_IMAGE
-    finally:
-        for image_id in built:
-            client.images.remove(image_id, force=True)
-        client.close()
+def flow_image(deployed: Path, test_flow_image: str) -> str:
+    """The session's flow image, once the deployments that name it exist."""
+    return test_flow_image
 
 
 def test_docker_worker_runs_deployments_in_the_flow_image(

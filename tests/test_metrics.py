@@ -34,22 +34,16 @@ def _require_promtool() -> str:
 
 def test_the_alert_rules_are_valid_and_fire_as_their_tests_say() -> None:
     promtool = _require_promtool()
-    checked = subprocess.run(
-        [promtool, "check", "rules", "aiorch-alerts.yml"],
-        cwd=RULES,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+
+    def run(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [promtool, *arguments], cwd=RULES, capture_output=True, text=True, check=False
+        )
+
+    checked = run("check", "rules", "aiorch-alerts.yml")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 7 rules found" in checked.stdout
-    tested = subprocess.run(
-        [promtool, "test", "rules", "aiorch-alerts.test.yml"],
-        cwd=RULES,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    tested = run("test", "rules", "aiorch-alerts.test.yml")
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 

@@ -8,7 +8,8 @@ about a second, enough for shell-and-awk steps such as the data pipeline's.
 venv, tzdata and CA certificates (about 30-60 s): a stand-in for the official Python
 image. ``build_flow_image`` builds the repository's ``Dockerfile`` (the Docker work
 pool's image) on any base, from wheels built on the host, so nothing is downloaded
-inside the build.
+inside the build. ``build_postgres_image`` imports Debian's PostgreSQL with the official
+``postgres`` image's environment contract, for the compose stack.
 
 Example:
     ```python
@@ -40,6 +41,8 @@ from aiorch.core.errors import ConfigurationError, ImageBuildError
 BUSYBOX_IMAGE = "aiorch/busybox:local"
 PYTHON_BASE_IMAGE = "aiorch/python-base:trixie"
 FLOW_IMAGE = "aiorch/flows:local"
+POSTGRES_IMAGE = "aiorch/postgres:local"
+POSTGRES_ENTRYPOINT = "/usr/local/bin/aiorch-postgres-entrypoint"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "python3-venv", "tzdata", "ca-certificates")
 # Wheels are built on the host for the image: the project's environment must reach
@@ -116,11 +119,56 @@ def build_python_base_image(
     Needs root and ``debootstrap`` (``apt-get install debootstrap``). trixie ships
     Python 3.13, which aiorch's dependencies need (>= 3.12).
     """
+    return _debootstrap_image(
+        client, image, suite, BASE_PACKAGES, mirror, changes=['CMD ["python3"]']
+    )
+
+
+def build_postgres_image(
+    client: docker.DockerClient,
+    image: str = POSTGRES_IMAGE,
+    suite: str = "bookworm",
+    mirror: str | None = None,
+) -> str:
+    """Import Debian's PostgreSQL as ``image``, with the official image's contract.
+
+    For machines without a registry: ``POSTGRES_USER``, ``POSTGRES_PASSWORD`` and
+    ``POSTGRES_DB`` create the cluster on first start, data lives in ``PGDATA``
+    (``/var/lib/postgresql/data``), the server runs as ``postgres`` and ``pg_isready``
+    is on the path, so the compose stack takes it in place of ``postgres:16``.
+    """
+    entrypoint = (Path(__file__).parent / "postgres_entrypoint.sh").read_text()
+    return _debootstrap_image(
+        client,
+        image,
+        suite,
+        ("postgresql",),
+        mirror,
+        changes=[
+            f'ENTRYPOINT ["{POSTGRES_ENTRYPOINT}"]',
+            "ENV PGDATA=/var/lib/postgresql/data",
+            "EXPOSE 5432",
+        ],
+        files={POSTGRES_ENTRYPOINT: entrypoint},
+    )
+
+
+def _debootstrap_image(
+    client: docker.DockerClient,
+    image: str,
+    suite: str,
+    packages: tuple[str, ...],
+    mirror: str | None,
+    *,
+    changes: list[str],
+    files: dict[str, str] | None = None,
+) -> str:
+    """A minimal Debian ``suite`` with ``packages`` (and executable ``files``) as ``image``."""
     debootstrap = shutil.which("debootstrap")
     if debootstrap is None:
         raise ConfigurationError(
             "debootstrap is not installed: `apt-get install debootstrap` (as root), or "
-            "build the flow image on an official Python image where a registry is reachable"
+            "pull the official image where a registry is reachable"
         )
     with tempfile.TemporaryDirectory(prefix="aiorch-rootfs-") as scratch:
         root = Path(scratch) / "rootfs"
@@ -128,7 +176,7 @@ def build_python_base_image(
             [
                 debootstrap,
                 "--variant=minbase",
-                f"--include={','.join(BASE_PACKAGES)}",
+                f"--include={','.join(packages)}",
                 suite,
                 str(root),
                 mirror or debian_mirror(),
@@ -136,11 +184,16 @@ def build_python_base_image(
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        for name, content in (files or {}).items():
+            path = root / name.lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+            path.chmod(0o755)
         archive = Path(scratch) / "rootfs.tar"
         subprocess.run(["tar", "-C", str(root), "-cf", str(archive), "."], check=True)
         repository, tag = image.rsplit(":", 1)
         client.api.import_image_from_file(
-            str(archive), repository=repository, tag=tag, changes=['CMD ["python3"]']
+            str(archive), repository=repository, tag=tag, changes=changes
         )
     image_id: str | None = client.images.get(image).id
     if image_id is None:

@@ -245,6 +245,8 @@ class _LiveGauges(Collector):
 
 def _finished_task_runs(client: SyncPrefectClient, since: datetime) -> Iterator[TaskRun]:
     finished = TaskRunFilter(end_time=TaskRunFilterEndTime(after_=since))
+    # Newest first: runs finishing while paging push older ones to later pages, so a
+    # page may repeat a run (counted once, by id) but never skip one.
     offset = 0
     while True:
         page = client.read_task_runs(

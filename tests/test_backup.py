@@ -204,5 +204,6 @@ def test_sources_reject_what_cannot_be_backed_up() -> None:
 
     with pytest.raises(ValidationError, match="give exactly one of database_url, directory"):
         BackupSource(name="x")
-    with pytest.raises(ValidationError, match="must be SQLite or PostgreSQL"):
+    with pytest.raises(ValidationError, match="must be SQLite or PostgreSQL") as refused:
         BackupSource(name="x", database_url="mysql://u:secret-canary-7@h/db")
+    assert "secret-canary-7" not in str(refused.value)  # the URL's password stays out

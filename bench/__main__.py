@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "messaging": "bench.messaging",
     "evaluation": "bench.evaluation",
     "gateway": "bench.gateway",
+    "scale": "bench.scale",
 }
 DOCUMENT = Path("docs/benchmarks.md")
 PREAMBLE = """\

@@ -83,7 +83,9 @@ def chat_with_tools(
             **sampling,
         )
         text = arguments["choices"][0]["text"]
-        if not _repeats_last_call(messages, name, text):
+        # Only an automatic choice may turn into words; a required call stays a call.
+        automatic = tool_choice in (None, "auto")
+        if not automatic or not _repeats_last_call(messages, name, text):
             return _tool_call_reply(llama, name, text, arguments["usage"], stream)
     reply = llama.create_completion(
         prompt=f"{prompt.prompt}{MESSAGE_PREFIX}\n",

@@ -58,6 +58,10 @@ def drill(export_to: str) -> StepResult:
 @contextmanager
 def _server(home: Path, storage: Path, database_url: str | None) -> Iterator[str]:
     env = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url} if database_url else {}
+    # Prefect keeps one events worker per process, whatever the server: the one an
+    # earlier test started still talks to the session's server, so it goes first.
+    APILogWorker.drain_all()
+    EventsWorker.drain_all()
     with (
         running_server(home, free_port(), env=env) as api_url,
         temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_LOCAL_STORAGE_PATH: storage}),

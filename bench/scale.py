@@ -5,7 +5,7 @@ binaries).
 
 - Workers: a deployment of a one-task flow on a process pool; ``RUNS`` flow runs are
   created at once and ``N`` real process workers (polling every second) take them; the
-  sample is runs completed per second, from creation until the last is final. Each run
+  sample is seconds per run: from creation until the last is final, over ``RUNS``. Each run
   is a new Python process, as in production. Timing starts once every worker polls.
 - Fan-out: a flow maps ``N`` local container steps (``true``, cache off) in a new
   interpreter; the wall time, the peak memory (max RSS) of that flow process, and the
@@ -89,7 +89,7 @@ def _deployment(api_url: str) -> UUID:
         )
 
 
-def _runs_per_second(api_url: str, deployment: UUID, workers: int, scratch: Path) -> float:
+def _seconds_per_run(api_url: str, deployment: UUID, workers: int, scratch: Path) -> float:
     env = {
         **os.environ,
         "PREFECT_API_URL": api_url,
@@ -124,7 +124,7 @@ def _runs_per_second(api_url: str, deployment: UUID, workers: int, scratch: Path
     failed = [run.id for run in runs if run.state is None or not run.state.is_completed()]
     if failed:
         raise RuntimeError(f"runs {failed} did not complete")
-    return RUNS / elapsed
+    return elapsed / RUNS
 
 
 def _wait_until_polling(workers: list[Worker]) -> None:
@@ -182,7 +182,7 @@ def run(repeat: int) -> list[Row]:
                 rotate(
                     [
                         partial(
-                            _runs_per_second, servers[label], deployments[label], workers, scratch
+                            _seconds_per_run, servers[label], deployments[label], workers, scratch
                         )
                         for label in servers
                     ],
@@ -194,11 +194,11 @@ def run(repeat: int) -> list[Row]:
                 samples[label][workers] = measured
             rows.append(
                 Comparison(
-                    benchmark=f"Deployment runs per second, {workers} process worker(s)",
+                    benchmark=f"Deployment run, {workers} process worker(s): seconds per run",
                     baseline=Side(label="SQLite", samples=samples["SQLite"][workers]),
                     candidate=Side(label="PostgreSQL", samples=samples["PostgreSQL"][workers]),
-                    unit="per s",
-                    note=f"{RUNS} runs of a one-task flow created at once; each run is a new "
+                    note=f"{RUNS} runs of a one-task flow created at once, their total time "
+                    "divided by their number; each run is a new "
                     "process; workers poll every second",
                 )
             )

@@ -109,3 +109,10 @@ def test_the_local_model_reads_a_refusal_and_answers_instead_of_retrying(
     assert not second.get("tool_calls")
     answer = str(second["content"]).lower()
     assert "not grant" in answer or "denied" in answer
+
+
+def test_the_server_is_started_with_the_handlers_own_name() -> None:
+    # local_model.py repeats the name (it must not import llama_cpp); they must agree.
+    from aiorch.tasks.agents import local_model, local_model_tools
+
+    assert local_model.TOOL_CHAT_FORMAT == local_model_tools.TOOL_CHAT_FORMAT

@@ -188,6 +188,10 @@ def test_a_damaged_or_partial_backup_is_refused_and_old_ones_are_pruned(
     backups = scratch_dir / "backups"
     made = [create_backup([source], backups, keep=2) for _ in range(3)]
     assert list_backups(backups) == made[1:]  # the oldest was pruned
+    assert [item.present for item in verify_backup(made[2]).items] == [True]
+    never_used = BackupSource(name="unused", database_url=f"sqlite:///{scratch_dir / 'no.db'}")
+    empty = verify_backup(create_backup([never_used], scratch_dir / "other", keep=1))
+    assert [item.present for item in empty.items] == [False]  # saved empty, and said so
     (made[2] / "db.sqlite").write_bytes(b"tampered")
     with pytest.raises(BackupError, match=r"db\.sqlite is missing or does not match its checksum"):
         verify_backup(made[2])

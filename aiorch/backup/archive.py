@@ -69,6 +69,10 @@ class BackupItem(AiorchModel):
     file: str
     sha256: str
     size: int
+    present: bool = Field(
+        default=True,
+        description="False when the source did not exist yet (an empty store was saved).",
+    )
 
 
 class BackupManifest(AiorchModel):
@@ -174,14 +178,17 @@ def restore_backup(backup: Path, sources: Sequence[BackupSource]) -> BackupManif
 
 def _snapshot(source: BackupSource, into: Path) -> BackupItem:
     target = into / f"{source.name}{_SUFFIX[source.kind]}"
+    present = True
     if source.kind == "sqlite":
+        present = source.sqlite_path().is_file()
         _sqlite_copy(source.sqlite_path(), target)
     elif source.kind == "postgres":
         _pg_tool("pg_dump", source, ["--format=custom", f"--file={target}"])
     else:
         assert source.directory is not None
+        present = source.directory.is_dir()
         with tarfile.open(target, "w") as archive:
-            if source.directory.is_dir():
+            if present:
                 archive.add(source.directory, arcname=".")
     return BackupItem(
         name=source.name,
@@ -189,6 +196,7 @@ def _snapshot(source: BackupSource, into: Path) -> BackupItem:
         file=target.name,
         sha256=_sha256(target),
         size=target.stat().st_size,
+        present=present,
     )
 
 

@@ -41,6 +41,10 @@ def _backup(arguments: argparse.Namespace) -> int:
             f"{manifest.seconds:.1f} s",
             file=sys.stderr,
         )
+        for item in manifest.items:
+            if not item.present:
+                # Expected for a store never used; for the Prefect database, check the settings.
+                print(f"note: {item.name} did not exist; an empty one was saved", file=sys.stderr)
         return 0
     if arguments.action == "list":
         backups = list_backups(_destination(arguments))

@@ -50,6 +50,7 @@ from sqlalchemy.engine import make_url
 from aiorch.backup.sources import BackupSource, SourceKind
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
+from aiorch.core.services import postgres_program
 
 MANIFEST = "manifest.json"
 PREFIX = "aiorch-backup-"
@@ -235,9 +236,7 @@ def _sqlite_copy(source: Path, target: Path) -> None:
 def _pg_tool(tool: str, source: BackupSource, arguments: list[str]) -> None:
     assert source.database_url is not None
     url = make_url(source.database_url.get_secret_value())
-    binary = shutil.which(tool) or next(
-        (str(path) for path in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{tool}"))), None
-    )
+    binary = postgres_program(tool)
     if binary is None:
         raise BackupError(
             f"{source.name}: {tool} is not installed (apt-get install postgresql-client)"
@@ -250,7 +249,7 @@ def _pg_tool(tool: str, source: BackupSource, arguments: list[str]) -> None:
     ]
     environment = {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": url.password or ""}
     done = subprocess.run(
-        [binary, *connection, *arguments],
+        [str(binary), *connection, *arguments],
         env=environment,
         capture_output=True,
         text=True,

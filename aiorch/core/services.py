@@ -7,6 +7,7 @@ started, and a service that dies during start-up fails with the end of its log.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,23 @@ from aiorch.core.guardian import Guardian
 
 STOP_DEADLINE_SECONDS = 20.0
 POLL_INTERVAL_SECONDS = 0.2
+
+
+def postgres_program(name: str) -> Path | None:
+    """A PostgreSQL program (initdb, pg_dump, ...): on PATH, else Debian's newest version.
+
+    Debian keeps the server's programs in ``/usr/lib/postgresql/<version>/bin``, off
+    PATH; the newest one also reads what older servers wrote.
+    """
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0,
+        reverse=True,
+    )
+    return candidates[0] if candidates else None
 
 
 def free_port() -> int:

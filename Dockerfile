@@ -6,7 +6,8 @@
 #   docker build -t aiorch/flows:local .                     # official Python image, PyPI
 #   aiorch image flows --base aiorch/python-base:trixie      # offline: local base + wheels
 #
-# BASE_IMAGE may be any image with Python >= 3.12 (with venv) and /usr/share/zoneinfo.
+# BASE_IMAGE may be any image with Python >= 3.12 (with venv) and /usr/share/zoneinfo;
+# with the model extra also libgomp1 (llama.cpp uses OpenMP; aiorch/python-base has it).
 # When wheelhouse/ holds wheels (`aiorch image flows` fills it from the host), nothing is
 # downloaded during the build; otherwise pip installs from the package index.
 ARG BASE_IMAGE=python:3.13-slim

@@ -10,6 +10,7 @@ Examples:
     aiorch image python-base && aiorch image flows --base aiorch/python-base:trixie
     aiorch model capabilities openai.gpt-4.1-mini
     aiorch model probe generic.my-model --provider my-endpoint
+    aiorch model serve --host 0.0.0.0 --port 8080   # AIORCH_LOCAL_MODEL_URL elsewhere
     aiorch environment apply dev
     aiorch block create agent aiorch-assistant --model generic.smollm2 --provider aiorch-local
     aiorch compare 3f2a... 9c41...
@@ -262,6 +263,9 @@ def _image(arguments: argparse.Namespace) -> int:
         elif arguments.kind == "postgres":
             tag = arguments.tag or images.POSTGRES_IMAGE
             image_id = images.build_postgres_image(client, tag)
+        elif arguments.kind == "rabbitmq":
+            tag = arguments.tag or images.RABBITMQ_IMAGE
+            image_id = images.build_rabbitmq_image(client, tag)
         else:
             tag = arguments.tag or images.FLOW_IMAGE
             image_id = images.build_flow_image(
@@ -371,6 +375,23 @@ def _model(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _model_serve(arguments: argparse.Namespace) -> int:
+    import importlib.util
+    import os
+
+    from aiorch.tasks.agents.local_model import INSTALL_HINT, model_file, server_command
+
+    model = model_file()
+    if model is None or importlib.util.find_spec("llama_cpp") is None:
+        print(
+            f"aiorch model serve: the local model is not installed: {INSTALL_HINT}", file=sys.stderr
+        )
+        return 2
+    command = server_command(model, arguments.host, arguments.port)
+    # Replaced, not wrapped: the server gets the container's signals and exit status.
+    os.execv(command[0], command)
+
+
 def _compare(arguments: argparse.Namespace) -> int:
     import anyio
 
@@ -475,7 +496,13 @@ def _breaker(arguments: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    from aiorch.deploy.images import BUSYBOX_IMAGE, FLOW_IMAGE, POSTGRES_IMAGE, PYTHON_BASE_IMAGE
+    from aiorch.deploy.images import (
+        BUSYBOX_IMAGE,
+        FLOW_IMAGE,
+        POSTGRES_IMAGE,
+        PYTHON_BASE_IMAGE,
+        RABBITMQ_IMAGE,
+    )
 
     root = argparse.ArgumentParser(prog="aiorch", description=__doc__.splitlines()[0])
     root.add_argument(
@@ -512,16 +539,16 @@ def parser() -> argparse.ArgumentParser:
         description=(
             "busybox: a tiny image for shell steps; python-base: minimal Debian with "
             "Python (debootstrap, root); flows: the Docker work pool's image from "
-            "./Dockerfile; postgres: Debian's PostgreSQL with the official image's "
-            "environment contract, for the compose stack (debootstrap, root)"
+            "./Dockerfile; postgres, rabbitmq: Debian's PostgreSQL or RabbitMQ with the "
+            "official image's environment contract, for the compose stack (debootstrap, root)"
         ),
     )
-    image.add_argument("kind", choices=["busybox", "python-base", "flows", "postgres"])
+    image.add_argument("kind", choices=["busybox", "python-base", "flows", "postgres", "rabbitmq"])
     image.add_argument(
         "--tag",
         help=(
-            f"image name (default {BUSYBOX_IMAGE}, {PYTHON_BASE_IMAGE}, {FLOW_IMAGE} "
-            f"or {POSTGRES_IMAGE})"
+            f"image name (default {BUSYBOX_IMAGE}, {PYTHON_BASE_IMAGE}, {FLOW_IMAGE}, "
+            f"{POSTGRES_IMAGE} or {RABBITMQ_IMAGE})"
         ),
     )
     image.add_argument("--busybox", help="busybox: a static busybox binary (default: from PATH)")
@@ -581,11 +608,30 @@ def parser() -> argparse.ArgumentParser:
     secret.add_argument("--from-env", required=True, help="environment variable holding the value")
     block.set_defaults(handler=_block)
 
-    model = commands.add_parser("model", help="what a model can do (capabilities)")
-    model.add_argument("action", choices=["capabilities", "probe"])
-    model.add_argument("model", help="FastAgent model string, e.g. generic.smollm2")
-    model.add_argument("--provider", help="name of a saved ModelProvider block")
-    model.set_defaults(handler=_model)
+    model = commands.add_parser(
+        "model", help="what a model can do (capabilities), or serve the bundled local model"
+    )
+    model_actions = model.add_subparsers(dest="action", required=True)
+    for action, summary in (
+        ("capabilities", "what aiorch knows the model can do"),
+        ("probe", "ask the model's endpoint what it can do"),
+    ):
+        asked = model_actions.add_parser(action, help=summary)
+        asked.add_argument("model", help="FastAgent model string, e.g. generic.smollm2")
+        asked.add_argument("--provider", help="name of a saved ModelProvider block")
+        asked.set_defaults(handler=_model)
+    serve = model_actions.add_parser(
+        "serve",
+        help="serve the bundled local model in the foreground (a container's command)",
+        description=(
+            "Runs llama.cpp's OpenAI-compatible server for the bundled model, with "
+            "aiorch's tool calling, until stopped. Point other processes at it with "
+            "AIORCH_LOCAL_MODEL_URL=http://HOST:PORT/v1."
+        ),
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.set_defaults(handler=_model_serve)
 
     compare = commands.add_parser("compare", help="compare two flow runs (and publish it)")
     compare.add_argument("before", help="flow run id of the earlier run")

@@ -38,6 +38,7 @@ from tests.services import (  # noqa: E402
     TEST_BASE_IMAGE,
     TEST_BUSYBOX_IMAGE,
     TEST_FLOW_IMAGE,
+    model_extra_installed,
     require_service,
 )
 
@@ -71,10 +72,12 @@ def guarded() -> Iterator[GuardedServer]:
 
 @pytest.fixture(scope="session")
 def test_flow_image() -> Iterator[str]:
-    """The flow image from ./Dockerfile (postgres extra) on a debootstrapped base.
+    """The flow image from ./Dockerfile on a debootstrapped base.
 
     Built once per session (the Docker pool test and the compose stack share it), from
-    wheels built on the host; both images are removed afterwards.
+    wheels built on the host, with the postgres and rabbitmq extras, and the model extra
+    when this environment has it (its llama.cpp wheel is then in pip's cache; otherwise building
+    it would compile llama.cpp again). Both images are removed afterwards.
     """
     from aiorch.deploy.images import build_flow_image, build_python_base_image
 
@@ -94,8 +97,9 @@ def test_flow_image() -> Iterator[str]:
         base = TEST_BASE_IMAGE
         built.append(build_python_base_image(client, base))
     root = Path(__file__).resolve().parents[1]
+    extras = "postgres,rabbitmq,model" if model_extra_installed() else "postgres,rabbitmq"
     built.insert(
-        0, build_flow_image(client, root, base, TEST_FLOW_IMAGE, "postgres", log=lambda _: None)
+        0, build_flow_image(client, root, base, TEST_FLOW_IMAGE, extras, log=lambda _: None)
     )
     try:
         yield TEST_FLOW_IMAGE

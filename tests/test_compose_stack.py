@@ -1,9 +1,11 @@
 """The compose stack brought up for real: deploy through it, restart a service, tear down.
 
-Images are built here (no registry): the flow image with the postgres extra (shared with
-the Docker pool test) and Debian's PostgreSQL with the official image's contract. The
-stack runs under a project name of its own; afterwards no container, volume or network
-of that project is left.
+Images are built here (no registry): the flow image with the postgres, rabbitmq and
+model extras (shared with the Docker pool test), and Debian's PostgreSQL and RabbitMQ with the
+official images' contracts. Two deployments run through it: one that only needs the
+server, and the agent team, whose agents talk over the stack's RabbitMQ and answer with
+the stack's model server. The stack runs under a project name of its own; afterwards no
+container, volume or network of that project is left.
 """
 
 from __future__ import annotations
@@ -12,26 +14,39 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import docker
 import httpx
 import pytest
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+from prometheus_client.parser import text_string_to_metric_families
 
+from aiorch.agent_blocks.provider import LOCAL_MODEL
 from aiorch.core.guardian import Guardian
 from aiorch.core.services import free_port
-from aiorch.deploy.images import build_postgres_image
-from tests.services import require_service
+from aiorch.deploy.images import build_postgres_image, build_rabbitmq_image
+from aiorch.testing.prefect_server import flow_run_log_text
+from tests.services import model_extra_installed, require_service
 
 ROOT = Path(__file__).parents[1]
 COMPOSE_FILE = ROOT / "deployments" / "compose" / "docker-compose.yml"
 TEST_POSTGRES_IMAGE = "aiorch-test/postgres:latest"
-FLOW_ENTRYPOINT = "aiorch.flows.breaker_states.breaker_states"
+TEST_RABBITMQ_IMAGE = "aiorch-test/rabbitmq:latest"
+SERVICES = [
+    "docker-worker",
+    "gateway",
+    "metrics",
+    "model",
+    "postgres",
+    "prefect-server",
+    "process-worker",
+    "rabbitmq",
+]
 
 
 class Stack:
@@ -45,7 +60,9 @@ class Stack:
         self.settings = {
             "AIORCH_IMAGE": flow_image,
             "AIORCH_POSTGRES_IMAGE": TEST_POSTGRES_IMAGE,
+            "AIORCH_RABBITMQ_IMAGE": TEST_RABBITMQ_IMAGE,
             "AIORCH_POSTGRES_PASSWORD": uuid4().hex,
+            "AIORCH_RABBITMQ_PASSWORD": uuid4().hex,
             "AIORCH_UPSTREAM_AUTH_STRING": f"gateway:{uuid4().hex}",
             "AIORCH_WORKER_AUTH_STRING": "workers:not-yet",
             "AIORCH_METRICS_TOKEN": "",
@@ -136,37 +153,74 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def postgres_image() -> Iterator[str]:
+def service_images() -> Iterator[None]:
+    """PostgreSQL and RabbitMQ images from Debian's packages, removed afterwards."""
     require_service("docker-compose", shutil.which("docker-compose") is not None,
                     "apt-get install docker-compose")  # fmt: skip
     require_service(
         "debootstrap",
         shutil.which("debootstrap") is not None and os.geteuid() == 0,
-        "building the PostgreSQL image needs root and debootstrap",
+        "building the PostgreSQL and RabbitMQ images needs root and debootstrap",
+    )
+    require_service(
+        "the model extra", model_extra_installed(), "the stack's model service needs it"
     )
     client = docker.from_env(timeout=600)
-    image_id = build_postgres_image(client, TEST_POSTGRES_IMAGE)
+    built = [
+        build_postgres_image(client, TEST_POSTGRES_IMAGE),
+        build_rabbitmq_image(client, TEST_RABBITMQ_IMAGE),
+    ]
     try:
-        yield TEST_POSTGRES_IMAGE
+        yield
     finally:
-        client.images.remove(image_id, force=True)
+        for image_id in built:
+            client.images.remove(image_id, force=True)
 
 
-def _run_to_completion(deployment_id: object, deadline_seconds: float = 180) -> str:
+def _run_to_completion(
+    deployment_id: object,
+    parameters: dict[str, object] | None = None,
+    deadline_seconds: float = 300,
+) -> str:
+    """The run's final state name; with the run's logs when it is not Completed."""
     with get_client(sync_client=True) as client:
-        run = client.create_flow_run_from_deployment(deployment_id)  # type: ignore[arg-type]
+        run = client.create_flow_run_from_deployment(
+            deployment_id,  # type: ignore[arg-type]
+            parameters=parameters,
+        )
         deadline = time.monotonic() + deadline_seconds
         while True:
             state = client.read_flow_run(run.id).state
             if state is not None and state.is_final():
-                return str(state.name)
+                break
             if time.monotonic() > deadline:
-                return f"still {state.name if state else 'unknown'}"
+                break
             time.sleep(1)
+    name = str(state.name) if state is not None else "unknown"
+    if name == "Completed":
+        return name
+    return f"{name}: {flow_run_log_text(run.id, 'Finished in state', 10)[-4000:]}"
 
 
-def test_the_stack_runs_a_deployment_recovers_from_a_restart_and_leaves_nothing(
-    scratch_dir: Path, test_flow_image: str, postgres_image: str
+def _deploy(prefect: SyncPrefectClient, flow_name: str, entrypoint: str) -> UUID:
+    return prefect.create_deployment(
+        flow_id=prefect.create_flow_from_name(flow_name),
+        name="compose",
+        work_pool_name="aiorch-process",
+        entrypoint=entrypoint,
+    )
+
+
+def _sample(text: str, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
+
+
+def test_the_stack_runs_deployments_recovers_from_a_restart_and_leaves_nothing(
+    scratch_dir: Path, test_flow_image: str, service_images: None
 ) -> None:
     client = docker.from_env()
     stack = Stack(scratch_dir, test_flow_image)
@@ -178,37 +232,43 @@ def test_the_stack_runs_a_deployment_recovers_from_a_restart_and_leaves_nothing(
             AIORCH_WORKER_AUTH_STRING=f"workers:{stack.token('operator', 'workers')}",
             AIORCH_METRICS_TOKEN=stack.token("viewer", "metrics"),
         )
-        stack.up(client, "process-worker", "docker-worker", "metrics")
+        stack.up(client)  # everything else: workers, model, RabbitMQ, exporter
         with temporary_settings(
             updates={PREFECT_API_URL: stack.api_url, PREFECT_API_AUTH_STRING: f"admin:{admin}"}
         ):
             with get_client(sync_client=True) as prefect:
                 prefect.create_work_pool(WorkPoolCreate(name="aiorch-process", type="process"))
-                flow_id = prefect.create_flow_from_name("aiorch-breaker-states")
-                deployment = prefect.create_deployment(
-                    flow_id=flow_id,
-                    name="compose",
-                    work_pool_name="aiorch-process",
-                    entrypoint=FLOW_ENTRYPOINT,
+                states = _deploy(
+                    prefect, "aiorch-breaker-states", "aiorch.flows.breaker_states.breaker_states"
                 )
-            assert _run_to_completion(deployment) == "Completed"
+                team = _deploy(prefect, "aiorch-agent-team", "aiorch.flows.agent_team.agent_team")
+            assert _run_to_completion(states) == "Completed"
+            # Agents on the stack's model server, messages through the stack's RabbitMQ.
+            assert _run_to_completion(team, {"agent_model": "local", "writers": 1}) == "Completed"
 
             # A service restarts (an upgrade, a crash): the stack comes back by itself.
             stack.compose("restart", "prefect-server")
             stack.wait_healthy()
-            assert _run_to_completion(deployment) == "Completed"
+            assert _run_to_completion(states) == "Completed"
 
-        metrics = httpx.get(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=30).text
-        assert "aiorch_prefect_api_up 1.0" in metrics
+        def model_counted(text: str) -> bool:
+            requests = _sample(
+                text, "aiorch_model_requests_total", model=LOCAL_MODEL, replayed="false"
+            )
+            return (requests or 0) >= 2  # a writer and the reviewer
+
+        metrics = _poll_metrics(stack, model_counted)
+        assert _sample(metrics, "aiorch_prefect_api_up") == 1.0
+        assert model_counted(metrics), metrics
+        # RabbitMQ's own exporter (inside the stack's network) saw the team's messages.
+        broker = stack.compose(
+            "exec", "-T", "metrics", "python", "-c",
+            "import urllib.request; print(urllib.request.urlopen("
+            "'http://rabbitmq:15692/metrics').read().decode())",
+        )  # fmt: skip
+        assert (_sample(broker, "rabbitmq_global_messages_routed_total") or 0) >= 4, broker[-2000:]
         running = stack.compose("ps", "--services", "--filter", "status=running").split()
-        assert sorted(running) == [
-            "docker-worker",
-            "gateway",
-            "metrics",
-            "postgres",
-            "prefect-server",
-            "process-worker",
-        ]
+        assert sorted(running) == SERVICES
         # Nothing but the gateway and the exporter listens on the host, and on loopback.
         assert stack.published(client) == {
             "gateway": [f"127.0.0.1:{stack.gateway_port}"],
@@ -217,3 +277,13 @@ def test_the_stack_runs_a_deployment_recovers_from_a_restart_and_leaves_nothing(
     finally:
         stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "20")
     assert stack.leftovers(client) == []
+
+
+def _poll_metrics(stack: Stack, ready: Callable[[str], bool], deadline_seconds: float = 60) -> str:
+    # Usage events reach the server in the background after the run ends.
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        text = httpx.get(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=30).text
+        if ready(text) or time.monotonic() > deadline:
+            return text
+        time.sleep(1)

@@ -80,3 +80,29 @@ def test_the_kubernetes_work_pool_template_renders_to_a_valid_job() -> None:
     assert container["args"] == ["prefect", "flow-run", "execute"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert job["spec"]["ttlSecondsAfterFinished"] == 3600
+
+
+def test_the_network_policies_name_pods_that_exist() -> None:
+    template = json.loads((MANIFESTS / "work-pool-kubernetes.json").read_text())
+    flow_pods = template["variables"]["properties"]["labels"]["default"]
+    pods = {flow_pods["app.kubernetes.io/name"]} | {
+        document["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+        for _, document in _documents()
+        if document["kind"] in {"Deployment", "StatefulSet"}
+    }
+    named: set[str] = set()
+    for _, document in _documents():
+        if document["kind"] != "NetworkPolicy":
+            continue
+        named.add(document["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"])
+        for rule in document["spec"]["ingress"]:
+            for source in rule.get("from", []):
+                selector = source["podSelector"]
+                named.update(selector.get("matchLabels", {}).values())
+                for expression in selector.get("matchExpressions", []):
+                    named.update(expression["values"])
+    assert named - pods == set(), "network policies name pods no manifest makes"
+    # The flow pods carry that label: the job template puts it on the pod, not only the Job.
+    assert template["job_configuration"]["job_manifest"]["spec"]["template"]["metadata"] == {
+        "labels": "{{ labels }}"
+    }

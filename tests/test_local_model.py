@@ -21,6 +21,8 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, SecretStr
 
 from aiorch.agent_blocks import Agent, ModelProvider, TokenPrice
+from aiorch.core.guardian import Guardian
+from aiorch.core.services import answers, free_port, stop_process_group
 from aiorch.core.settings import load_settings
 from aiorch.tasks.agents.capabilities import model_capabilities, probe_capabilities
 from aiorch.tasks.agents.conversation import parse_history
@@ -381,3 +383,50 @@ def test_one_model_server_serves_the_machine_and_stops_when_its_users_are_gone(
     users[0].wait(timeout=30)
     took = wait_until_gone(server, deadline_seconds=load_settings().local_model_idle_seconds + 15)
     print(f"model server gone {took:.1f} s after its last user")
+
+
+def test_aiorch_model_serve_is_the_server_processes_point_at_with_the_url_setting(
+    local_model: str, prefect_api: str, scratch_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    served = subprocess.Popen(
+        [sys.executable, "-m", "aiorch.cli", "model", "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    Guardian.of_process().watch(served.pid)
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + load_settings().local_model_startup_seconds
+        while not answers(f"{url}/models"):
+            assert served.poll() is None, f"aiorch model serve exited with {served.returncode}"
+            assert time.monotonic() < deadline, "aiorch model serve never answered"
+            time.sleep(0.2)
+        # The command became the server (a container's signals reach it directly).
+        assert b"local_model_tools" in Path(f"/proc/{served.pid}/cmdline").read_bytes()
+
+        monkeypatch.setenv("AIORCH_LOCAL_MODEL_URL", url)
+        monkeypatch.setenv("AIORCH_DATA_DIR", str(scratch_dir / "data"))
+        agent = Agent(
+            instruction=GEOGRAPHY,
+            model="generic.smollm2",
+            provider=ModelProvider(kind="local"),
+            temperature=0,
+            max_tokens=16,
+        )
+
+        @flow(name="local-model-by-url")
+        def ask() -> AgentResult:
+            result: AgentResult = run_agent(agent, "What is the capital of France?")
+            return result
+
+        result = ask()
+        assert "paris" in result.text.lower()
+        assert result.usage.source == "tokenizer"  # counted by that server's tokenizer
+        # Nothing was started on this machine's behalf.
+        assert not (scratch_dir / "data" / "local-model").exists()
+    finally:
+        stop_process_group(served)
+        Guardian.of_process().forget(served.pid)
+    assert served.returncode is not None

@@ -20,9 +20,17 @@ from aiorch.core.services import free_port, running_service
 from aiorch.metrics.server import MetricsServer
 from aiorch.tasks.agents.task import run_agent
 from aiorch.tasks.container import ContainerStep, run_step
+from aiorch.tasks.messaging.envelope import DataPart, Envelope, parse_address
+from aiorch.tasks.messaging.store import MessageStore
 from tests.services import require_service
 
 RULES = Path(__file__).parents[1] / "deployments" / "monitoring"
+# The alerts the rules file defines; each must load, be tested and have a runbook entry.
+ALERTS = [
+    line.split(":", 1)[1].strip()
+    for line in (RULES / "aiorch-alerts.yml").read_text().splitlines()
+    if "- alert:" in line
+]
 
 
 def _require_promtool() -> str:
@@ -42,17 +50,15 @@ def test_the_alert_rules_are_valid_and_fire_as_their_tests_say() -> None:
 
     checked = run("check", "rules", "aiorch-alerts.yml")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 7 rules found" in checked.stdout
+    assert "SUCCESS: 8 rules found" in checked.stdout
     tested = run("test", "rules", "aiorch-alerts.test.yml")
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
 def test_every_alert_has_a_runbook_entry() -> None:
-    rules = (RULES / "aiorch-alerts.yml").read_text()
     runbook = (Path(__file__).parents[1] / "docs" / "operations.md").read_text()
-    alerts = [line.split(":", 1)[1].strip() for line in rules.splitlines() if "- alert:" in line]
-    assert len(alerts) == 7
-    for alert in alerts:
+    assert len(ALERTS) == 8
+    for alert in ALERTS:
         assert f"### {alert}" in runbook, f"docs/operations.md has no runbook entry for {alert}"
 
 
@@ -167,7 +173,7 @@ def test_a_real_prometheus_scrapes_the_exporter(
         assert [float(series["value"][1]) for series in result] == [1.0]
         rules = httpx.get(f"{api}/api/v1/rules").json()["data"]["groups"]
         assert [group["name"] for group in rules] == ["aiorch"]
-        assert len(rules[0]["rules"]) == 7
+        assert [rule["name"] for rule in rules[0]["rules"]] == ALERTS
 
 
 def test_the_backup_flow_is_seen_by_the_exporter(
@@ -208,3 +214,34 @@ def test_the_backup_flow_is_seen_by_the_exporter(
     text = _scrape_until(metrics_server, seen)
     stamp = _value(text, "aiorch_last_backup_timestamp_seconds") or 0
     assert abs(stamp - manifest.created_at.timestamp()) < 120
+
+
+def test_the_exporter_reports_queue_depth_and_dead_letters_of_the_embedded_bus(
+    metrics_server: MetricsServer, scratch_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIORCH_DATA_DIR", str(scratch_dir / "data"))
+    monkeypatch.delenv("AIORCH_MESSAGE_BROKER_URL", raising=False)
+    store = MessageStore.default()
+
+    def envelope(number: int) -> Envelope:
+        return Envelope(
+            sender=parse_address("agent:counter"),
+            recipient=parse_address("agent:slow"),
+            kind="event",
+            parts=[DataPart(data=number)],
+        )
+
+    for number in range(3):
+        assert store.enqueue("agent:slow", envelope(number), now=time.time())
+    store.dead_letter("agent:gone", envelope(9), "no such agent", now=time.time())
+
+    text = httpx.get(metrics_server.url, timeout=30).text
+    assert _value(text, "aiorch_message_queue_depth", queue="agent:slow") == 3.0
+    assert _value(text, "aiorch_message_dead_letters", queue="agent:gone") == 1.0
+    assert _value(text, "aiorch_message_dead_letters", queue="agent:slow") is None
+
+    # On RabbitMQ the broker's own plugin reports depth; dead letters stay aiorch's.
+    monkeypatch.setenv("AIORCH_MESSAGE_BROKER_URL", "amqp://guest:guest@127.0.0.1:1/")
+    text = httpx.get(metrics_server.url, timeout=30).text
+    assert "aiorch_message_queue_depth" not in text
+    assert _value(text, "aiorch_message_dead_letters", queue="agent:gone") == 1.0

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aiorch.core.errors import ConfigurationError
@@ -118,6 +118,14 @@ class AiorchSettings(BaseSettings):
         ),
     )
 
+    local_model_url: AnyHttpUrl | None = Field(
+        default=None,
+        description=(
+            "OpenAI-compatible base URL of a local model server that is already running "
+            "(`aiorch model serve`, e.g. http://model:8080/v1 in the compose stack): the "
+            "`local` provider uses it instead of starting one on this machine."
+        ),
+    )
     local_model_context_tokens: int = Field(
         default=4096,
         ge=256,

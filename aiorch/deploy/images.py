@@ -8,8 +8,9 @@ about a second, enough for shell-and-awk steps such as the data pipeline's.
 venv, tzdata and CA certificates (about 30-60 s): a stand-in for the official Python
 image. ``build_flow_image`` builds the repository's ``Dockerfile`` (the Docker work
 pool's image) on any base, from wheels built on the host, so nothing is downloaded
-inside the build. ``build_postgres_image`` imports Debian's PostgreSQL with the official
-``postgres`` image's environment contract, for the compose stack.
+inside the build. ``build_postgres_image`` and ``build_rabbitmq_image`` import Debian's
+PostgreSQL and RabbitMQ with the official images' environment contracts, for the compose
+stack.
 
 Example:
     ```python
@@ -43,8 +44,11 @@ PYTHON_BASE_IMAGE = "aiorch/python-base:trixie"
 FLOW_IMAGE = "aiorch/flows:local"
 POSTGRES_IMAGE = "aiorch/postgres:local"
 POSTGRES_ENTRYPOINT = "/usr/local/bin/aiorch-postgres-entrypoint"
+RABBITMQ_IMAGE = "aiorch/rabbitmq:local"
+RABBITMQ_ENTRYPOINT = "/usr/local/bin/aiorch-rabbitmq-entrypoint"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
-BASE_PACKAGES = ("python3", "python3-venv", "tzdata", "ca-certificates")
+# libgomp1: llama.cpp (the model extra) is built with OpenMP.
+BASE_PACKAGES = ("python3", "python3-venv", "tzdata", "ca-certificates", "libgomp1")
 # Wheels are built on the host for the image: the project's environment must reach
 # Python >= 3.12 on both sides, and compiled wheels only fit the same minor version.
 _VERSION_PROBE = "import sys; print('%d.%d' % sys.version_info[:2])"
@@ -153,6 +157,43 @@ def build_postgres_image(
     )
 
 
+def build_rabbitmq_image(
+    client: docker.DockerClient,
+    image: str = RABBITMQ_IMAGE,
+    suite: str = "bookworm",
+    mirror: str | None = None,
+) -> str:
+    """Import Debian's RabbitMQ as ``image``, with the official image's contract.
+
+    For machines without a registry: ``RABBITMQ_DEFAULT_USER`` and
+    ``RABBITMQ_DEFAULT_PASS`` create the first user, data lives in ``/var/lib/rabbitmq``
+    (named ``rabbit@HOSTNAME``: give the container a fixed hostname), AMQP listens on
+    5672, the Prometheus plugin on 15692, and ``rabbitmq-diagnostics`` is on the path,
+    so the compose stack takes it in place of ``rabbitmq:3``.
+    """
+    entrypoint = (Path(__file__).parent / "rabbitmq_entrypoint.sh").read_text()
+    return _debootstrap_image(
+        client,
+        image,
+        suite,
+        ("rabbitmq-server",),
+        mirror,
+        changes=[
+            f'ENTRYPOINT ["{RABBITMQ_ENTRYPOINT}"]',
+            # The node and its command-line tools (health checks run as the image's
+            # user) share the Erlang cookie in this home.
+            "USER rabbitmq",
+            "ENV HOME=/var/lib/rabbitmq LANG=C.UTF-8",
+            "WORKDIR /var/lib/rabbitmq",
+            "EXPOSE 5672 15692",
+        ],
+        files={RABBITMQ_ENTRYPOINT: entrypoint},
+        # The package's install made an Erlang cookie; one baked into the image would be
+        # every node's, so each node makes its own on first start.
+        remove=("var/lib/rabbitmq/.erlang.cookie",),
+    )
+
+
 def _debootstrap_image(
     client: docker.DockerClient,
     image: str,
@@ -162,8 +203,13 @@ def _debootstrap_image(
     *,
     changes: list[str],
     files: dict[str, str] | None = None,
+    remove: tuple[str, ...] = (),
 ) -> str:
-    """A minimal Debian ``suite`` with ``packages`` (and executable ``files``) as ``image``."""
+    """A minimal Debian ``suite`` with ``packages`` (and executable ``files``) as ``image``.
+
+    ``remove`` names paths (relative to the root) the packages' installation left that
+    must not ship.
+    """
     debootstrap = shutil.which("debootstrap")
     if debootstrap is None:
         raise ConfigurationError(
@@ -184,6 +230,8 @@ def _debootstrap_image(
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        for name in remove:
+            (root / name).unlink(missing_ok=True)
         for name, content in (files or {}).items():
             path = root / name.lstrip("/")
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,9 @@ they leave behind: each scrape first reads the task runs that finished and the
 ``aiorch.model.usage`` and ``aiorch.breaker.*`` events that arrived since the last one
 (with an overlap, as Prefect ships events in the background, and each counted once),
 then reports counters since the exporter started, plus gauges read live: flow runs by
-state, the oldest running flow run, and every breaker's state.
+state, the oldest running flow run, every breaker's state, the message bus's dead
+letters, and (on the embedded bus) its queue depths; a RabbitMQ broker reports its own
+queues through its Prometheus plugin.
 
 Example:
     ```python
@@ -43,6 +45,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from aiorch.core.events import BACKUP_COMPLETED_EVENT, MODEL_USAGE_EVENT
+from aiorch.core.settings import load_settings
+from aiorch.tasks.messaging.store import MessageStore
 from aiorch.tasks.naming import TaskKind, describe
 from aiorch.tasks.resilience.breaker import BreakerState
 from aiorch.tasks.resilience.breaker_report import breaker_rows
@@ -233,6 +237,7 @@ class MetricsExporter:
         backup.add_metric([], self._last_backup)
         yield backup
         yield _breaker_gauge()
+        yield from _message_gauges()
 
 
 class _LiveGauges(Collector):
@@ -321,3 +326,27 @@ def _breaker_gauge() -> GaugeMetricFamily:
         for state in BreakerState:
             gauge.add_metric([row["breaker"], state.value], 1.0 if row["state"] == state else 0.0)
     return gauge
+
+
+def _message_gauges() -> Iterator[GaugeMetricFamily]:
+    # Dead letters stay in the machine's store on either transport; queue depth is the
+    # store's only on the embedded bus (RabbitMQ's plugin exports the broker's).
+    store = MessageStore.default()
+    dead = GaugeMetricFamily(
+        "aiorch_message_dead_letters",
+        "Messages the bus gave up on, by the queue they were meant for "
+        "(`aiorch messages dead-letters` lists them).",
+        labels=["queue"],
+    )
+    for queue, count in store.dead_letter_counts().items():
+        dead.add_metric([queue], count)
+    yield dead
+    if load_settings().message_broker_url is None:
+        depth = GaugeMetricFamily(
+            "aiorch_message_queue_depth",
+            "Messages waiting or in flight on the embedded bus, by queue.",
+            labels=["queue"],
+        )
+        for queue, count in store.depths().items():
+            depth.add_metric([queue], count)
+        yield depth

@@ -6,7 +6,9 @@ aiorch starts llama.cpp's OpenAI-compatible server on a free 127.0.0.1 port the 
 time a request needs it, waits for its health check, and every process of the machine
 that wants the model then uses that one server; it stops once no process has used it
 for ``AIORCH_LOCAL_MODEL_IDLE_SECONDS`` (the last user exited or was killed). FastAgent
-reaches it as ``generic.smollm2``.
+reaches it as ``generic.smollm2``. Where the model runs as a service of its own
+(``aiorch model serve``, the compose stack's ``model``), ``AIORCH_LOCAL_MODEL_URL``
+points every process at it instead and nothing is started.
 
 The model is tiny: right for offline demos and end-to-end tests, not for judging
 answers. llama.cpp's server streams no token usage, so aiorch counts tokens with the
@@ -76,8 +78,38 @@ def model_file() -> Path | None:
 
 
 def local_model_installed() -> bool:
-    """Whether both the model file and llama.cpp's server are installed."""
+    """Whether the local model can answer here.
+
+    True when ``AIORCH_LOCAL_MODEL_URL`` names a running server, or when both the model
+    file and llama.cpp's server are installed.
+    """
+    if load_settings().local_model_url is not None:
+        return True
     return model_file() is not None and importlib.util.find_spec("llama_cpp") is not None
+
+
+def server_command(model: Path, host: str, port: int) -> list[str]:
+    """The command serving ``model`` on ``host:port`` with aiorch's tool-calling handler."""
+    settings = load_settings()
+    return [
+        sys.executable,
+        "-m",
+        "aiorch.tasks.agents.local_model_tools",
+        "--chat_format",
+        TOOL_CHAT_FORMAT,
+        "--model",
+        str(model),
+        "--model_alias",
+        LOCAL_MODEL_NAME,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(settings.local_model_context_tokens),
+        "--n_threads",
+        str(settings.local_model_threads),
+    ]
 
 
 class LocalModelServer:
@@ -116,6 +148,9 @@ class LocalModelServer:
         Raises:
             LocalModelUnavailable: the ``model`` extra is missing or the server failed.
         """
+        running_elsewhere = load_settings().local_model_url
+        if running_elsewhere is not None:
+            return str(running_elsewhere).rstrip("/")
         with self._lock:
             if self._state is not None and process_alive(self._state.supervisor_pid):
                 return self._state.base_url
@@ -147,25 +182,7 @@ class LocalModelServer:
         settings = load_settings()
         log = state_dir / "server.log"
         port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "aiorch.tasks.agents.local_model_tools",
-            "--chat_format",
-            TOOL_CHAT_FORMAT,
-            "--model",
-            str(model),
-            "--model_alias",
-            LOCAL_MODEL_NAME,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            str(settings.local_model_context_tokens),
-            "--n_threads",
-            str(settings.local_model_threads),
-        ]
+        command = server_command(model, "127.0.0.1", port)
         supervisor_command = [
             sys.executable,
             "-m",

@@ -351,3 +351,14 @@ class MessageStore:
             .fetchone()
         )
         return int(count)
+
+    def depths(self) -> dict[str, int]:
+        """Messages waiting or in flight, by queue (queues holding none are left out)."""
+        return self._counts("SELECT queue, COUNT(*) FROM aiorch_messages GROUP BY queue")
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        """Dead letters, by the queue they were meant for."""
+        return self._counts("SELECT queue, COUNT(*) FROM aiorch_dead_letters GROUP BY queue")
+
+    def _counts(self, query: str) -> dict[str, int]:
+        return {queue: int(count) for queue, count in self._connection().execute(query)}

@@ -2,6 +2,7 @@
 # virtual environment (prefect.yaml's entrypoints, aiorch.flows.*, load from it),
 # prefect.yaml and deployments/ at /opt/aiorch (where the Docker deployments set the
 # working directory), a non-root user and writable state under /var/lib/aiorch.
+# MPLCONFIGDIR: the run report's charts work on a read-only root (the compose stack's).
 #
 #   docker build -t aiorch/flows:local .                     # official Python image, PyPI
 #   aiorch image flows --base aiorch/python-base:trixie      # offline: local base + wheels
@@ -24,7 +25,8 @@ ENV VIRTUAL_ENV=/opt/aiorch/venv \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
     AIORCH_DATA_DIR=/var/lib/aiorch \
     AIORCH_OUTPUT_DIR=/var/lib/aiorch/outputs \
-    PREFECT_HOME=/var/lib/aiorch/prefect
+    PREFECT_HOME=/var/lib/aiorch/prefect \
+    MPLCONFIGDIR=/tmp/matplotlib
 
 WORKDIR /opt/aiorch
 COPY wheelhouse/ /tmp/wheelhouse/

@@ -21,9 +21,6 @@ from __future__ import annotations
 
 from typing import Any, Literal, Self
 
-from fast_agent.core.exceptions import ModelConfigError
-from fast_agent.llm.model_factory import ModelFactory
-from fast_agent.llm.provider_types import Provider
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 from prefect.blocks.core import Block
@@ -36,12 +33,13 @@ from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
 from aiorch.core.redaction import quoted
 
-# Test models of FastAgent's own ("fast-agent" provider) need no endpoint or key.
-_NEEDS_NO_PROVIDER = {Provider.FAST_AGENT}
-
 
 def check_model(model: str, field: str = "model") -> str:
     """Accept ``model`` if FastAgent can parse it; else name the field and the fix."""
+    # FastAgent loads when a model string is first checked, not when blocks are imported.
+    from fast_agent.core.exceptions import ModelConfigError
+    from fast_agent.llm.model_factory import ModelFactory
+
     try:
         ModelFactory.parse_model_string(model)
     except ModelConfigError:
@@ -228,6 +226,9 @@ class Agent(StrictFields, Block):
 
 def check_provider(model: str, provider: ModelProvider | None, field: str = "model") -> None:
     """Refuse a model the provider block cannot serve, naming the field and the fix."""
+    from fast_agent.llm.model_factory import ModelFactory
+    from fast_agent.llm.provider_types import Provider
+
     served_by = ModelFactory.parse_model_string(model).provider
     if served_by is Provider.GENERIC and (
         provider is None or (not provider.base_url and provider.kind is not ProviderKind.LOCAL)
@@ -237,7 +238,8 @@ def check_provider(model: str, provider: ModelProvider | None, field: str = "mod
             "with base_url (the OpenAI-compatible endpoint), or kind 'local' for the "
             "bundled model"
         )
-    if served_by in _NEEDS_NO_PROVIDER or provider is None:
+    # Test models of FastAgent's own ("fast-agent" provider) need no endpoint or key.
+    if served_by is Provider.FAST_AGENT or provider is None:
         return
     if provider.kind.model_prefix != served_by.value:
         raise ConfigurationError(

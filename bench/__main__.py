@@ -22,6 +22,7 @@ from bench.harness import NotRun, Row, markdown_table
 from bench.machine import describe_machine
 
 BENCHMARKS: dict[str, str] = {
+    "startup": "bench.startup",
     "steps": "bench.steps",
     "agents": "bench.agents",
     "backends": "bench.backends",

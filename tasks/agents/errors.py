@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fast_agent.types import PromptMessageExtended
-from fast_agent.types.llm_stop_reason import LlmStopReason
 from prefect.client.schemas.objects import State
 
 from aiorch.core.errors import AiorchError
 from aiorch.core.redaction import mask
+
+if TYPE_CHECKING:
+    from fast_agent.types import PromptMessageExtended
 
 PROVIDER_ERROR_CHANNEL = "fast-agent-provider-error"
 ERROR_CHANNEL = "fast-agent-error"
@@ -106,6 +107,8 @@ def error_from_reply(
     reply: PromptMessageExtended, model: str, secrets: Iterable[str] = ()
 ) -> AgentCallError | None:
     """The failure a reply carries, or None for a normal reply."""
+    from fast_agent.types.llm_stop_reason import LlmStopReason
+
     if reply.stop_reason != LlmStopReason.ERROR:
         return None
     status: int | None = None

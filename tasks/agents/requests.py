@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from fast_agent.types import PromptMessageExtended, RequestParams
@@ -38,12 +38,12 @@ from aiorch.tasks.agents.endpoints import connection_arguments, credential_finge
 from aiorch.tasks.agents.errors import UNREACHED_TYPES, AgentCallError, error_from_reply
 from aiorch.tasks.agents.llm_agents import agent_factory
 from aiorch.tasks.agents.local_model import LocalModelServer
+from aiorch.tasks.agents.result import CacheScope
 from aiorch.tasks.agents.runtime import AgentRuntime
 from aiorch.tasks.agents.usage import TokenUsage, estimated_cost, reported_usage
 from aiorch.tasks.durable import PrecomputedKey
 
 REQUEST_KEY_VERSION = "aiorch-model-request-v2"
-CacheScope = Literal["flow-run", "tenant"]
 
 
 class ModelReply(AiorchModel):

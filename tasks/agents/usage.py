@@ -8,13 +8,15 @@ tokens with the server's own tokenizer; ``source`` says which it was.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from fast_agent.types import PromptMessageExtended
 from pydantic import ConfigDict
 
 from aiorch.agent_blocks.provider import ModelProvider
 from aiorch.core.models import AiorchModel
+
+if TYPE_CHECKING:
+    from fast_agent.types import PromptMessageExtended
 
 USAGE_CHANNEL = "fast-agent-usage"
 UsageSource = Literal["provider", "tokenizer", "none"]

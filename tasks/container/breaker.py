@@ -8,12 +8,15 @@ the model breakers.
 
 from __future__ import annotations
 
-from prefect_docker import DockerHost
+from typing import TYPE_CHECKING
 
 from aiorch.tasks.container.dagger_engine import DaggerEngine
 from aiorch.tasks.container.errors import EngineUnavailable
 from aiorch.tasks.container.spec import RunnerKind
 from aiorch.tasks.resilience.breaker import DEPENDENCY_BREAKER, CircuitBreaker
+
+if TYPE_CHECKING:
+    from prefect_docker import DockerHost
 
 
 def _engine_failure(error: BaseException) -> bool:

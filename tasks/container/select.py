@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import TYPE_CHECKING
 
-from prefect_docker import DockerHost
 from pydantic import Field
 
 from aiorch.core.errors import ConfigurationError
 from aiorch.core.models import AiorchModel
 from aiorch.core.settings import AiorchSettings
 from aiorch.tasks.container.dagger_engine import DaggerEngine
-from aiorch.tasks.container.runners.base import StepRunner
-from aiorch.tasks.container.runners.dagger import DaggerRunner
-from aiorch.tasks.container.runners.docker import DockerRunner
-from aiorch.tasks.container.runners.local import LocalRunner
 from aiorch.tasks.container.spec import RunnerKind
+
+if TYPE_CHECKING:
+    from prefect_docker import DockerHost
+
+    from aiorch.tasks.container.runners.base import StepRunner
 
 DOCKER_PING_TIMEOUT_SECONDS = 3
 
@@ -53,6 +54,8 @@ def dagger_status(engine: DaggerEngine | None = None) -> RunnerStatus:
 
 def docker_status(docker_host: DockerHost | None = None) -> RunnerStatus:
     """Whether the Docker engine answers a ping, with its version."""
+    from prefect_docker import DockerHost
+
     host = docker_host or DockerHost(timeout=DOCKER_PING_TIMEOUT_SECONDS)
     try:
         client = host.get_client()
@@ -107,11 +110,22 @@ def make_runner(
     docker_host: DockerHost | None = None,
     dagger_engine: DaggerEngine | None = None,
 ) -> StepRunner:
-    """Build the runner for ``kind`` (never ``auto``: resolve it with choose_runner)."""
+    """Build the runner for ``kind`` (never ``auto``: resolve it with choose_runner).
+
+    Each runner's module is imported here, when a step first needs it: the Docker and
+    Dagger SDKs cost about a second of start-up that a flow on the local runner (or
+    one that never runs a step) should not pay.
+    """
     if kind is RunnerKind.DOCKER:
+        from aiorch.tasks.container.runners.docker import DockerRunner
+
         return DockerRunner(docker_host, pull=settings.docker_pull)
     if kind is RunnerKind.DAGGER:
+        from aiorch.tasks.container.runners.dagger import DaggerRunner
+
         return DaggerRunner(dagger_engine or DaggerEngine())
     if kind is RunnerKind.LOCAL:
+        from aiorch.tasks.container.runners.local import LocalRunner
+
         return LocalRunner(settings.resolved_data_dir() / "volumes")
     raise ConfigurationError("runner 'auto' must be resolved with choose_runner() first")

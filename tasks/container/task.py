@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from prefect import get_run_logger, task
-from prefect_docker import DockerHost
 from pydantic import SecretStr
 
 from aiorch.core.errors import ConfigurationError
@@ -36,6 +36,9 @@ from aiorch.tasks.naming import execution_run_name
 from aiorch.tasks.resilience.report import report_task_failure
 from aiorch.tasks.secrets import aresolve_secret
 from aiorch.tasks.twins import task_pair
+
+if TYPE_CHECKING:
+    from prefect_docker import DockerHost
 
 
 class StepRecord(AiorchModel):

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import TYPE_CHECKING
 
-from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 100
 

@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 from prefect.client.schemas.objects import FlowRun, State
 
 from aiorch.core.markdown import table_cell
@@ -183,6 +181,10 @@ def timeline_chart(run: RunView) -> str | None:
     bars = timeline_bars(run)
     if not bars:
         return None
+    # matplotlib loads when a chart is drawn, after the run, not when a flow imports hooks.
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
     figure = Figure(figsize=(TIMELINE_WIDTH_INCHES, 0.8 + TIMELINE_ROW_INCHES * len(bars)))
     axes = figure.subplots()
     rows = range(len(bars))

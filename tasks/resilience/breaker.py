@@ -53,16 +53,19 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Any, Literal, ParamSpec, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar, cast
 
 import anyio
 from prefect.events import emit_event
 from pydantic import ConfigDict, Field, model_validator
-from sqlalchemy import Connection
 
 from aiorch.core.errors import AiorchError, ConfigurationError
 from aiorch.core.models import AiorchModel
-from aiorch.tasks.resilience.breaker_store import BreakerStore, BreakerStoreUnavailable
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from aiorch.tasks.resilience.breaker_store import BreakerStore
 
 logger = logging.getLogger("aiorch.breaker")
 P = ParamSpec("P")
@@ -236,6 +239,9 @@ class CircuitBreaker:
     def store(self) -> BreakerStore:
         """The store (the settings' default unless one was given)."""
         if self._store is None:
+            # SQLAlchemy loads with the first breaker asked, not with this module.
+            from aiorch.tasks.resilience.breaker_store import BreakerStore
+
             self._store = BreakerStore.default()
         return self._store
 
@@ -434,6 +440,8 @@ class CircuitBreaker:
         """Record the outcome of a call that was made; a store failure must not lose it."""
         if failed is None:
             return
+        from aiorch.tasks.resilience.breaker_store import BreakerStoreUnavailable
+
         try:
             self.record(permit, failed=failed, duration=duration)
         except BreakerStoreUnavailable as unavailable:

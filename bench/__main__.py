@@ -23,6 +23,8 @@ from bench.machine import describe_machine
 
 BENCHMARKS: dict[str, str] = {
     "startup": "bench.startup",
+    "embedded": "bench.embedded",
+    "process": "bench.process",
     "steps": "bench.steps",
     "agents": "bench.agents",
     "backends": "bench.backends",

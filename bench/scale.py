@@ -7,9 +7,12 @@ binaries).
   created at once and ``N`` real process workers (polling every second) take them; the
   sample is seconds per run: from creation until the last is final, over ``RUNS``. Each run
   is a new Python process, as in production. Timing starts once every worker polls.
-- Fan-out: a flow maps ``N`` local container steps (``true``, cache off) in a new
-  interpreter; the wall time, the peak memory (max RSS) of that flow process, and the
-  time per step, for 10, 100 and 1,000 steps.
+- Fan-out: a flow maps ``N`` local container steps (``true``, cache off), and another
+  ``N`` passthrough agent calls, in a new interpreter; the wall time, the peak memory
+  (max RSS) of that flow process, the rows it made the server write (task runs, their
+  states, logs, events, artifacts: counted in the server's database), and both per
+  item, for 10, 100 and 1,000. The cost per item must not grow with the count: from 100
+  to 1,000 the time per item stays within 20 %.
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ from functools import partial
 from pathlib import Path
 from uuid import UUID
 
-from prefect import flow, task
+from prefect import flow, task, unmapped
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from sqlalchemy import create_engine, text
 
+from aiorch.agent_blocks import Agent
+from aiorch.tasks.agents.task import run_agent
 from aiorch.tasks.container import ContainerStep, run_step
 from aiorch.testing.workers import Worker
 from bench.backends import _server
@@ -42,6 +48,9 @@ RUNS = 8
 WORKERS = (1, 2, 4)
 STEPS = (10, 100, 1000)
 DEADLINE_SECONDS = 900.0
+FLAT_WITHIN = 1.2
+# What a flow run makes the server write, row by row.
+WRITTEN_TABLES = ("task_run", "task_run_state", "flow_run_state", "log", "events", "artifact")
 
 
 @task(name="scale-one")
@@ -65,6 +74,18 @@ def fan_out(count: int) -> int:
     ]
     results = run_step.map(steps, runner="local", cache=False).result()
     return sum(result.exit_code == 0 for result in results)
+
+
+@flow(name="bench-scale-agent-fan-out")
+def agent_fan_out(count: int) -> int:
+    """Map ``count`` passthrough agent calls; how many answered."""
+    agent = Agent(instruction="Repeat the user.", model="passthrough")
+    prompts = [f"prompt {index}" for index in range(count)]
+    results = run_agent.map(unmapped(agent), prompts).result()
+    return sum(bool(result.text) for result in results)
+
+
+FAN_OUTS = {"steps": fan_out, "agent-calls": agent_fan_out}
 
 
 @contextmanager
@@ -136,14 +157,29 @@ def _wait_until_polling(workers: list[Worker]) -> None:
         time.sleep(0.2)
 
 
-def _fan_out(api_url: str, count: int, scratch: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of a flow process mapping ``count`` local steps."""
+def _rows_written(database_url: str) -> int:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return sum(
+                int(connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+                for table in WRITTEN_TABLES
+            )
+    finally:
+        engine.dispose()
+
+
+def _fan_out(
+    api_url: str, database_url: str, kind: str, count: int, scratch: Path
+) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS (MB) and server rows written by a flow mapping ``count``."""
     env = {**os.environ, "PREFECT_API_URL": api_url}
-    log = scratch / f"fan-out-{count}-{time.time_ns()}.log"
+    log = scratch / f"fan-out-{kind}-{count}-{time.time_ns()}.log"
+    before = _rows_written(database_url)
     started = time.monotonic()
     with log.open("wb") as output:  # a file, not a pipe: 1,000 steps log more than a pipe holds
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench.scale", str(count)],
+            [sys.executable, "-m", "bench.scale", kind, str(count)],
             cwd=ROOT,
             env=env,
             stdout=output,
@@ -151,10 +187,35 @@ def _fan_out(api_url: str, count: int, scratch: Path) -> tuple[float, float]:
         )
         _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.monotonic() - started
-    text = log.read_text(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0 or f"succeeded {count}" not in text:
-        raise RuntimeError(f"the fan-out of {count} failed: {text[-1500:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    text_out = log.read_text(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0 or f"succeeded {count}" not in text_out:
+        raise RuntimeError(f"the fan-out of {count} {kind} failed: {text_out[-1500:]}")
+    # Logs and events the process shipped in its last moments land within a few seconds.
+    written = _settled_rows(database_url, before)
+    return elapsed, usage.ru_maxrss / 1024, written
+
+
+def _settled_rows(database_url: str, before: int) -> int:
+    deadline = time.monotonic() + 30
+    last = _rows_written(database_url)
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        now = _rows_written(database_url)
+        if now == last:
+            break
+        last = now
+    return last - before
+
+
+def _flatness(label: str, kind: str, per_item: dict[int, float]) -> Comparison:
+    ratio_target = f"per item at 1,000 <= {FLAT_WITHIN} x at 100"
+    return Comparison(
+        benchmark=f"Scale, {kind} on {label}: time per item, 1,000 against 100",
+        baseline=Side(label="100 mapped", samples=[per_item[100]]),
+        candidate=Side(label="1,000 mapped", samples=[per_item[1000]]),
+        target=ratio_target,
+        met=per_item[1000] <= FLAT_WITHIN * per_item[100],
+    )
 
 
 def run(repeat: int) -> list[Row]:
@@ -165,8 +226,11 @@ def run(repeat: int) -> list[Row]:
     if postgres_bin() is None:
         return [NotRun(benchmark=name, reason="PostgreSQL is not installed")]
     rows: list[Row] = []
-    curve = ["| steps | backend | wall time | per step | peak RSS of the flow process |"]
-    curve.append("|---|---|---|---|---|")
+    curve = [
+        "| mapped | count | backend | wall time | per item | peak RSS of the flow process "
+        "| server rows written | rows per item |"
+    ]
+    curve.append("|---|---|---|---|---|---|---|---|")
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aiorch-scale-")))
         postgres = stack.enter_context(running_postgres()).replace("+psycopg", "+asyncpg")
@@ -202,17 +266,28 @@ def run(repeat: int) -> list[Row]:
                     "process; workers poll every second",
                 )
             )
-        for count in STEPS:
+        databases = {
+            "SQLite": f"sqlite:///{scratch / 'sqlite' / 'prefect.db'}",
+            "PostgreSQL": postgres.replace("+asyncpg", "+psycopg"),
+        }
+        for kind in FAN_OUTS:
             for label, api_url in servers.items():
-                seconds, megabytes = _fan_out(api_url, count, scratch)
-                curve.append(
-                    f"| {count} | {label} | {seconds:.1f} s | {seconds / count * 1000:.0f} ms "
-                    f"| {megabytes:.0f} MB |"
-                )
-    rows.append(Section(title="Fan-out of local steps: cost per step", markdown="\n".join(curve)))
+                per_item: dict[int, float] = {}
+                for count in STEPS:
+                    seconds, megabytes, written = _fan_out(
+                        api_url, databases[label], kind, count, scratch
+                    )
+                    per_item[count] = seconds / count
+                    curve.append(
+                        f"| {kind} | {count} | {label} | {seconds:.1f} s "
+                        f"| {seconds / count * 1000:.0f} ms | {megabytes:.0f} MB "
+                        f"| {written} | {written / count:.1f} |"
+                    )
+                rows.append(_flatness(label, kind, per_item))
+    rows.append(Section(title="Fan-outs: cost per item", markdown="\n".join(curve)))
     return rows
 
 
 if __name__ == "__main__":
-    succeeded = fan_out(int(sys.argv[1]))
+    succeeded = FAN_OUTS[sys.argv[1]](int(sys.argv[2]))
     print(f"succeeded {succeeded}", flush=True)

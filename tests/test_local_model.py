@@ -50,6 +50,17 @@ def proxy(local_model: str) -> Iterator[FaultProxy]:
         yield running
 
 
+def _local_geography() -> Agent:
+    """The geography agent on the ``local`` provider (whichever server that resolves to)."""
+    return Agent(
+        instruction=GEOGRAPHY,
+        model="generic.smollm2",
+        provider=ModelProvider(kind="local"),
+        temperature=0,
+        max_tokens=16,
+    )
+
+
 def _through(proxy: FaultProxy, **fields: Any) -> Agent:
     provider = ModelProvider(kind="generic", base_url=proxy.base_url, api_key=SecretStr(CANARY))
     settings: dict[str, Any] = {"temperature": 0, "max_tokens": 16, **fields}
@@ -154,13 +165,7 @@ def test_a_retried_flow_does_not_ask_the_model_again(
     assert [a.text for a in attempts[1]] == [a.text for a in attempts[0]]
 
     # A replay reports the stored usage as saved (the local kind counts its tokens).
-    local = Agent(
-        instruction=GEOGRAPHY,
-        model="generic.smollm2",
-        provider=ModelProvider(kind="local"),
-        temperature=0,
-        max_tokens=16,
-    )
+    local = _local_geography()
     replays: list[AgentResult] = []
 
     @flow(name="local-model-retry-usage", retries=1)
@@ -408,13 +413,7 @@ def test_aiorch_model_serve_is_the_server_processes_point_at_with_the_url_settin
 
         monkeypatch.setenv("AIORCH_LOCAL_MODEL_URL", url)
         monkeypatch.setenv("AIORCH_DATA_DIR", str(scratch_dir / "data"))
-        agent = Agent(
-            instruction=GEOGRAPHY,
-            model="generic.smollm2",
-            provider=ModelProvider(kind="local"),
-            temperature=0,
-            max_tokens=16,
-        )
+        agent = _local_geography()
 
         @flow(name="local-model-by-url")
         def ask() -> AgentResult:
